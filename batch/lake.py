@@ -1,0 +1,116 @@
+"""The Parquet data lake: validated reads (one clear error naming the path/column) and atomic writes
+(write to a temporary sibling, then rename), so a failed job leaves nothing half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from gpu_core.errors import LakeError
+
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id", "age_group", "gender", "home_lat", "home_lon", "max_distance_km", "device_type",
+              "created_at"),
+    "sellers": ("seller_id", "verified_id", "reports", "joined_at", "banned"),
+    "products": ("product_id", "seller_id", "title", "category", "price_thb", "condition_grade", "quality_score",
+                 "lat", "lon", "in_stock", "created_at", "image_path"),
+    "events": ("event_id", "event_type", "ts", "user_id", "product_id", "request_id", "position", "model_version",
+               "session_id", "device_type", "query"),
+}
+
+
+def table_path(lake: Path, table: str) -> Path:
+    p = Path(lake) / table
+    if not p.exists():
+        raise LakeError(f"lake table missing: {p} (build a world with `jaikod world build`)", field=table)
+    return p
+
+
+def read_table(lake: Path, table: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A whole (small) dimension table, with its columns checked."""
+    p = table_path(lake, table)
+    try:
+        schema_names = set(pq.read_schema(next(iter(sorted(p.rglob("*.parquet"))))).names) if p.is_dir() else \
+            set(pq.read_schema(p).names)
+    except StopIteration:
+        raise LakeError(f"lake table {p} has no parquet files", field=table) from None
+    wanted = list(columns) if columns is not None else list(TABLE_COLUMNS.get(table, ()))
+    missing = [c for c in wanted if c not in schema_names]
+    if missing:
+        raise LakeError(f"{p}: missing column(s) {', '.join(missing)}", field=missing[0])
+    return pd.read_parquet(p, columns=wanted or None)
+
+
+def event_dates(lake: Path) -> list[dt.date]:
+    p = table_path(lake, "events")
+    dates = []
+    for d in sorted(p.glob("date=*")):
+        if any(d.glob("*.parquet")):
+            dates.append(dt.date.fromisoformat(d.name.split("=", 1)[1]))
+    if not dates:
+        raise LakeError(f"no event partitions (date=YYYY-MM-DD) with parquet files under {p}", field="events")
+    return dates
+
+
+def read_events(lake: Path, dates: Sequence[dt.date], columns: Sequence[str]) -> pd.DataFrame:
+    """Events of the given date partitions (missing partitions are skipped; empty frame if none)."""
+    root = table_path(lake, "events")
+    frames = []
+    for d in dates:
+        part = root / f"date={d.isoformat()}"
+        files = sorted(part.glob("*.parquet"))
+        if not files:
+            continue
+        names = set(pq.read_schema(files[0]).names)
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise LakeError(f"{part}: missing column(s) {', '.join(missing)}", field=missing[0])
+        frames.append(pd.read_parquet(files, columns=list(columns)))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    return pd.concat(frames, ignore_index=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp dir beside ``target``; on success it replaces ``target`` in one rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_partition(df: pd.DataFrame, root: Path, date: dt.date) -> Path:
+    """Write one ``date=YYYY-MM-DD`` partition atomically (replacing any older one)."""
+    part = Path(root) / f"date={date.isoformat()}"
+    with atomic_dir(part) as tmp:
+        df.to_parquet(tmp / "part-0.parquet", index=False)
+    return part
+
+
+def parse_date(value: str | dt.date | None, field: str = "as_of") -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise LakeError(f"{field} must be a date YYYY-MM-DD, got {value!r}", field=field) from None

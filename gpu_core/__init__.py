@@ -1,0 +1,1 @@
+"""Backend and contracts shared by every layer (device, settings, schema, stores, registry)."""

@@ -1,0 +1,331 @@
+"""The feature store: one layout, two stores (offline Parquet, online Redis), written by batch and
+read by online. This module *is* the contract between them.
+
+Online layout (Redis, all keys under ``jk:``):
+
+======================================  ========================================================
+``jk:snapshot:current``                 version id of the live daily snapshot (the one pointer)
+``jk:snapshot:versions``                list of versions, newest first (old ones are deleted)
+``jk:s:{v}:u:{user_id}``                float32 row of USER_DAILY (packed, little-endian)
+``jk:s:{v}:p:{product_id}``             float32 row of PRODUCT_DAILY
+``jk:s:{v}:pm:ids`` / ``:pm:rows``       the whole product table (int64 ids, float32 rows): the
+                                        in-memory/on-device mirror the service loads per version
+``jk:s:{v}:pm:seller`` / ``:pm:region``  int64 seller ids, int32 region codes (aligned with ids)
+``jk:s:{v}:ctx``                        float32 row of CONTEXT_DAILY
+``jk:s:{v}:holidays``                   set of YYYY-MM-DD holiday dates
+``jk:s:{v}:popular:{region}``           int64 product ids, most popular first, per region
+``jk:s:{v}:meta``                       hash: created_at, as_of, n_users, n_products
+``jk:trending``                         int64 product ids, "Trending Globally" (survives versions)
+``jk:rt:p:{product_id}``                BITFIELD, big-endian i32: product real-time ring buffers
+``jk:rt:u:{user_id}``                   BITFIELD, big-endian i32: user real-time ring buffer
+``jk:rt:u:{user_id}:q``                 current search query (string, TTL 30 min)
+``jk:rt:seen:{event_id}``               idempotency marker of an applied event (TTL 7 days)
+======================================  ========================================================
+
+Real-time windows are bucketed ring buffers (see :mod:`kernels.windows`): the same definition is
+used by the offline ETL, so a point-in-time training row equals what the service reads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+
+from gpu_core.errors import FeatureStoreError
+from gpu_core.schema import (
+    CONTEXT_DAILY,
+    PRODUCT_DAILY,
+    USER_DAILY,
+    FeatureView,
+)
+from kernels.windows import ring_window_sum, smoothed_ctr
+
+
+@dataclass(frozen=True)
+class Window:
+    width_s: int
+    n_buckets: int
+
+    def bucket(self, ts_s: float) -> int:
+        return int(ts_s // self.width_s)
+
+
+PRODUCT_WINDOW = Window(300, 12)  # views/impressions last hour: 12 x 5 min
+USER_WINDOW = Window(60, 5)  # session clicks last 5 min: 5 x 1 min
+LAST_VIEWED_TTL_S = 1800
+
+# Product real-time BITFIELD layout (i32 slots)
+P_BIDS = 0  # 12 bucket ids
+P_IMPR = PRODUCT_WINDOW.n_buckets  # 12 impression counts
+P_CLICK = 2 * PRODUCT_WINDOW.n_buckets  # 12 click counts
+P_SOLD = 3 * PRODUCT_WINDOW.n_buckets  # 1 = sold out
+P_BOOST = P_SOLD + 1  # 1 = boosted now
+P_SLOTS = P_BOOST + 1
+# User real-time BITFIELD layout
+U_BIDS = 0
+U_CLICK = USER_WINDOW.n_buckets
+U_LAST_CAT = 2 * USER_WINDOW.n_buckets  # category code + 1 (0 = none)
+U_LAST_MIN = U_LAST_CAT + 1  # minute bucket of the last view
+U_SLOTS = U_LAST_MIN + 1
+
+POINTER = "jk:snapshot:current"
+VERSIONS = "jk:snapshot:versions"
+TRENDING = "jk:trending"
+SEEN_TTL_S = 7 * 24 * 3600
+
+
+def snap_key(version: str, *parts: object) -> str:
+    return ":".join(["jk:s", version, *map(str, parts)])
+
+
+def pack_rows(rows: np.ndarray) -> list[bytes]:
+    rows = np.ascontiguousarray(rows, dtype="<f4")
+    return [r.tobytes() for r in rows]
+
+
+def unpack_rows(blobs: Sequence[bytes | None], view: FeatureView) -> tuple[np.ndarray, np.ndarray]:
+    """MGET result -> (float32 [n, width], found mask). Missing rows take the view's defaults."""
+    n, w = len(blobs), view.width
+    found = np.fromiter((b is not None for b in blobs), dtype=bool, count=n)
+    out = np.empty((n, w), dtype=np.float32)
+    out[:] = default_row(view)
+    if found.any():
+        buf = b"".join(b for b in blobs if b is not None)
+        out[found] = np.frombuffer(buf, dtype="<f4").reshape(-1, w)
+    return out, found
+
+
+def default_row(view: FeatureView) -> np.ndarray:
+    return view.pack({}, 1)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Real-time update: one Lua script, atomic and idempotent per event id.
+_APPLY_EVENT = """
+-- KEYS: seen, product rt, user rt, user query
+-- ARGV: event_type, product bucket, user minute bucket, category+1, query, seen_ttl
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[6])) == false then return 0 end
+local etype = ARGV[1]
+local function ring(key, B, bucket, count_base)
+  local slot = bucket % B
+  local cur = redis.call('BITFIELD', key, 'GET', 'i32', '#' .. slot)[1]
+  if cur > bucket then return end  -- older than the window the slot now holds: outside it
+  if cur < bucket then
+    redis.call('BITFIELD', key, 'SET', 'i32', '#' .. slot, bucket,
+      'SET', 'i32', '#' .. (B + slot), 0, 'SET', 'i32', '#' .. (2 * B + slot), 0)
+  end
+  redis.call('BITFIELD', key, 'INCRBY', 'i32', '#' .. (count_base + slot), 1)
+end
+local pb = tonumber(ARGV[2])
+local um = tonumber(ARGV[3])
+if etype == 'impression' then
+  ring(KEYS[2], 12, pb, 12)
+elseif etype == 'click' then
+  ring(KEYS[2], 12, pb, 24)
+  ring(KEYS[3], 5, um, 5)
+  local last = redis.call('BITFIELD', KEYS[3], 'GET', 'i32', '#11')[1]
+  if um >= last then
+    redis.call('BITFIELD', KEYS[3], 'SET', 'i32', '#10', tonumber(ARGV[4]), 'SET', 'i32', '#11', um)
+  end
+elseif etype == 'order' then
+  redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#36', 1)
+end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', 1800) end
+return 1
+"""
+
+
+class OnlineStore:
+    """Online feature store on Redis: versioned daily snapshots + real-time ring buffers."""
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._apply = client.register_script(_APPLY_EVENT)
+
+    # ---- snapshots ---------------------------------------------------------------------------
+    def current_version(self) -> str | None:
+        v = self.r.get(POINTER)
+        return v.decode() if v is not None else None
+
+    def write_snapshot(
+        self,
+        version: str,
+        *,
+        user_ids: np.ndarray,
+        user_rows: np.ndarray,
+        product_ids: np.ndarray,
+        product_rows: np.ndarray,
+        product_seller: np.ndarray,
+        product_region: np.ndarray,
+        context_row: np.ndarray,
+        holidays: Iterable[str] = (),
+        popular_by_region: Mapping[int, np.ndarray] | None = None,
+        trending: np.ndarray | None = None,
+        meta: Mapping[str, Any] | None = None,
+        keep: int = 2,
+        chunk: int = 20_000,
+    ) -> None:
+        """Write a whole version, then flip the pointer (readers never see a mix); drop old ones."""
+        r = self.r
+        for ids, rows, kind in ((user_ids, user_rows, "u"), (product_ids, product_rows, "p")):
+            blobs = pack_rows(rows)
+            for i in range(0, len(blobs), chunk):
+                pipe = r.pipeline(transaction=False)
+                pipe.mset({snap_key(version, kind, int(k)): b for k, b in
+                           zip(ids[i:i + chunk], blobs[i:i + chunk], strict=True)})
+                pipe.execute()
+        pipe = r.pipeline(transaction=False)
+        pipe.set(snap_key(version, "pm", "ids"), np.asarray(product_ids, dtype="<i8").tobytes())
+        pipe.set(snap_key(version, "pm", "rows"), np.ascontiguousarray(product_rows, dtype="<f4").tobytes())
+        pipe.set(snap_key(version, "pm", "seller"), np.asarray(product_seller, dtype="<i8").tobytes())
+        pipe.set(snap_key(version, "pm", "region"), np.asarray(product_region, dtype="<i4").tobytes())
+        pipe.set(snap_key(version, "ctx"), np.asarray(context_row, dtype="<f4").tobytes())
+        hol = list(holidays)
+        if hol:
+            pipe.sadd(snap_key(version, "holidays"), *hol)
+        for region, ids in (popular_by_region or {}).items():
+            pipe.set(snap_key(version, "popular", int(region)), np.asarray(ids, dtype="<i8").tobytes())
+        info = {"created_at": int(time.time() * 1000), "n_users": len(user_ids), "n_products": len(product_ids)}
+        info.update(meta or {})
+        pipe.hset(snap_key(version, "meta"), mapping={k: str(v) for k, v in info.items()})
+        pipe.execute()
+        if trending is not None:
+            self.set_trending(trending)
+        # the switch: one pointer write
+        r.set(POINTER, version)
+        r.lpush(VERSIONS, version)
+        for old in r.lrange(VERSIONS, keep, -1):
+            self.delete_version(old.decode())
+        r.ltrim(VERSIONS, 0, keep - 1)
+
+    def delete_version(self, version: str) -> int:
+        n = 0
+        for batch in _chunks(self.r.scan_iter(match=snap_key(version, "*"), count=10_000), 10_000):
+            n += self.r.unlink(*batch)
+        return n
+
+    def set_trending(self, ids: np.ndarray) -> None:
+        self.r.set(TRENDING, np.asarray(ids, dtype="<i8").tobytes())
+
+    def trending(self) -> np.ndarray:
+        b = self.r.get(TRENDING)
+        return np.frombuffer(b, dtype="<i8").copy() if b else np.empty(0, dtype=np.int64)
+
+    def popular(self, version: str, region: int) -> np.ndarray:
+        b = self.r.get(snap_key(version, "popular", int(region)))
+        return np.frombuffer(b, dtype="<i8").copy() if b else np.empty(0, dtype=np.int64)
+
+    def read_rows(self, version: str, kind: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, found) of the daily view ``kind`` ('u' or 'p') for ``ids``, one MGET."""
+        view = USER_DAILY if kind == "u" else PRODUCT_DAILY
+        blobs = self.r.mget([snap_key(version, kind, int(i)) for i in ids]) if len(ids) else []
+        return unpack_rows(blobs, view)
+
+    def load_product_mirror(self, version: str) -> dict[str, np.ndarray]:
+        """The whole product snapshot of ``version`` (ids, rows, seller, region)."""
+        keys = [snap_key(version, "pm", k) for k in ("ids", "rows", "seller", "region")]
+        ids, rows, seller, region = self.r.mget(keys)
+        if ids is None or rows is None:
+            raise FeatureStoreError(f"snapshot {version!r} has no product table (key {keys[0]})")
+        ids_a = np.frombuffer(ids, dtype="<i8").copy()
+        return {
+            "ids": ids_a,
+            "rows": np.frombuffer(rows, dtype="<f4").reshape(len(ids_a), PRODUCT_DAILY.width).copy(),
+            "seller": np.frombuffer(seller, dtype="<i8").copy(),
+            "region": np.frombuffer(region, dtype="<i4").copy(),
+        }
+
+    def context_row(self, version: str) -> np.ndarray:
+        b = self.r.get(snap_key(version, "ctx"))
+        return np.frombuffer(b, dtype="<f4").copy() if b else default_row(CONTEXT_DAILY)
+
+    # ---- real-time ---------------------------------------------------------------------------
+    def apply_event(self, event_id: str, event_type: str, ts_ms: int, user_id: int, product_id: int,
+                    category: int, query: str = "", pipe: Any = None) -> Any:
+        """Apply one event to the real-time state, once per event id (idempotent)."""
+        ts = ts_ms / 1000.0
+        keys = [f"jk:rt:seen:{event_id}", rt_product_key(product_id), rt_user_key(user_id),
+                f"jk:rt:u:{user_id}:q"]
+        args = [event_type, PRODUCT_WINDOW.bucket(ts), USER_WINDOW.bucket(ts), int(category) + 1, query or "",
+                SEEN_TTL_S]
+        return self._apply(keys=keys, args=args, client=pipe if pipe is not None else self.r)
+
+    def set_flags(self, product_id: int, *, sold: bool | None = None, boosted: bool | None = None) -> None:
+        ops = []
+        if sold is not None:
+            ops += ["SET", "i32", f"#{P_SOLD}", int(sold)]
+        if boosted is not None:
+            ops += ["SET", "i32", f"#{P_BOOST}", int(boosted)]
+        if ops:
+            self.r.execute_command("BITFIELD", rt_product_key(product_id), *ops)
+
+    @staticmethod
+    def decode_product_rt(blobs: Sequence[bytes | None], now_s: float) -> dict[str, np.ndarray]:
+        """MGET of ``jk:rt:p:*`` -> the PRODUCT_REALTIME columns at ``now_s``."""
+        raw = _decode_bitfields(blobs, P_SLOTS)
+        B = PRODUCT_WINDOW.n_buckets
+        bids = raw[:, P_BIDS:P_BIDS + B]
+        impr = ring_window_sum(bids, raw[:, P_IMPR:P_IMPR + B], now_s, PRODUCT_WINDOW.width_s, xp=np)
+        clicks = ring_window_sum(bids, raw[:, P_CLICK:P_CLICK + B], now_s, PRODUCT_WINDOW.width_s, xp=np)
+        return {
+            "views_last_hour": clicks.astype(np.float32),
+            "ctr_last_hour": smoothed_ctr(clicks.astype(np.float32), impr.astype(np.float32), xp=np),
+            "is_boosted_now": raw[:, P_BOOST].astype(np.float32),
+            "stock_status": (raw[:, P_SOLD] == 0).astype(np.float32),
+        }
+
+    @staticmethod
+    def decode_user_rt(blob: bytes | None, query: bytes | None, now_s: float) -> dict[str, Any]:
+        raw = _decode_bitfields([blob], U_SLOTS)
+        B = USER_WINDOW.n_buckets
+        clicks = ring_window_sum(raw[:, U_BIDS:U_BIDS + B], raw[:, U_CLICK:U_CLICK + B], now_s,
+                                 USER_WINDOW.width_s, xp=np)
+        fresh = USER_WINDOW.bucket(now_s) - raw[0, U_LAST_MIN] <= LAST_VIEWED_TTL_S // USER_WINDOW.width_s
+        last = int(raw[0, U_LAST_CAT]) - 1 if (raw[0, U_LAST_CAT] > 0 and fresh) else -1
+        return {
+            "session_clicks_last_5m": float(clicks[0]),
+            "last_viewed_category": last,
+            "current_search_query": query.decode() if query else "",
+        }
+
+    def read_product_rt(self, ids: Sequence[int], now_s: float) -> dict[str, np.ndarray]:
+        blobs = self.r.mget([rt_product_key(i) for i in ids]) if len(ids) else []
+        return self.decode_product_rt(blobs, now_s)
+
+    def read_user_rt(self, user_id: int, now_s: float) -> dict[str, Any]:
+        blob, q = self.r.mget([rt_user_key(user_id), f"jk:rt:u:{user_id}:q"])
+        return self.decode_user_rt(blob, q, now_s)
+
+
+def rt_product_key(product_id: int) -> str:
+    return f"jk:rt:p:{int(product_id)}"
+
+
+def rt_user_key(user_id: int) -> str:
+    return f"jk:rt:u:{int(user_id)}"
+
+
+def _decode_bitfields(blobs: Sequence[bytes | None], slots: int) -> np.ndarray:
+    """Raw BITFIELD strings (big-endian i32, possibly short or missing) -> int64 [n, slots]."""
+    size = 4 * slots
+    if not len(blobs):
+        return np.zeros((0, slots), dtype=np.int64)
+    zero = b"\0" * size
+    buf = b"".join(zero if not b else (b if len(b) == size else b[:size].ljust(size, b"\0")) for b in blobs)
+    return np.frombuffer(buf, dtype=">i4").reshape(len(blobs), slots).astype(np.int64)
+
+
+def _chunks(it: Iterable[Any], n: int):
+    buf = []
+    for x in it:
+        buf.append(x)
+        if len(buf) >= n:
+            yield buf
+            buf = []
+    if buf:
+        yield buf

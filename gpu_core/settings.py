@@ -1,0 +1,94 @@
+"""Settings for every layer: one pydantic-settings model, env prefix ``JAIKOD_``.
+
+Every threshold of the seed lives here as a named default (Gorse style: the default is
+documented beside the key). Override with environment variables, e.g. ``JAIKOD_MAX_DISTANCE_KM=300``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import orjson
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JAIKOD_", extra="ignore")
+
+    # --- where things live ---------------------------------------------------------------
+    home: Path = Field(Path("var"), description="root of local state: registry, indexes, logs, lake")
+    lake: Path | None = Field(None, description="Parquet data lake; default <home>/lake")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under <home>/mlflow")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    scheduler: str | None = Field(None, description="dask.distributed scheduler address; None = local cluster")
+    dask_workers: int = 2
+
+    # --- retrieval and filters -----------------------------------------------------------
+    n_candidates: int = 1000  # candidates retrieved per request
+    max_distance_km: float = 500.0  # default when the user has none
+    embedding_dim: int = 64
+
+    # --- scoring -------------------------------------------------------------------------
+    w_ctr: float = 1.0  # FinalScore = pCTR*w1 + pCVR*w2 + SellerTrust*w3 + BoostMultiplier
+    w_cvr: float = 2.0
+    w_trust: float = 0.1
+    boost_multiplier: float = 0.5  # added for listings boosted now
+
+    # --- re-rank and polish --------------------------------------------------------------
+    max_per_seller_run: int = 3  # no more than 3 items of one seller in a row
+    fraud_threshold: float = 0.8  # fraud score above which a listing is demoted/dropped
+    sponsored_slots: tuple[int, ...] = (4, 12)  # 1-based positions
+    result_size: int = 20
+
+    # --- latency budgets and fallbacks ---------------------------------------------------
+    request_budget_ms: float = 200.0
+    feature_store_timeout_ms: float = 100.0
+
+    # --- events / labels / training ------------------------------------------------------
+    attribution_window_s: int = 3600  # click = 1 within 1 h
+    train_days: int = 28
+    holdout_hours: int = 24
+    ndcg_k: int = 20
+    retrain_interactions: int = 100_000
+    psi_threshold: float = 0.2
+    canary_share: float = 0.05
+    safety_threshold: float = 0.4
+
+    # --- world -----------------------------------------------------------------------------
+    world_days: int = 30
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.lake if self.lake is not None else self.home / "lake"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_uri:
+            return self.mlflow_uri
+        d = (self.home / "mlflow").resolve()
+        d.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{d / 'mlflow.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    def digest(self) -> str:
+        """Stable hash of every setting (for replayable request logs)."""
+        blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment)."""
+    get_settings.cache_clear()

