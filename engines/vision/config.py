@@ -1,0 +1,68 @@
+"""Settings of the visual intelligence service (env prefix ``JAIKOD_VISION_``).
+
+Kept beside the engines so the shared :mod:`gpu_core.settings` stays small; every limit and
+threshold of the vision seed is a named setting with its default documented here. The moderation
+threshold itself (``safety_threshold`` = 0.4) stays in the shared settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class VisionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JAIKOD_VISION_", extra="ignore")
+
+    runtime: Literal["onnxruntime", "tensorrt", "triton"] = "onnxruntime"
+    triton_url: str = "127.0.0.1:8000"  # host:port of a Triton server (http) when runtime=triton
+    triton_protocol: Literal["http", "grpc"] = "http"
+    tensorrt_fp16: bool = True
+    intra_op_threads: int = 0  # onnxruntime intra-op threads; 0 = library default
+
+    # --- input limits ------------------------------------------------------------------------
+    max_image_bytes: int = 8 * 1024 * 1024  # larger uploads -> 413
+    max_image_side: int = 6000  # larger width or height -> 413 (decompression bombs)
+    max_image_pixels: int = 24_000_000
+    min_image_side: int = 16  # smaller -> 422
+    allowed_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+
+    # --- models --------------------------------------------------------------------------------
+    backbone_size: int = 160  # MobileNetV2 input side (ImageNet weights; 64-px listing images upsampled)
+    nudity_min_score: float = 0.25  # nudenet detections below this are ignored
+    head_category_model: str = "jaikod-vision-category"
+    head_condition_model: str = "jaikod-vision-condition"
+    head_alias: str = "production"
+
+    # --- micro-batching ----------------------------------------------------------------------
+    batch_window_ms: float = 4.0  # how long the first request of a batch waits for company
+    max_batch: int = 16
+
+    # --- duplicates ----------------------------------------------------------------------------
+    duplicate_similarity: float = 0.92  # cosine of backbone embeddings at or above -> duplicate
+    phash_max_distance: int = 6  # Hamming distance of 64-bit perceptual hashes at or below -> re-upload
+
+    # --- eKYC ----------------------------------------------------------------------------------
+    face_detect_confidence: float = 0.6
+    face_match_threshold: float = 0.363  # SFace cosine threshold of OpenCV Zoo
+    max_selfie_frames: int = 8
+    liveness_min_landmark_motion: float = 0.01  # normalised landmark displacement between frames
+    liveness_min_frames: int = 3
+    face_hmac_key: str | None = Field(None, description="hex key for face-record HMAC; default key file in home")
+    retention_enabled: bool = False  # keep AES-GCM encrypted originals in cold storage
+    retention_key: str | None = Field(None, description="hex AES-256 key; default key file in home")
+    retention_days: int = 30
+    cold_storage_dir: Path | None = None  # default <home>/cold_storage/ekyc
+
+
+@lru_cache(maxsize=1)
+def get_vision_settings() -> VisionSettings:
+    return VisionSettings()
+
+
+def reset_vision_settings() -> None:
+    get_vision_settings.cache_clear()

@@ -1,0 +1,82 @@
+"""Decode and validate uploaded images; perceptual hash for exact re-uploads.
+
+Decoding is done by Pillow with a pixel cap (decompression bombs), a full ``load()`` (truncated files
+fail here, not later) and a format whitelist. Every failure is a :class:`VisionInputError` with the
+HTTP status the API returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from engines.vision.config import get_vision_settings
+from engines.vision.errors import VisionInputError
+
+
+def b64decode_image(data: str, *, field: str = "image_base64") -> bytes:
+    """URL-safe (or standard) base64, padding optional, ``data:`` URL prefix allowed."""
+    if "," in data[:100] and data.startswith("data:"):
+        data = data.split(",", 1)[1]
+    data = data.strip().replace("+", "-").replace("/", "_")
+    data += "=" * (-len(data) % 4)
+    try:
+        return base64.urlsafe_b64decode(data.encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise VisionInputError("image is not valid base64", field=field, http_status=400) from exc
+
+
+def decode_image(raw: bytes, *, field: str = "image") -> np.ndarray:
+    """Bytes -> RGB ``uint8 [H, W, 3]``, enforcing the size, dimension and format settings."""
+    s = get_vision_settings()
+    if not raw:
+        raise VisionInputError("image is empty (0 bytes)", field=field, http_status=400)
+    if len(raw) > s.max_image_bytes:
+        raise VisionInputError(f"image is {len(raw)} bytes; the limit is {s.max_image_bytes}", field=field,
+                               http_status=413)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+            fmt = img.format
+            w, h = img.size
+            if fmt not in s.allowed_formats:
+                raise VisionInputError(f"image format {fmt} is not accepted; use JPEG, PNG or WebP", field=field,
+                                       http_status=415)
+            if max(w, h) > s.max_image_side or w * h > s.max_image_pixels:
+                raise VisionInputError(f"image is {w}x{h}; the limit is {s.max_image_side} px a side and "
+                                       f"{s.max_image_pixels} pixels", field=field, http_status=413)
+            if min(w, h) < s.min_image_side:
+                raise VisionInputError(f"image is {w}x{h}; at least {s.min_image_side} px a side is needed",
+                                       field=field, http_status=422)
+            img.load()
+            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except VisionInputError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise VisionInputError("image has too many pixels", field=field, http_status=413) from exc
+    except UnidentifiedImageError as exc:
+        raise VisionInputError("file is not an image (JPEG, PNG or WebP expected)", field=field,
+                               http_status=415) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise VisionInputError("image is truncated or corrupt", field=field, http_status=400) from exc
+    return np.ascontiguousarray(rgb)
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (the pHash construction: 32x32 grey, top-left 8x8 DCT vs its median)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+    low = cv2.dct(small)[:8, :8].reshape(-1)
+    bits = low > np.median(low[1:])
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
