@@ -50,7 +50,7 @@ class VisionSettings(BaseSettings):
     face_detect_confidence: float = 0.6
     face_match_threshold: float = 0.363  # SFace cosine threshold of OpenCV Zoo
     max_selfie_frames: int = 8
-    liveness_min_landmark_motion: float = 0.01  # normalised landmark displacement between frames
+    liveness_min_landmark_motion: float = 0.08  # non-rigid landmark residual (inter-ocular units) between frames
     liveness_min_frames: int = 3
     face_hmac_key: str | None = Field(None, description="hex key for face-record HMAC; default key file in home")
     retention_enabled: bool = False  # keep AES-GCM encrypted originals in cold storage
