@@ -1,0 +1,1 @@
+"""Synthetic marketplace world: hidden preference model, procedural images, lake generator."""
