@@ -1,0 +1,135 @@
+"""Pattern detectors for attempts to take a deal off the platform ("diversion").
+
+Kinds: ``line_id | phone | email | url | payment_outside``. Every detector runs on the normalised text
+(:mod:`engines.text.normalize`) and reports spans ``(start, end)`` in the ORIGINAL text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engines.text.normalize import NormalizedText, digits_only, normalize
+
+DIVERSION_KINDS = ("line_id", "phone", "email", "url", "payment_outside")
+
+
+@dataclass(frozen=True)
+class Diversion:
+    kind: str
+    span: tuple[int, int]  # [start, end) in the original text
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "span": [self.span[0], self.span[1]]}
+
+
+# --- phone: Thai mobile/landline (0 + 8-9 digits) or +66, separators allowed between digits -------------
+_PHONE_RE = re.compile(r"(?<![\d@\w])(?:\+?\s*6\s*6[\s\-.()]*|0)(?:\d[\s\-.()]{0,3}){7,10}\d(?![\d])")
+
+# --- email, including "name at gmail dot com" -----------------------------------------------------------
+_AT = r"(?:\s*@\s*|\s*[\[(]\s*at\s*[\])]\s*|\s+at\s+|\s*แอท\s*)"
+_DOT = r"(?:\.|\s*[\[(]\s*dot\s*[\])]\s*|\s+dot\s+|\s*จุด\s*)"
+_EMAIL_RE = re.compile(
+    r"[a-z0-9][a-z0-9._%+\-]*" + _AT + r"[a-z0-9\-]+(?:" + _DOT + r"[a-z0-9\-]+)*" + _DOT
+    + r"(?:com|net|org|co|th|io|me|info|biz|edu|ac|go|mail)\b"
+)
+
+# --- url -------------------------------------------------------------------------------------------------
+_TLD = r"(?:com|net|org|co\.th|in\.th|co|th|ly|me|io|shop|link|site|online|xyz|info|app|page|gl)"
+_URL_RE = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"']+|\b[a-z0-9][a-z0-9\-]*(?:\.[a-z0-9\-]+)*\." + _TLD + r"\b(?:/[^\s<>\"']*)?"
+)
+
+# --- line id: a LINE keyword, optional "id"/":" then the id; or "@handle" ---------------------------------
+_LINE_KW = (
+    r"(?:line|ไลน์|ไลน|ไล์น|ไรน์|ลายน์|ln|li\s?ne|เส้น|l1ne|lineid|ไอดีไลน์|ไอดีไลน|id\s*line|ไลน์ไอดี)"
+)
+_LINE_RE = re.compile(
+    _LINE_KW + r"\s*(?:id|ไอดี|ไอดี้|official|ส่วนตัว)?\s*(?:[:：=\-]|คือ|นะ|ครับ|ค่ะ|มา|ที่)?\s*"
+    r"(?:ได้ที่|ที่|มาที่|:)?\s*(?P<id>@?[a-z0-9][a-z0-9._\-]{2,24})"
+)
+_LINE_URL_RE = re.compile(r"(?:https?://)?line\.me/\S+|lin\.ee/\S+")
+_HANDLE_RE = re.compile(r"(?<![\w.])@(?P<id>[a-z0-9][a-z0-9._\-]{2,24})")
+_ADD_LINE_RE = re.compile(r"(?:แอดไลน์|แอดไลน|add\s*line|add\s*me\s*on\s*line|ทักไลน์|ทักไลน|คุยไลน์|คุยทางไลน์)")
+_LINE_ID_STOP = {
+    "id", "official", "only", "me", "ok", "na", "krub", "ka", "nah", "please", "pls", "chat", "app", "here",
+    "now", "inbox", "and", "the", "for", "shopping", "thb", "baht",
+}
+
+# --- payment outside the platform ------------------------------------------------------------------------
+_PAYMENT_KW = re.compile(
+    r"(?:โอนก่อน|โอนเงินก่อน|โอนมัดจำ|มัดจำก่อน|โอนเข้าบัญชี|โอนมาที่|โอนผ่าน|เลขบัญชี|เลขที่บัญชี|"
+    r"พร้อมเพย์|พร้อมเพ|promptpay|prompt\s*pay|true\s*money|ทรูมันนี่|ทรูวอลเล็ท|"
+    r"นอกแอป|นอกระบบ|ไม่ผ่านแอป|ไม่ต้องผ่านแอป|ไม่ผ่านระบบ|ไม่ต้องผ่านระบบ|จ่ายตรง|ชำระตรง|"
+    r"bank\s*transfer|transfer\s*(?:first|to\s*my|directly)|pay\s*(?:me\s*)?(?:directly|outside|first|via\s*bank)|"
+    r"outside\s*(?:the\s*)?(?:app|platform)|off\s*(?:the\s*)?(?:app|platform)|paypal\.me|wire\s*(?:me|the\s*money)|"
+    r"deposit\s*first|send\s*(?:the\s*)?money\s*(?:first|to)|account\s*(?:no|number)|acc\s*no)"
+)
+_BANK_ACCOUNT_RE = re.compile(r"(?<!\d)\d{3}[\-\s]\d[\-\s]\d{5}[\-\s]\d(?!\d)")
+
+
+def _phone_spans(nt: NormalizedText) -> list[tuple[int, int]]:
+    out = []
+    for m in _PHONE_RE.finditer(nt.text):
+        d = digits_only(m.group(0))
+        ok = (d.startswith("0") and len(d) in (9, 10)) or (d.startswith("66") and len(d) in (10, 11))
+        if ok and not _BANK_ACCOUNT_RE.fullmatch(m.group(0).strip()):
+            out.append((m.start(), m.end()))
+    return out
+
+
+def _overlaps(a: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
+    return any(a[0] < b[1] and b[0] < a[1] for b in spans)
+
+
+def detect_diversion(text: str | NormalizedText) -> list[Diversion]:
+    """All diversion attempts in ``text``, spans in the original text, sorted by position."""
+    nt = text if isinstance(text, NormalizedText) else normalize(text)
+    t = nt.text
+    found: list[tuple[str, tuple[int, int]]] = []  # spans in normalised coordinates
+
+    emails = [(m.start(), m.end()) for m in _EMAIL_RE.finditer(t)]
+    found += [("email", s) for s in emails]
+    phones = [s for s in _phone_spans(nt) if not _overlaps(s, emails)]
+    found += [("phone", s) for s in phones]
+
+    line_spans: list[tuple[int, int]] = []
+    for m in _LINE_URL_RE.finditer(t):
+        line_spans.append((m.start(), m.end()))
+    for m in _LINE_RE.finditer(t):
+        ident = m.group("id")
+        if ident.lstrip("@") in _LINE_ID_STOP:
+            continue
+        s = (m.start("id"), m.end("id"))
+        if _overlaps(s, phones + emails):
+            # "line: 0812345678" is a phone number used as a Line ID: report both
+            line_spans.append((m.start(), m.end()))
+            continue
+        line_spans.append((m.start(), m.end()))
+    for m in _HANDLE_RE.finditer(t):
+        s = (m.start(), m.end())
+        if not _overlaps(s, emails + line_spans) and m.group("id") not in _LINE_ID_STOP:
+            line_spans.append(s)
+    for m in _ADD_LINE_RE.finditer(t):
+        s = (m.start(), m.end())
+        if not _overlaps((s[0], s[1] + 40), line_spans):
+            line_spans.append(s)
+    found += [("line_id", s) for s in line_spans]
+
+    taken = emails + line_spans
+    for m in _URL_RE.finditer(t):
+        s = (m.start(), m.end())
+        if not _overlaps(s, taken):
+            found.append(("url", s))
+
+    for m in _PAYMENT_KW.finditer(t):
+        found.append(("payment_outside", (m.start(), m.end())))
+    for m in _BANK_ACCOUNT_RE.finditer(t):
+        found.append(("payment_outside", (m.start(), m.end())))
+
+    out = {Diversion(kind, nt.span(a, b)) for kind, (a, b) in found}
+    return sorted(out, key=lambda d: (d.span, d.kind))
+
+
+def diversion_kinds(text: str | NormalizedText) -> set[str]:
+    return {d.kind for d in detect_diversion(text)}
