@@ -27,7 +27,8 @@ def get_xp(*arrays: Any, xp: ModuleType | None = None) -> ModuleType:
     """The array-API namespace for ``arrays`` (or the normalised ``xp`` when given)."""
     if xp is not None:
         return _normalise(xp)
-    arrs = [a for a in arrays if is_array_api_obj(a)]
+    # numpy scalars (np.float64(...)) are scalars here, not arrays that would pin the namespace
+    arrs = [a for a in arrays if is_array_api_obj(a) and not isinstance(a, np.generic)]
     if not arrs:
         return _normalise(np)  # plain Python lists / scalars: compute on numpy
     return array_namespace(*arrs)
