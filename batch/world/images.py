@@ -9,6 +9,7 @@ A seed varies position, size and colour, so two listings of one category never l
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ PALETTES: tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...] = (
     ((245, 235, 215), (120, 70, 30)),  # books_hobbies: paper / brown book stack
     ((215, 215, 200), (60, 60, 60)),  # vehicles_parts: concrete / dark wheel
     ((255, 235, 245), (170, 60, 200)),  # beauty: blush / purple bottle
-    ((240, 230, 210), (150, 100, 60)),  # pets: sand / brown paw
+    ((205, 238, 230), (150, 95, 55)),  # pets: mint / brown paw
     ((40, 30, 70), (240, 200, 40)),  # collectibles: night blue / gold star
     ((235, 225, 205), (110, 60, 20)),  # furniture: beige / walnut chair
 )
@@ -88,6 +89,15 @@ def _shape_mask(category: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown category code {category}")
 
 
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    lin = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
+    y, x = np.meshgrid(lin, lin, indexing="ij")
+    y.setflags(write=False)
+    x.setflags(write=False)
+    return y, x
+
+
 def draw_product_image(category: int, condition_grade: int, seed: int, size: int = 64) -> np.ndarray:
     """Draw one product photo, uint8 [size, size, 3].
 
@@ -106,8 +116,7 @@ def draw_product_image(category: int, condition_grade: int, seed: int, size: int
     # Jittered placement and scale of the silhouette.
     cx, cy = rng.uniform(-0.15, 0.15, 2)
     scale = rng.uniform(0.8, 1.05)
-    lin = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
-    y, x = np.meshgrid(lin, lin, indexing="ij")
+    y, x = _grid(size)
     mask = _shape_mask(category, (x - cx) / scale, (y - cy) / scale)
 
     img = np.empty((size, size, 3), dtype=np.float32)
@@ -121,7 +130,7 @@ def draw_product_image(category: int, condition_grade: int, seed: int, size: int
         # fading toward grey
         grey = img.mean(axis=2, keepdims=True)
         fade = 0.55 * wear
-        img = img * (1 - fade) + (0.5 * grey + 0.5 * 170.0) * fade
+        img = (img * (1 - fade) + (0.5 * grey + 0.5 * 170.0) * fade).astype(np.float32)
         # scratches: bright thin lines across the item
         n_scratch = int(round(10 * wear))
         steps = np.linspace(0.0, 1.0, 2 * size)
@@ -136,9 +145,8 @@ def draw_product_image(category: int, condition_grade: int, seed: int, size: int
             sr = rng.uniform(0.05, 0.18)
             stain = (x - sx) ** 2 + (y - sy) ** 2 < sr * sr
             img[stain] *= 0.55
-        # sensor noise
-        img = img + rng.normal(0, 28 * wear, img.shape)
-    img = img + rng.normal(0, 3, img.shape)  # a little noise on every photo
+    # sensor noise: a little on every photo, much more on worn items
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(3.0 + 28.0 * wear)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

@@ -85,9 +85,12 @@ EN_ADJECTIVES: tuple[str, ...] = (
 )
 TH_ADJECTIVES: tuple[str, ...] = ("มือสอง", "สภาพดี", "เหมือนใหม่", "ของแท้", "ราคาถูก", "ใช้งานได้ปกติ", "ส่งฟรี")
 
+# Seasonal words only searched during a drift surge (titles may still contain them).
+SEASONAL: frozenset[str] = frozenset({"winter coat", "เสื้อกันหนาว"})
 # Search queries per category (a mix of Thai and English keywords).
 QUERIES: dict[str, tuple[str, ...]] = {
-    cat: tuple(dict.fromkeys(en[:4] + th[:4] + brands[:2])) for cat, (brands, en, th) in TITLE_WORDS.items()
+    cat: tuple(q for q in dict.fromkeys(en[:5] + th[:5] + brands[:2]) if q not in SEASONAL)
+    for cat, (brands, en, th) in TITLE_WORDS.items()
 }
 # Queries of a drift surge (the category suddenly in demand); fashion gets winter coats.
 DRIFT_QUERIES: dict[str, tuple[str, ...]] = {cat: q[:3] for cat, q in QUERIES.items()}
