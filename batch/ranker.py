@@ -1,0 +1,285 @@
+"""The project's learning-to-rank configuration, as code, and the trainer that applies it.
+
+``RankerConfig`` holds every knob of the XGBoost LambdaMART ranker; ``train_ranker`` trains it with
+early stopping on a validation split of the *training* queries (split by query, deterministic by
+seed) and returns an ``xgboost.Booster``. With ``config.n_bags > 1`` it trains a small deterministic
+cross-validation bag instead (one booster per disjoint validation fold, each early-stopped on its own
+fold, so every training query is used for fitting by all but one member) and returns a
+:class:`RankerBag` whose ``predict`` averages the members' scores. The defaults were chosen by grouped
+cross-validation on the training queries of the Yahoo LTR sample (``bench/bench_ltr.py``), never on a
+test set.
+
+    >>> booster = train_ranker(X, y, group_sizes=sizes)
+    >>> scores = predict_ranker(booster, X_new)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from gpu_core.errors import ConfigError
+
+
+def _default_device() -> str:
+    from gpu_core.device import backend
+
+    return backend().xgb_device
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """Every hyper-parameter of the ranker. Defaults: chosen by grouped CV on training queries."""
+
+    objective: str = "rank:ndcg"  # rank:ndcg | rank:pairwise | rank:map
+    lambdarank_pair_method: str = "topk"  # topk | mean
+    lambdarank_num_pair_per_sample: int = 10  # with topk: the truncation level of the lambda gradient
+    max_depth: int = 6
+    eta: float = 0.05
+    min_child_weight: float = 1.0
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    reg_lambda: float = 1.0
+    n_rounds: int = 500  # upper bound; early stopping picks the number actually kept
+    early_stopping_rounds: int = 50
+    ndcg_exp_gain: bool = False  # linear gain, the gain the marketplace reports (sklearn.metrics.ndcg_score)
+    eval_k: int = 10  # early stopping watches NDCG@eval_k (linear gain, ties averaged like sklearn)
+    validation_fraction: float = 0.2  # share of training queries held out for early stopping
+    n_bags: int = 1  # >1: a CV bag of n_bags boosters, validation folds disjoint
+    seed: int = 0
+    nthread: int = 2
+    device: str = field(default_factory=_default_device)  # "cpu" | "cuda"
+
+    def __post_init__(self) -> None:
+        if self.objective not in ("rank:ndcg", "rank:pairwise", "rank:map"):
+            raise ConfigError(f"unknown ranking objective {self.objective!r}", field="objective")
+        if self.lambdarank_pair_method not in ("topk", "mean"):
+            raise ConfigError("lambdarank_pair_method must be topk or mean", field="lambdarank_pair_method")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError("validation_fraction must be in (0, 1)", field="validation_fraction")
+        if self.n_bags < 1 or self.n_rounds < 1:
+            raise ConfigError("n_bags and n_rounds must be >= 1", field="n_bags")
+
+    def xgb_params(self) -> dict[str, Any]:
+        return {
+            "objective": self.objective,
+            "lambdarank_pair_method": self.lambdarank_pair_method,
+            "lambdarank_num_pair_per_sample": self.lambdarank_num_pair_per_sample,
+            "ndcg_exp_gain": self.ndcg_exp_gain,
+            "max_depth": self.max_depth,
+            "eta": self.eta,
+            "min_child_weight": self.min_child_weight,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "reg_lambda": self.reg_lambda,
+            "tree_method": "hist",
+            "device": self.device,
+            "nthread": self.nthread,
+            "seed": self.seed,
+            "disable_default_eval_metric": 1,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------- groups
+def as_qid(n_rows: int, *, qid: Any = None, group_sizes: Any = None) -> np.ndarray:
+    """Per-row query ids (int64) from either per-row ``qid`` or consecutive ``group_sizes``."""
+    if (qid is None) == (group_sizes is None):
+        raise ConfigError("give exactly one of qid (per row) or group_sizes (per query)", field="qid")
+    if group_sizes is not None:
+        sizes = np.asarray(group_sizes, dtype=np.int64).reshape(-1)
+        if sizes.sum() != n_rows or (sizes < 1).any():
+            raise ConfigError(
+                f"group sizes sum to {int(sizes.sum())}, the matrix has {n_rows} rows", field="group_sizes"
+            )
+        return np.repeat(np.arange(sizes.shape[0], dtype=np.int64), sizes)
+    q = np.asarray(qid).reshape(-1)
+    if q.shape[0] != n_rows:
+        raise ConfigError(f"qid has {q.shape[0]} entries, the matrix has {n_rows} rows", field="qid")
+    return q
+
+
+def _contiguous(qid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row order making each query contiguous, sizes of the queries in that order)."""
+    order = np.argsort(qid, kind="stable")
+    _, sizes = np.unique(qid[order], return_counts=True)
+    return order, sizes
+
+
+def split_queries(qid: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean row masks (train, validation): whole queries go to one side, deterministic by seed."""
+    uniq = np.unique(qid)
+    if uniq.shape[0] < 2:
+        raise ConfigError("a validation split needs at least 2 queries", field="validation_fraction")
+    n_val = min(max(1, int(round(fraction * uniq.shape[0]))), uniq.shape[0] - 1)
+    val_q = np.random.default_rng(seed).permutation(uniq)[:n_val]
+    val = np.isin(qid, val_q)
+    return ~val, val
+
+
+def query_folds(qid: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
+    """``n_folds`` disjoint validation row masks covering every query once (deterministic by seed)."""
+    uniq = np.random.default_rng(seed).permutation(np.unique(qid))
+    if uniq.shape[0] < n_folds:
+        raise ConfigError(f"{n_folds} folds need at least as many queries", field="n_bags")
+    return [np.isin(qid, part) for part in np.array_split(uniq, n_folds)]
+
+
+# ------------------------------------------------------------------------------------------- metric
+def ndcg_linear(scores: Any, labels: Any, qid: Any, k: int) -> float:
+    """Mean NDCG@k with linear gain over queries with a relevant document, ties averaged.
+
+    Same value as ``sklearn.metrics.ndcg_score(y_true=[labels], y_score=[scores], k=k)`` per query,
+    averaged over queries whose labels are not all zero (a one-document relevant query counts 1).
+    Vectorised on numpy so it can run as an early-stopping metric every round.
+    """
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    _, g = np.unique(np.asarray(qid).reshape(-1), return_inverse=True)
+    n_q = int(g.max()) + 1 if g.size else 0
+    if n_q == 0:
+        return float("nan")
+
+    def _rank_in_group(order: np.ndarray) -> np.ndarray:
+        gs = g[order]
+        starts = np.r_[0, np.flatnonzero(gs[1:] != gs[:-1]) + 1]
+        first = np.repeat(starts, np.diff(np.r_[starts, gs.size]))
+        return np.arange(gs.size) - first
+
+    def _disc(rank: np.ndarray) -> np.ndarray:
+        return np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+
+    # DCG with sklearn's tie averaging: each block of equal scores gets its mean gain on its discounts
+    order = np.lexsort((-s, g))
+    gs, ss, ys = g[order], s[order], y[order]
+    disc = _disc(_rank_in_group(order))
+    new_block = np.r_[True, (gs[1:] != gs[:-1]) | (ss[1:] != ss[:-1])]
+    block = np.cumsum(new_block) - 1
+    n_b = int(block[-1]) + 1
+    mean_gain = np.bincount(block, weights=ys, minlength=n_b) / np.bincount(block, minlength=n_b)
+    disc_sum = np.bincount(block, weights=disc, minlength=n_b)
+    block_group = gs[new_block]
+    dcg = np.bincount(block_group, weights=mean_gain * disc_sum, minlength=n_q)
+    # ideal DCG
+    iorder = np.lexsort((-y, g))
+    idcg = np.bincount(g[iorder], weights=y[iorder] * _disc(_rank_in_group(iorder)), minlength=n_q)
+    ok = idcg > 0
+    if not ok.any():
+        return float("nan")
+    return float(np.mean(dcg[ok] / idcg[ok]))
+
+
+# ------------------------------------------------------------------------------------------ trainer
+class RankerBag:
+    """A deterministic CV bag of boosters; ``predict`` averages their scores."""
+
+    def __init__(self, boosters: list[xgb.Booster]):
+        self.boosters = boosters
+
+    def predict(self, data: Any) -> np.ndarray:
+        return np.mean([predict_ranker(b, data) for b in self.boosters], axis=0)
+
+    @property
+    def best_iterations(self) -> list[int]:
+        return [int(b.best_iteration) for b in self.boosters]
+
+
+def _dmatrix(X: Any, y: Any, qid: np.ndarray) -> tuple[xgb.DMatrix, np.ndarray]:
+    order, sizes = _contiguous(qid)
+    Xo = X[order]
+    d = xgb.DMatrix(Xo, label=np.asarray(y, dtype=np.float32)[order], group=sizes)
+    return d, order
+
+
+def _fit_one(
+    X: Any,
+    y: np.ndarray,
+    qid: np.ndarray,
+    X_val: Any,
+    y_val: np.ndarray,
+    qid_val: np.ndarray,
+    config: RankerConfig,
+    seed: int,
+) -> xgb.Booster:
+    dtrain, _ = _dmatrix(X, y, qid)
+    dval, vorder = _dmatrix(X_val, y_val, qid_val)
+    yv, qv = y_val[vorder], qid_val[vorder]
+    k = config.eval_k
+
+    def _metric(predt: np.ndarray, dm: xgb.DMatrix) -> tuple[str, float]:
+        return f"ndcg_lin@{k}", ndcg_linear(predt, yv if dm is dval else dm.get_label(), qv, k)
+
+    params = config.xgb_params() | {"seed": seed}
+    return xgb.train(
+        params,
+        dtrain,
+        num_boost_round=config.n_rounds,
+        evals=[(dval, "val")],
+        custom_metric=_metric,
+        maximize=True,
+        early_stopping_rounds=config.early_stopping_rounds,
+        verbose_eval=False,
+    )
+
+
+def train_ranker(
+    X: Any,
+    y: Any,
+    *,
+    qid: Any = None,
+    group_sizes: Any = None,
+    config: RankerConfig | None = None,
+    X_val: Any = None,
+    y_val: Any = None,
+    qid_val: Any = None,
+    group_sizes_val: Any = None,
+) -> xgb.Booster | RankerBag:
+    """Train the ranker; early stopping on ``X_val`` or, when none is given, on a query split of ``X``.
+
+    ``X`` may be dense or scipy sparse (absent entries are missing values). Query membership comes
+    from ``qid`` (per row, any order) or ``group_sizes`` (consecutive rows). Returns the booster
+    (``best_iteration`` set by early stopping) or, with ``config.n_bags > 1`` and no ``X_val``, a
+    :class:`RankerBag`.
+    """
+    cfg = config or RankerConfig()
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    q = as_qid(X.shape[0], qid=qid, group_sizes=group_sizes)
+    if X_val is not None:
+        yv = np.asarray(y_val, dtype=np.float32).reshape(-1)
+        qv = as_qid(X_val.shape[0], qid=qid_val, group_sizes=group_sizes_val)
+        return _fit_one(X, y, q, X_val, yv, qv, cfg, cfg.seed)
+    if cfg.n_bags == 1:
+        tr, va = split_queries(q, cfg.validation_fraction, cfg.seed)
+        return _fit_one(X[tr], y[tr], q[tr], X[va], y[va], q[va], cfg, cfg.seed)
+    members = []
+    for i, va in enumerate(query_folds(q, cfg.n_bags, cfg.seed)):
+        tr = ~va
+        members.append(_fit_one(X[tr], y[tr], q[tr], X[va], y[va], q[va], cfg, cfg.seed + i))
+    return RankerBag(members)
+
+
+def predict_ranker(model: xgb.Booster | RankerBag, X: Any) -> np.ndarray:
+    """Scores for rows of ``X`` (higher = ranked first), using the early-stopped trees only."""
+    if isinstance(model, RankerBag):
+        return model.predict(X)
+    dm = X if isinstance(X, xgb.DMatrix) else xgb.DMatrix(X)
+    best = getattr(model, "best_iteration", None)
+    rng = (0, int(best) + 1) if best is not None else (0, 0)
+    return model.predict(dm, iteration_range=rng)
+
+
+__all__ = [
+    "RankerBag",
+    "RankerConfig",
+    "as_qid",
+    "ndcg_linear",
+    "predict_ranker",
+    "query_folds",
+    "split_queries",
+    "train_ranker",
+]
