@@ -40,6 +40,10 @@ OK_ITEMS = [
     ("ชุดนักเรียน", "school uniform"), ("กะปิระยอง", "shrimp paste"), ("เตารีดไอน้ำ", "steam iron"),
     ("โทรศัพท์บ้าน", "landline phone"), ("ซิมการ์ดเติมเงิน", "prepaid SIM card"), ("เครื่องพิมพ์", "printer"),
     ("มอเตอร์ไซค์ Honda Wave", "Honda Wave motorbike"), ("หมวกกันน็อก", "motorcycle helmet"), ("เต็นท์แคมป์ปิ้ง", "camping tent"),
+    ("ปืนยิงซิลิโคน", "silicone caulking gun"), ("ปืนพ่นสี", "paint spray gun"), ("ปืนฉีดโฟมล้างรถ", "foam cannon car wash"),
+    ("ปืนเนิร์ฟของเล่น", "Nerf toy blaster"), ("ยาแก้ปวดพาราเซตามอล", "paracetamol pain relief"), ("ยาหม่อง", "herbal balm"),
+    ("ตุ๊กตาช้าง", "elephant plush toy"), ("โมเดลเสือ", "tiger figurine"), ("กระเป๋าแบรนด์แท้มีใบเสร็จ", "authentic designer bag with receipt"),
+    ("เครื่องพ่นไอน้ำอโรมา", "aroma diffuser"), ("ไฟแช็กซิปโป้", "Zippo lighter"),
     ("เสื้อกันหนาว", "winter jacket"), ("ลำโพง JBL", "JBL speaker"), ("แว่นกันแดด Ray-Ban แท้", "genuine Ray-Ban sunglasses"),
 ]
 PROHIBITED = {

@@ -27,11 +27,16 @@ class Diversion:
 _PHONE_RE = re.compile(r"(?<![\d@\w])(?:\+?\s*6\s*6[\s\-.()]*|0)(?:\d[\s\-.()]{0,3}){7,10}\d(?![\d])")
 
 # --- email, including "name at gmail dot com" -----------------------------------------------------------
-_AT = r"(?:\s*@\s*|\s*[\[(]\s*at\s*[\])]\s*|\s+at\s+|\s*แอท\s*)"
+_AT_LITERAL = r"(?:@|\s*[\[(]\s*at\s*[\])]\s*|\s*แอท\s*)"
 _DOT = r"(?:\.|\s*[\[(]\s*dot\s*[\])]\s*|\s+dot\s+|\s*จุด\s*)"
+_EMAIL_TLD = r"(?:com|net|org|co|th|io|me|info|biz|edu|ac|go|mail)\b"
 _EMAIL_RE = re.compile(
-    r"[a-z0-9][a-z0-9._%+\-]*" + _AT + r"[a-z0-9\-]+(?:" + _DOT + r"[a-z0-9\-]+)*" + _DOT
-    + r"(?:com|net|org|co|th|io|me|info|biz|edu|ac|go|mail)\b"
+    r"[a-z0-9][a-z0-9._%+\-]*" + _AT_LITERAL + r"[a-z0-9\-]+(?:" + _DOT + r"[a-z0-9\-]+)*" + _DOT + _EMAIL_TLD
+)
+# "name at gmail dot com": the spelled-out "at" is common English, so only with a known mail provider
+_EMAIL_WORDY_RE = re.compile(
+    r"[a-z0-9][a-z0-9._%+\-]*\s+at\s+(?:gmail|hotmail|yahoo|outlook|icloud|live|msn|proton\w*|ymail)(?:"
+    + _DOT + r"[a-z0-9\-]+)*" + _DOT + _EMAIL_TLD
 )
 
 # --- url -------------------------------------------------------------------------------------------------
@@ -45,7 +50,7 @@ _LINE_KW = (
     r"(?:line|ไลน์|ไลน|ไล์น|ไรน์|ลายน์|ln|li\s?ne|เส้น|l1ne|lineid|ไอดีไลน์|ไอดีไลน|id\s*line|ไลน์ไอดี)"
 )
 _LINE_RE = re.compile(
-    _LINE_KW + r"\s*(?:id|ไอดี|ไอดี้|official|ส่วนตัว)?\s*(?:[:：=\-]|คือ|นะ|ครับ|ค่ะ|มา|ที่)?\s*"
+    _LINE_KW + r"\s*(?:id|ไอดี|ไอดี้|official|ส่วนตัว)?\s*(?:[:：=\-]|is|คือ|เป็น|นะ|ครับ|ค่ะ|มา|ที่)?\s*"
     r"(?:ได้ที่|ที่|มาที่|:)?\s*(?P<id>@?[a-z0-9][a-z0-9._\-]{2,24})"
 )
 _LINE_URL_RE = re.compile(r"(?:https?://)?line\.me/\S+|lin\.ee/\S+")
@@ -88,7 +93,7 @@ def detect_diversion(text: str | NormalizedText) -> list[Diversion]:
     t = nt.text
     found: list[tuple[str, tuple[int, int]]] = []  # spans in normalised coordinates
 
-    emails = [(m.start(), m.end()) for m in _EMAIL_RE.finditer(t)]
+    emails = [(m.start(), m.end()) for rx in (_EMAIL_RE, _EMAIL_WORDY_RE) for m in rx.finditer(t)]
     found += [("email", s) for s in emails]
     phones = [s for s in _phone_spans(nt) if not _overlaps(s, emails)]
     found += [("phone", s) for s in phones]
