@@ -50,10 +50,10 @@ def cli_errors(fn):
         try:
             return fn(*args, **kwargs)
         except JaikodError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}")
+            err_console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
             raise typer.Exit(2) from None
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -118,6 +118,127 @@ def world_build(
                               images=images, progress=progress)
     print_table(f"world {size} seed={seed} -> {out}", summary.as_rows() if hasattr(summary, "as_rows")
                 else vars(summary))
+
+
+def _lake(lake: Path | None) -> Path:
+    from gpu_core.settings import get_settings
+
+    return lake if lake is not None else get_settings().lake_dir
+
+
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="last day of data used (YYYY-MM-DD; default: last)")]
+
+
+@batch_app.command("etl")
+@cli_errors
+def batch_etl(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerOpt = None) -> None:
+    """Lake -> offline feature tables (point-in-time correct), through Dask."""
+    from batch.cluster import dashboard, dask_client
+    from batch.etl import run_etl
+
+    _apply_common(lake, scheduler)
+    with dask_client() as client, RichProgress() as progress:
+        err_console.print(f"Dask dashboard: {dashboard(client)}")
+        summary = run_etl(_lake(lake), as_of, progress=progress, client=client)
+    print_table("ETL", summary.as_rows())
+
+
+@batch_app.command("embed")
+@cli_errors
+def batch_embed(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
+    """Product vectors from interactions (+ text for cold start); user vectors."""
+    from batch.embeddings import run_embeddings
+    from batch.etl import etl_as_of
+    from batch.lake import parse_date
+
+    _apply_common(lake)
+    day = parse_date(as_of) or etl_as_of(_lake(lake))
+    print_table("embeddings", run_embeddings(_lake(lake), day).as_rows())
+
+
+@batch_app.command("train")
+@cli_errors
+def batch_train(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
+    """Train pCTR/pCVR, evaluate NDCG@20 on the holdout, log to MLflow, register as staging if better."""
+    from batch.lake import parse_date
+    from batch.train import run_train
+
+    _apply_common(lake)
+    print_table("train", run_train(_lake(lake), parse_date(as_of)).as_rows())
+
+
+@batch_app.command("evaluate")
+@cli_errors
+def batch_evaluate(lake: LakeOpt = None, as_of: AsOfOpt = None,
+                   alias: Annotated[str, typer.Option(help="registry alias to evaluate")] = "production") -> None:
+    """NDCG@20 of a registered model vs popularity on the holdout day."""
+    from batch.lake import parse_date
+    from batch.train import run_evaluate
+
+    _apply_common(lake)
+    print_table("evaluate", run_evaluate(_lake(lake), parse_date(as_of), alias))
+
+
+@batch_app.command("materialize")
+@cli_errors
+def batch_materialize(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
+    """Online features into Redis (versioned snapshot, atomic switch) + retrieval indexes + lists."""
+    from batch.lake import parse_date
+    from batch.materialize import run_materialize
+
+    _apply_common(lake)
+    print_table("materialize", run_materialize(_lake(lake), parse_date(as_of)).as_rows())
+
+
+@batch_app.command("nightly")
+@cli_errors
+def batch_nightly(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerOpt = None) -> None:
+    """etl -> embeddings -> train -> evaluate -> register -> materialize."""
+    from batch.nightly import run_nightly
+
+    _apply_common(lake, scheduler)
+    with RichProgress() as progress:
+        results = run_nightly(_lake(lake), as_of, progress=progress, announce=err_console.print)
+    for step, rows in results.items():
+        print_table(step, rows)
+
+
+@model_app.command("status")
+@cli_errors
+def model_status() -> None:
+    """Registered ranker versions, their NDCG@20 and aliases."""
+    from gpu_core.registry import RANKER, Registry
+
+    reg = Registry()
+    aliases = reg.aliases(RANKER)
+    by_version: dict[str, list[str]] = {}
+    for a, v in aliases.items():
+        by_version.setdefault(str(v), []).append(a)
+    rows = [{"version": r.version, "aliases": ",".join(sorted(by_version.get(r.version, []))) or "-",
+             "ndcg20": r.metrics.get("ndcg20", float("nan")),
+             "ndcg20_popularity": r.metrics.get("ndcg20_popularity", float("nan"))} for r in reg.versions(RANKER)]
+    if not rows:
+        err_console.print("no ranker registered yet (run `jaikod batch nightly`)")
+        raise typer.Exit(1)
+    print_table(f"{RANKER} ({reg.tracking_uri})", rows)
+
+
+@model_app.command("promote")
+@cli_errors
+def model_promote(version: Annotated[str | None, typer.Argument(help="version (default: staging)")] = None) -> None:
+    """Promote staging (or VERSION) to production."""
+    from batch.train import promote
+
+    console.print(f"production -> version {promote(version)}")
+
+
+@model_app.command("rollback")
+@cli_errors
+def model_rollback() -> None:
+    """Point production back at the previous production version."""
+    from batch.train import rollback
+
+    console.print(f"production -> version {rollback()}")
 
 
 def main() -> None:

@@ -34,15 +34,23 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
         try:
             from dask_cuda import LocalCUDACluster  # type: ignore[import-not-found]
 
-            cluster = LocalCUDACluster(dashboard_address=":0", silence_logs=logging.WARNING)
+            cluster = LocalCUDACluster(
+                host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING
+            )
         except ImportError:
             cluster = None
     else:
         cluster = None
     if cluster is None:
         # Threads, not processes: the work is numpy/pyarrow/xgboost (GIL released), and 2 cores.
-        cluster = LocalCluster(n_workers=1, threads_per_worker=n_workers or settings.dask_workers, processes=False,
-                               dashboard_address=":0", silence_logs=logging.WARNING)
+        cluster = LocalCluster(
+            n_workers=1,
+            threads_per_worker=n_workers or settings.dask_workers,
+            processes=False,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.WARNING,
+        )
     client = Client(cluster)
     try:
         yield client

@@ -1,0 +1,116 @@
+"""Materialisation: the serving day's features into Redis as a versioned snapshot with an atomic
+switch, the retrieval indexes (faiss + BM25) as versioned artifacts, and the "popular in region" and
+"Trending Globally" lists.
+
+Order matters for readers: indexes are written first (folder per version), then the Redis snapshot
+is written in full and the one pointer key flips to it; the index ``CURRENT`` file flips last-but-one.
+Readers that follow the pointer never see a mix of versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from batch.dataset import daily_views
+from batch.etl import etl_as_of
+from batch.lake import atomic_dir
+from engines.index import KeywordIndex, VectorIndex, write_manifest
+from gpu_core.feature_store import OnlineStore
+from gpu_core.geo import N_REGIONS
+from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
+from gpu_core.settings import get_settings
+
+POPULAR_PER_REGION = 500
+TRENDING_SIZE = 200
+
+
+@dataclass
+class MaterializeSummary:
+    version: str
+    day: dt.date
+    users: int
+    products: int
+    index_dir: Path
+    seconds: float
+
+    def as_rows(self) -> dict:
+        return {"version": self.version, "serving day": str(self.day), "users": self.users,
+                "products": self.products, "index": str(self.index_dir), "seconds": round(self.seconds, 2)}
+
+
+def index_root() -> Path:
+    return get_settings().artifacts_dir / "index"
+
+
+def current_index_dir() -> Path | None:
+    cur = index_root() / "CURRENT"
+    if not cur.exists():
+        return None
+    return index_root() / cur.read_text().strip()
+
+
+def popular_lists(popularity: np.ndarray, region: np.ndarray, eligible: np.ndarray, ids: np.ndarray):
+    order = np.lexsort((ids, -popularity))  # most popular first, ties by id
+    order = order[eligible[order]]
+    by_region = {r: ids[order[region[order] == r]][:POPULAR_PER_REGION] for r in range(N_REGIONS)}
+    return by_region, ids[order][:TRENDING_SIZE]
+
+
+def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redis | None = None,
+                    version: str | None = None) -> MaterializeSummary:
+    t0 = time.perf_counter()
+    settings = get_settings()
+    as_of = as_of or etl_as_of(lake)
+    day = as_of + dt.timedelta(days=1)
+    views = daily_views(lake, day)
+    version = version or f"{day.isoformat()}-{uuid.uuid4().hex[:8]}"
+    extra = views.product_extra
+    eligible = extra["in_stock"].to_numpy(bool) & ~extra["seller_banned"].to_numpy(bool)
+    # 1. indexes (folder per version), only listings that can be served
+    root = index_root()
+    with atomic_dir(root / version) as tmp:
+        ids = views.product_ids[eligible]
+        VectorIndex.build(ids, views.product["embedding_vector"][eligible]).save(tmp)
+        KeywordIndex.build(ids, extra["title"].to_numpy()[eligible].tolist()).save(tmp)
+        write_manifest(tmp, version=version, day=day, products=int(eligible.sum()))
+    # 2. the Redis snapshot, then the pointer
+    store = OnlineStore(client or redis.Redis.from_url(settings.redis_url))
+    by_region, trending = popular_lists(views.product["popularity"], views.product_region, eligible,
+                                        views.product_ids)
+    store.write_snapshot(
+        version,
+        user_ids=views.user_ids,
+        user_rows=USER_DAILY.pack(views.user, len(views.user_ids)),
+        product_ids=views.product_ids,
+        product_rows=PRODUCT_DAILY.pack(views.product, len(views.product_ids)),
+        product_seller=views.product_seller,
+        product_region=views.product_region,
+        context_row=CONTEXT_DAILY.pack(views.context, 1)[0],
+        popular_by_region=by_region,
+        trending=trending,
+        meta={"as_of": as_of.isoformat(), "day": day.isoformat()},
+    )
+    # stock: sold listings are flagged in the real-time state the filters read
+    pipe = store.r.pipeline(transaction=False)
+    for pid in views.product_ids[~extra["in_stock"].to_numpy(bool)]:
+        pipe.execute_command("BITFIELD", f"jk:rt:p:{int(pid)}", "SET", "i32", "#36", 1)
+    pipe.execute()
+    (root / "CURRENT").write_text(version)
+    _prune(root, keep={version, *[v.decode() for v in store.r.lrange("jk:snapshot:versions", 0, -1)]})
+    return MaterializeSummary(version, day, len(views.user_ids), len(views.product_ids), root / version,
+                              time.perf_counter() - t0)
+
+
+def _prune(root: Path, keep: set[str]) -> None:
+    import shutil
+
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith(".") and d.name not in keep:
+            shutil.rmtree(d, ignore_errors=True)

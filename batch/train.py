@@ -1,0 +1,234 @@
+"""Training and evaluation of the rankers: XGBoost pCTR and pCVR, NDCG@20 on the 24 h holdout.
+
+Train on the ``train_days`` days before the holdout, evaluate on the last ``holdout_hours`` (the
+``as_of`` day). The ranking evaluated is the service's: FinalScore = pCTR*w1 + pCVR*w2 +
+SellerTrust*w3 + boosted*BoostMultiplier, per request; relevance = click + conversion; requests
+without any positive are left out of the mean. Compared against (a) popularity (clicks in the last
+7 days) and (b) the current production model on the same rows. Everything is logged to MLflow; the
+new version is registered and gets alias ``staging`` only if its NDCG@20 beats production's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from batch.dataset import TrainingSet, training_set
+from batch.etl import etl_as_of
+from gpu_core.device import backend
+from gpu_core.errors import LakeError
+from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry
+from gpu_core.schema import MODEL_FEATURES
+from gpu_core.settings import get_settings
+from kernels.metrics import ndcg_at_k
+from kernels.scoring import final_score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    max_depth: int = 6
+    eta: float = 0.1
+    n_rounds: int = 300
+    early_stopping_rounds: int = 30
+    min_child_weight: float = 5.0
+    subsample: float = 0.9
+    colsample_bytree: float = 0.9
+    reg_lambda: float = 1.0
+    seed: int = 0
+
+    def params(self) -> dict:
+        return {"objective": "binary:logistic", "eval_metric": "logloss", "tree_method": "hist",
+                "device": backend().xgb_device, "max_depth": self.max_depth, "eta": self.eta,
+                "min_child_weight": self.min_child_weight, "subsample": self.subsample,
+                "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda, "seed": self.seed,
+                "nthread": os.cpu_count() or 2}
+
+
+@dataclass
+class TrainResult:
+    version: str | None
+    promoted_to: str | None
+    ndcg_model: float
+    ndcg_popularity: float
+    ndcg_production: float | None
+    auc_click: float
+    train_rows: int
+    holdout_rows: int
+    seconds: float
+    run_id: str
+    model_dir: Path
+    reason: str
+    importance: dict = field(default_factory=dict)
+
+    def as_rows(self) -> dict:
+        d = asdict(self)
+        d.pop("importance")
+        d["model_dir"] = str(self.model_dir)
+        return d
+
+
+def _fit(X: np.ndarray, y: np.ndarray, val: np.ndarray, cfg: TrainConfig) -> xgb.Booster:
+    dtrain = xgb.DMatrix(X[~val], label=y[~val], feature_names=list(MODEL_FEATURES))
+    dval = xgb.DMatrix(X[val], label=y[val], feature_names=list(MODEL_FEATURES))
+    return xgb.train(cfg.params(), dtrain, num_boost_round=cfg.n_rounds, evals=[(dval, "val")],
+                     early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
+
+
+def predict(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
+    booster.set_param({"device": backend().xgb_device})
+    return np.asarray(booster.inplace_predict(X, iteration_range=_best_range(booster)), dtype=np.float32)
+
+
+def _best_range(booster: xgb.Booster) -> tuple[int, int]:
+    best = booster.attributes().get("best_iteration")
+    return (0, int(best) + 1) if best is not None else (0, 0)
+
+
+def ranking_score(p_ctr, p_cvr, trust, boosted) -> np.ndarray:
+    s = get_settings()
+    return np.asarray(final_score(p_ctr, p_cvr, trust, boosted, s.w_ctr, s.w_cvr, s.w_trust, s.boost_multiplier,
+                                  xp=np))
+
+
+def evaluate(scores: np.ndarray, ds: TrainingSet, k: int) -> float:
+    rel = ds.label_click + ds.label_conv
+    return float(ndcg_at_k(scores, rel, ds.request, k, ignore_all_zero=True, xp=np))
+
+
+def load_ranker(model_dir: Path) -> tuple[xgb.Booster, xgb.Booster, dict]:
+    meta = json.loads((model_dir / "meta.json").read_text())
+    if tuple(meta["features"]) != MODEL_FEATURES:
+        raise LakeError(f"model at {model_dir} was trained on other features: {meta['features']}", field="features")
+    ctr, cvr = xgb.Booster(), xgb.Booster()
+    ctr.load_model(model_dir / "pctr.ubj")
+    cvr.load_model(model_dir / "pcvr.ubj")
+    return ctr, cvr, meta
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None,
+              registry: Registry | None = None, bootstrap_production: bool = False) -> TrainResult:
+    """Train, evaluate, log to MLflow, register (staging) if better than production."""
+    t0 = time.perf_counter()
+    settings = get_settings()
+    cfg = cfg or TrainConfig()
+    as_of = as_of or etl_as_of(lake)
+    holdout = [as_of]
+    train_days = [as_of - dt.timedelta(days=i) for i in range(settings.train_days, 0, -1)]
+    train = training_set(lake, train_days)
+    test = training_set(lake, holdout)
+    # validation for early stopping: the last training day (by time, never the holdout)
+    val = (train.rows["_day"] == train.rows["_day"].max()).to_numpy()
+    if val.all() or not val.any():
+        val = np.zeros(len(train), bool)
+        val[int(len(val) * 0.9):] = True
+    ctr = _fit(train.X, train.label_click, val, cfg)
+    cvr = _fit(train.X, train.label_conv, val, cfg)
+    p_ctr, p_cvr = predict(ctr, test.X), predict(cvr, test.X)
+    k = settings.ndcg_k
+    ndcg_model = evaluate(ranking_score(p_ctr, p_cvr, test.seller_trust, test.boosted), test, k)
+    ndcg_pop = evaluate(test.popularity, test, k)
+    registry = registry or Registry()
+    prod = registry.get(RANKER, PRODUCTION)
+    ndcg_prod = None
+    if prod is not None:
+        try:
+            pc, pv, _ = load_ranker(registry.download(prod))
+            ndcg_prod = evaluate(ranking_score(predict(pc, test.X), predict(pv, test.X), test.seller_trust,
+                                               test.boosted), test, k)
+        except Exception as exc:  # a production model we cannot score is no baseline
+            log.warning("production model %s not scorable: %s", prod.label, exc)
+    auc_click = auc(test.label_click, p_ctr)
+    importance = {k_: float(v) for k_, v in ctr.get_score(importance_type="gain").items()}
+    exp = registry.experiment("jaikod-ranker")
+    with registry.mlflow.start_run(experiment_id=exp) as run, tempfile.TemporaryDirectory() as tmp:
+        mlf = registry.mlflow
+        mlf.log_params({**asdict(cfg), "as_of": as_of.isoformat(), "train_days": len(train_days),
+                        "features": len(MODEL_FEATURES), "device": backend().name})
+        metrics = {"ndcg20": ndcg_model, "ndcg20_popularity": ndcg_pop, "auc_click": auc_click,
+                   "train_rows": len(train), "holdout_rows": len(test),
+                   "best_iteration_ctr": float(ctr.attributes().get("best_iteration", -1)),
+                   "holdout_ctr": float(test.label_click.mean())}
+        if ndcg_prod is not None:
+            metrics["ndcg20_production"] = ndcg_prod
+        mlf.log_metrics({k_: float(v) for k_, v in metrics.items() if np.isfinite(v)})
+        d = Path(tmp) / "ranker"
+        d.mkdir()
+        ctr.save_model(d / "pctr.ubj")
+        cvr.save_model(d / "pcvr.ubj")
+        meta = {"features": list(MODEL_FEATURES), "as_of": as_of.isoformat(), "ndcg20": ndcg_model,
+                "ndcg20_popularity": ndcg_pop, "ndcg20_production": ndcg_prod, "importance_gain": importance}
+        (d / "meta.json").write_text(json.dumps(meta, indent=2))
+        mlf.log_artifacts(str(d), artifact_path="ranker")
+        run_id = run.info.run_id
+    better = ndcg_prod is None or ndcg_model > ndcg_prod
+    version = promoted = None
+    if better:
+        ref = registry.register_dir(RANKER, run_id, "ranker", tags={"ndcg20": f"{ndcg_model:.5f}"})
+        version = ref.version
+        registry.set_alias(RANKER, STAGING, version)
+        promoted = STAGING
+        if prod is None and bootstrap_production:
+            registry.set_alias(RANKER, PRODUCTION, version)
+            promoted = PRODUCTION
+        reason = ("no production model yet" if ndcg_prod is None else
+                  f"NDCG@{k} {ndcg_model:.4f} > production {ndcg_prod:.4f}")
+    else:
+        reason = f"not registered: NDCG@{k} {ndcg_model:.4f} <= production {ndcg_prod:.4f}"
+    return TrainResult(version, promoted, ndcg_model, ndcg_pop, ndcg_prod, auc_click, len(train), len(test),
+                       time.perf_counter() - t0, run_id, registry.download(registry.require(RANKER, STAGING))
+                       if version else Path(), reason, importance)
+
+
+def promote(version: str | None = None, registry: Registry | None = None) -> str:
+    """Explicit promotion: the staging version (or ``version``) becomes production."""
+    registry = registry or Registry()
+    if version is None:
+        version = registry.require(RANKER, STAGING).version
+    prev = registry.get(RANKER, PRODUCTION)
+    registry.set_alias(RANKER, PRODUCTION, version)
+    if prev is not None and prev.version != str(version):
+        registry.set_alias(RANKER, "previous", prev.version)
+    return str(version)
+
+
+def rollback(registry: Registry | None = None) -> str:
+    registry = registry or Registry()
+    prev = registry.require(RANKER, "previous")
+    cur = registry.get(RANKER, PRODUCTION)
+    registry.set_alias(RANKER, PRODUCTION, prev.version)
+    if cur is not None:
+        registry.set_alias(RANKER, "previous", cur.version)
+    return prev.version
+
+
+def run_evaluate(lake: Path, as_of: dt.date | None = None, alias: str = PRODUCTION,
+                 registry: Registry | None = None) -> dict:
+    """NDCG@k of a registered model (by alias) vs popularity on the holdout day."""
+    settings = get_settings()
+    as_of = as_of or etl_as_of(lake)
+    registry = registry or Registry()
+    ref = registry.require(RANKER, alias)
+    ctr, cvr, _ = load_ranker(registry.download(ref))
+    test = training_set(lake, [as_of])
+    scores = ranking_score(predict(ctr, test.X), predict(cvr, test.X), test.seller_trust, test.boosted)
+    k = settings.ndcg_k
+    return {"model": ref.label, "alias": alias, "holdout": as_of.isoformat(), "rows": len(test),
+            f"ndcg@{k}": evaluate(scores, test, k), f"ndcg@{k} popularity": evaluate(test.popularity, test, k),
+            "auc_click": auc(test.label_click, predict(ctr, test.X))}

@@ -1,0 +1,135 @@
+"""Retrieval indexes, built by the batch materialiser and loaded by the service.
+
+* :class:`VectorIndex` — faiss inner-product search over L2-normalised product vectors: exact
+  ``IndexFlatIP`` for small catalogues, ``IndexIVFFlat`` above ``ivf_threshold`` (nprobe setting);
+  moved to the GPU (faiss-gpu) when the backend is a GPU and faiss was built with CUDA.
+* :class:`KeywordIndex` — BM25 (``bm25s``) over titles tokenised by :func:`gpu_core.text.tokenize`
+  (pythainlp ``newmm`` for Thai, words for English).
+
+On disk, one folder per snapshot version: ``vectors.faiss``, ``vector_ids.npy``, ``keyword/``,
+``keyword_ids.npy``, ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from gpu_core.device import backend
+from gpu_core.text import tokenize
+
+log = logging.getLogger(__name__)
+
+
+class IndexError_(RuntimeError):
+    """An index cannot serve (missing file, corrupt, not loaded)."""
+
+
+class VectorIndex:
+    def __init__(self, index, ids: np.ndarray):
+        self.index = index
+        self.ids = np.asarray(ids, dtype=np.int64)
+
+    @classmethod
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, ivf_threshold: int = 50_000, nlist: int | None = None,
+              nprobe: int = 16, seed: int = 0) -> VectorIndex:
+        import faiss
+
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        d = x.shape[1]
+        if len(x) < ivf_threshold:
+            index = faiss.IndexFlatIP(d)
+        else:
+            nlist = nlist or int(4 * np.sqrt(len(x)))
+            quantizer = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+            rng = np.random.default_rng(seed)
+            sample = x[rng.choice(len(x), size=min(len(x), 64 * nlist), replace=False)]
+            index.train(sample)
+            index.nprobe = nprobe
+        index.add(x)
+        return cls(index, ids)
+
+    def to_device(self) -> VectorIndex:
+        if backend().is_gpu:
+            try:
+                import faiss
+
+                res = faiss.StandardGpuResources()
+                self.index = faiss.index_cpu_to_gpu(res, 0, self.index)
+            except (AttributeError, RuntimeError) as exc:  # faiss-cpu build
+                log.info("faiss GPU unavailable, vector index stays on CPU: %s", exc)
+        return self
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(product ids, scores) of the k nearest products to one query vector."""
+        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        scores, idx = self.index.search(q, min(k, len(self.ids)))
+        ok = idx[0] >= 0
+        return self.ids[idx[0][ok]], scores[0][ok]
+
+    def save(self, folder: Path) -> None:
+        import faiss
+
+        faiss.write_index(self.index, str(folder / "vectors.faiss"))
+        np.save(folder / "vector_ids.npy", self.ids)
+
+    @classmethod
+    def load(cls, folder: Path) -> VectorIndex:
+        import faiss
+
+        path = folder / "vectors.faiss"
+        if not path.exists():
+            raise IndexError_(f"vector index missing: {path}")
+        return cls(faiss.read_index(str(path)), np.load(folder / "vector_ids.npy")).to_device()
+
+
+class KeywordIndex:
+    def __init__(self, bm25, ids: np.ndarray):
+        self.bm25 = bm25
+        self.ids = np.asarray(ids, dtype=np.int64)
+
+    @classmethod
+    def build(cls, ids: np.ndarray, titles: list[str]) -> KeywordIndex:
+        import bm25s
+
+        bm25 = bm25s.BM25()
+        bm25.index([list(tokenize(t)) or [""] for t in titles], show_progress=False)
+        return cls(bm25, ids)
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(product ids, BM25 scores > 0) best first, at most k."""
+        tokens = [t for t in tokenize(query) if t in self.bm25.vocab_dict]
+        if not tokens:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        scores = np.asarray(self.bm25.get_scores(tokens), dtype=np.float32)
+        k = min(k, int((scores > 0).sum()))
+        if k == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self.ids[top], scores[top]
+
+    def save(self, folder: Path) -> None:
+        self.bm25.save(str(folder / "keyword"), show_progress=False)
+        np.save(folder / "keyword_ids.npy", self.ids)
+
+    @classmethod
+    def load(cls, folder: Path) -> KeywordIndex:
+        import bm25s
+
+        path = folder / "keyword"
+        if not path.exists():
+            raise IndexError_(f"keyword index missing: {path}")
+        return cls(bm25s.BM25.load(str(path), show_progress=False), np.load(folder / "keyword_ids.npy"))
+
+
+def write_manifest(folder: Path, **info) -> None:
+    (folder / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
+
+
+def read_manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
