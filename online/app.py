@@ -1,0 +1,78 @@
+"""The FastAPI application: ``create_app()`` wires state, pipeline, routes and error handlers.
+
+    uvicorn --factory online.app:create_app
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from fastapi import FastAPI
+
+from gpu_core.device import backend
+from gpu_core.settings import get_settings
+from online.api import router
+from online.errors import install_error_handlers
+from online.metrics import Metrics
+from online.pipeline import RankingPipeline
+from online.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(state: ServiceState | None = None, *, refresher: bool = True, services: bool = True) -> FastAPI:
+    settings = get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        st = app.state.jaikod
+        if st is None:
+            from gpu_core.registry import Registry
+
+            st = ServiceState(settings, backend(), Registry())
+            app.state.jaikod = st
+            app.state.pipeline = RankingPipeline(st)
+        if st.mirror is None:
+            st.startup()
+        if refresher:
+            st.start_refresher(settings.refresh_interval_s)
+        yield
+        st.stop()
+
+    app = FastAPI(title="JaiKod Intelligence Layer", version="0.1.0", lifespan=lifespan)
+    app.state.jaikod = state
+    app.state.pipeline = RankingPipeline(state) if state is not None else None
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.include_router(router)
+    if services:
+        _mount_services(app)
+    return app
+
+
+def _mount_services(app: FastAPI) -> None:
+    """The shared AI services (language, vision), loaded lazily on their first request."""
+    try:
+        from online.services.text import TextService, text_router
+
+        holder: dict = {}
+
+        def text_service() -> TextService:
+            if "svc" not in holder:
+                holder["svc"] = TextService()
+            return holder["svc"]
+
+        app.include_router(text_router(text_service))
+    except ImportError as exc:  # pragma: no cover - optional at import time
+        log.warning("language service not mounted: %s", exc)
+
+
+def serve() -> None:
+    import uvicorn
+
+    s = get_settings()
+    logging.basicConfig(level=os.environ.get("JAIKOD_LOG_LEVEL", "INFO"), format="%(message)s")
+    uvicorn.run("online.app:create_app", factory=True, host=s.host, port=s.port, workers=s.workers,
+                log_level="warning", access_log=False)

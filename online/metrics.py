@@ -1,0 +1,39 @@
+"""Prometheus metrics of the service (one registry per app so tests can build several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("jaikod_requests_total", "Ranking requests", ["endpoint", "status", "model_version"],
+                                registry=r)
+        self.latency = Histogram("jaikod_request_latency_seconds", "End-to-end ranking latency", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_latency = Histogram("jaikod_stage_latency_seconds", "Per-stage latency", ["stage"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.fallbacks = Counter("jaikod_fallbacks_total", "Fallbacks used", ["fallback"], registry=r)
+        self.responses_with_fallback = Counter("jaikod_responses_with_fallback_total",
+                                               "Responses that used at least one fallback", ["endpoint"], registry=r)
+        self.candidates_removed = Counter("jaikod_candidates_removed_total", "Candidates removed, by reason",
+                                          ["reason"], registry=r)
+
+    def observe(self, endpoint: str, body: dict, removed: dict[str, int]) -> None:
+        self.requests.labels(endpoint, "ok", body["model_version"]).inc()
+        t = body["timings_ms"]
+        self.latency.labels(endpoint).observe(t.get("total", 0.0) / 1000.0)
+        for stage, ms in t.items():
+            if stage != "total":
+                self.stage_latency.labels(stage).observe(ms / 1000.0)
+        for f in body["fallbacks_used"]:
+            self.fallbacks.labels(f).inc()
+        if [f for f in body["fallbacks_used"] if f != "cold_start"]:
+            self.responses_with_fallback.labels(endpoint).inc()
+        for reason, n in removed.items():
+            if n:
+                self.candidates_removed.labels(reason).inc(n)

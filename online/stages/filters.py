@@ -1,0 +1,30 @@
+"""Stage 2, hard-rule filters: out of stock (batch), banned seller, banned category (admin
+overrides) and distance > the user's max (haversine, vectorised; exact at the boundary)."""
+
+from __future__ import annotations
+
+from kernels.filters import banned_seller_mask, category_ban_mask, distance_mask
+from online.candidates import CandidateBatch, RequestContext
+
+
+class FilterStage:
+    name = "filters"
+    budget_ms = 1.0
+
+    def run(self, ctx: RequestContext, batch: CandidateBatch, state) -> CandidateBatch:
+        xp = state.be.xp
+        m = state.mirror
+        cat = xp.take(m.cols["category"], batch.idx, axis=0)
+        seller = xp.take(m.seller_dev, batch.idx, axis=0)
+        ov = state.overrides
+        if len(ov.banned_sellers):
+            batch.keep(banned_seller_mask(seller, xp.asarray(ov.banned_sellers), xp=xp), "banned_seller", ctx)
+        if len(ov.banned_categories):
+            batch.keep(category_ban_mask(xp.astype(cat, xp.int32), xp.asarray(ov.banned_categories), xp=xp),
+                       "banned_category", ctx)
+        if ctx.geo is not None:
+            ll = xp.take(m.cols["latlong"], batch.idx, axis=0)
+            mask, _ = distance_mask(ctx.geo[0], ctx.geo[1], ll[:, 0], ll[:, 1], ctx.max_distance_km, xp=xp)
+            batch.keep(mask, "too_far", ctx)
+        batch.compact()
+        return batch

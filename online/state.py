@@ -1,0 +1,282 @@
+"""What the service holds between requests: the product mirror of the live snapshot, the models,
+the retrieval indexes and the admin overrides. Each is swapped atomically (one attribute write of a
+new immutable object), so a request in flight keeps the objects it started with — no dropped
+requests on a model or snapshot change."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+import xgboost as xgb
+
+from engines.index import KeywordIndex, VectorIndex
+from gpu_core.device import Backend
+from gpu_core.errors import FeatureStoreError, RegistryError
+from gpu_core.feature_store import OnlineStore
+from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
+from gpu_core.schema import MODEL_FEATURES, PRODUCT_DAILY
+from gpu_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProductMirror:
+    """The live snapshot's product table, decoded into columns on the active device."""
+
+    version: str
+    ids: np.ndarray  # int64, sorted (host)
+    seller: np.ndarray  # int64 (host)
+    cols: dict[str, Any]  # PRODUCT_DAILY columns on device
+    seller_dev: Any
+    region: Any
+    trending: np.ndarray  # in-process copy of the most popular ids (Redis down fallback)
+
+    @classmethod
+    def load(cls, store: OnlineStore, version: str, be: Backend) -> ProductMirror:
+        raw = store.load_product_mirror(version)
+        order = np.argsort(raw["ids"], kind="stable")
+        rows = raw["rows"][order]
+        ids, seller, region = raw["ids"][order], raw["seller"][order], raw["region"][order]
+        cols = {k: be.xp.asarray(np.ascontiguousarray(v)) for k, v in PRODUCT_DAILY.unpack(rows).items()}
+        pop = PRODUCT_DAILY.unpack(rows)["popularity"]
+        trending = ids[np.lexsort((ids, -pop))][:200]
+        return cls(version, ids, seller, cols, be.xp.asarray(seller), be.xp.asarray(region), trending)
+
+    def index_of(self, product_ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.ids, product_ids)
+        pos = np.clip(pos, 0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == product_ids, pos, -1)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    ref: ModelRef | None
+    ctr: xgb.Booster
+    cvr: xgb.Booster
+    best_ctr: int
+    best_cvr: int
+
+    @property
+    def label(self) -> str:
+        return self.ref.label if self.ref is not None else "local"
+
+
+def load_model_dir(model_dir: Path, ref: ModelRef | None, be: Backend) -> LoadedModel:
+    import json
+
+    meta = json.loads((model_dir / "meta.json").read_text())
+    if tuple(meta["features"]) != MODEL_FEATURES:
+        raise RegistryError(f"model {model_dir} expects other features than this service's schema")
+    boosters = []
+    for name in ("pctr.ubj", "pcvr.ubj"):
+        b = xgb.Booster()
+        b.load_model(model_dir / name)
+        b.set_param({"device": be.xgb_device, "nthread": 1})
+        boosters.append(b)
+    best = [int(b.attributes().get("best_iteration", -1)) + 1 for b in boosters]
+    return LoadedModel(ref, boosters[0], boosters[1], best[0], best[1])
+
+
+class ModelHolder:
+    """Production (and staging, for the canary) rankers, hot-reloaded when a registry alias moves."""
+
+    def __init__(self, registry: Registry | None, be: Backend):
+        self.registry = registry
+        self.be = be
+        self.models: dict[str, LoadedModel] = {}
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Reload any alias whose version changed; True if something changed."""
+        if self.registry is None:
+            return False
+        changed = False
+        with self._lock:
+            for alias in (PRODUCTION, STAGING):
+                try:
+                    ref = self.registry.get(RANKER, alias)
+                except Exception as exc:
+                    self.error = f"registry unreachable: {exc}"
+                    continue
+                cur = self.models.get(alias)
+                if ref is None:
+                    if cur is not None and alias == STAGING:
+                        self.models = {k: v for k, v in self.models.items() if k != alias}
+                        changed = True
+                    continue
+                if cur is not None and cur.ref is not None and cur.ref.version == ref.version:
+                    continue
+                try:
+                    model = load_model_dir(self.registry.download(ref), ref, self.be)
+                except Exception as exc:
+                    self.error = f"cannot load {ref.label}: {exc}"
+                    log.warning("model load failed: %s", self.error)
+                    continue
+                self.models = {**self.models, alias: model}  # atomic swap
+                self.error = None
+                changed = True
+        return changed
+
+    def get(self, alias: str = PRODUCTION) -> LoadedModel | None:
+        return self.models.get(alias)
+
+
+class IndexHolder:
+    def __init__(self, root: Path):
+        self.root = root
+        self.version: str | None = None
+        self.vector: VectorIndex | None = None
+        self.keyword: KeywordIndex | None = None
+        self.error: str | None = None
+
+    def load(self, version: str) -> None:
+        folder = self.root / version
+        errors = []
+        try:
+            vector = VectorIndex.load(folder)
+        except Exception as exc:
+            vector, _ = None, errors.append(f"vector: {exc}")
+        try:
+            keyword = KeywordIndex.load(folder)
+        except Exception as exc:
+            keyword, _ = None, errors.append(f"keyword: {exc}")
+        self.vector, self.keyword, self.version = vector, keyword, version
+        self.error = "; ".join(errors) or None
+
+
+class Overrides:
+    """Admin global overrides in Redis: force-boosted listings, banned categories, sponsored inventory.
+
+    Keys: ``jk:overrides:boost`` (set of product ids), ``jk:overrides:banned_categories`` (set of
+    category codes), ``jk:sponsored`` (set of product ids), ``jk:overrides:version`` (counter bumped on
+    every change; the service re-reads the sets when it moves, so a change applies from the next request).
+    """
+
+    VERSION = "jk:overrides:version"
+    BOOST = "jk:overrides:boost"
+    BANNED_CATEGORIES = "jk:overrides:banned_categories"
+    BANNED_SELLERS = "jk:overrides:banned_sellers"
+    SPONSORED = "jk:sponsored"
+
+    def __init__(self) -> None:
+        self.version: int = -1
+        self.boost = np.empty(0, np.int64)
+        self.banned_categories = np.empty(0, np.int32)
+        self.banned_sellers = np.empty(0, np.int64)
+        self.sponsored = np.empty(0, np.int64)
+
+    def sync(self, r: redis.Redis, version: int) -> None:
+        if version == self.version:
+            return
+        pipe = r.pipeline(transaction=False)
+        for key in (self.BOOST, self.BANNED_CATEGORIES, self.BANNED_SELLERS, self.SPONSORED):
+            pipe.smembers(key)
+        boost, banned, sellers, sponsored = pipe.execute()
+
+        def arr(members, dtype):
+            return np.sort(np.array([int(x) for x in members], dtype=dtype))
+
+        self.boost = arr(boost, np.int64)
+        self.banned_categories = arr(banned, np.int32)
+        self.banned_sellers = arr(sellers, np.int64)
+        self.sponsored = arr(sponsored, np.int64)
+        self.version = version
+
+    @classmethod
+    def change(cls, r: redis.Redis, op: str, key: str, *members: int) -> None:
+        pipe = r.pipeline(transaction=True)
+        getattr(pipe, op)(key, *members)
+        pipe.incr(cls.VERSION)
+        pipe.execute()
+
+
+class ServiceState:
+    """Everything a request needs, owned by the app."""
+
+    def __init__(self, settings: Settings, be: Backend, registry: Registry | None = None,
+                 redis_client: redis.Redis | None = None):
+        self.settings = settings
+        self.be = be
+        timeout = settings.feature_store_timeout_ms / 1000.0
+        self.redis = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                                                          socket_connect_timeout=timeout)
+        self.store = OnlineStore(self.redis)
+        self.registry = registry
+        self.models = ModelHolder(registry, be)
+        self.indexes = IndexHolder(settings.artifacts_dir / "index")
+        self.overrides = Overrides()
+        self.mirror: ProductMirror | None = None
+        self.context_row: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- snapshot ---------------------------------------------------------------------------
+    def ensure_snapshot(self, version: str | None) -> ProductMirror:
+        """Make the mirror (and indexes) follow the snapshot pointer."""
+        mirror = self.mirror
+        if version is None:
+            if mirror is None:
+                raise FeatureStoreError("no feature snapshot materialised yet (run `jaikod batch materialize`)")
+            return mirror
+        if mirror is not None and mirror.version == version:
+            return mirror
+        with self._lock:
+            if self.mirror is not None and self.mirror.version == version:
+                return self.mirror
+            new = ProductMirror.load(self.store, version, self.be)
+            self.context_row = self.store.context_row(version)
+            self.indexes.load(version)
+            self.mirror = new
+            log.info("snapshot %s loaded (%d products)", version, len(new.ids))
+            return new
+
+    def startup(self) -> None:
+        try:
+            self.ensure_snapshot(self.store.current_version())
+        except Exception as exc:
+            log.warning("snapshot not loaded at start-up: %s", exc)
+        self.models.refresh()
+
+    def ready(self) -> dict[str, Any]:
+        checks = {}
+        try:
+            checks["redis"] = bool(self.redis.ping())
+        except Exception:
+            checks["redis"] = False
+        checks["model"] = self.models.get(PRODUCTION) is not None
+        checks["snapshot"] = self.mirror is not None
+        checks["indexes"] = self.indexes.vector is not None and self.indexes.keyword is not None
+        return checks
+
+    # ---- background refresh (model hot-reload, snapshot pointer) ------------------------------
+    def start_refresher(self, every_s: float = 5.0) -> None:
+        if self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.models.refresh()
+                    self.ensure_snapshot(self.store.current_version())
+                except Exception as exc:  # keep serving what we have
+                    log.warning("refresh failed: %s", exc)
+
+        self._thread = threading.Thread(target=loop, name="jaikod-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        time.sleep(0)
