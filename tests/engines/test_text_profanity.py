@@ -44,3 +44,15 @@ def test_token_match_not_substring(scorer):
 
 def test_spaced_out_english_caught(scorer):
     assert scorer.score("f u c k you")[0] >= 0.7
+
+
+def test_fast_english_model_matches_package():
+    import numpy as np
+    from profanity_check import predict_prob
+
+    from engines.text.profanity import _english_model
+
+    texts = ["you are a fucking idiot", "nice phone, works well", "shut up moron", "selling a bike", "hello"]
+    model = _english_model()
+    assert model.fast
+    np.testing.assert_allclose(model(texts), predict_prob(texts), atol=1e-9)
