@@ -101,3 +101,61 @@ def jaikod_env(tmp_path, monkeypatch, redis_server):
     yield tmp_path / "home"
     reset_settings()
     reset_backend()
+
+
+class TinyWorld:
+    """A tiny world taken through the whole nightly job (etl -> embed -> train -> materialize)."""
+
+    def __init__(self, home: Path, lake: Path, redis_url: str, nightly: dict):
+        self.home = home
+        self.lake = lake
+        self.redis_url = redis_url
+        self.nightly = nightly
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory, redis_server):
+    """Built once per session: world (seed 3) + nightly into a private home and Redis db 1.
+
+    Tests must not mutate its lake or registry; Redis db 1 is restored by ``served_world``.
+    """
+    from gpu_core.device import reset_backend
+    from gpu_core.settings import reset_settings
+
+    home = tmp_path_factory.mktemp("tiny_home")
+    lake = home / "lake"
+    url = redis_server.url.rsplit("/", 1)[0] + "/1"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAIKOD_HOME", str(home))
+    mp.setenv("JAIKOD_REDIS_URL", url)
+    mp.setenv("JAIKOD_DEVICE", os.environ.get("JAIKOD_DEVICE", "cpu"))
+    reset_settings()
+    reset_backend()
+    try:
+        from batch.nightly import run_nightly
+        from batch.world.generate import build_world
+
+        build_world("tiny", seed=3, out=lake, images=False)
+        redis.Redis.from_url(url).flushdb()
+        results = run_nightly(lake, announce=lambda _msg: None)
+    finally:
+        mp.undo()
+        reset_settings()
+        reset_backend()
+    return TinyWorld(home, lake, url, results)
+
+
+@pytest.fixture()
+def world_env(tiny_world, monkeypatch):
+    """Settings pointing at the tiny world's home and Redis db."""
+    from gpu_core.device import reset_backend
+    from gpu_core.settings import reset_settings
+
+    monkeypatch.setenv("JAIKOD_HOME", str(tiny_world.home))
+    monkeypatch.setenv("JAIKOD_REDIS_URL", tiny_world.redis_url)
+    monkeypatch.setenv("JAIKOD_DEVICE", os.environ.get("JAIKOD_DEVICE", "cpu"))
+    reset_settings()
+    reset_backend()
+    yield tiny_world
+    reset_settings()
+    reset_backend()
