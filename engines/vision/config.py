@@ -32,8 +32,9 @@ class VisionSettings(BaseSettings):
     allowed_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
 
     # --- models --------------------------------------------------------------------------------
-    backbone_size: int = 160  # MobileNetV2 input side (ImageNet weights; 64-px listing images upsampled)
+    backbone_size: int = 128  # MobileNetV2 input side (ImageNet weights; 64-px listing images are upsampled)
     nudity_min_score: float = 0.25  # nudenet detections below this are ignored
+    nsfw_flag_score: float = 0.5  # open_nsfw probability at or above which an "NSFW" flag (no box) is added
     head_category_model: str = "jaikod-vision-category"
     head_condition_model: str = "jaikod-vision-condition"
     head_alias: str = "production"
@@ -43,7 +44,9 @@ class VisionSettings(BaseSettings):
     max_batch: int = 16
 
     # --- duplicates ----------------------------------------------------------------------------
-    duplicate_similarity: float = 0.92  # cosine of backbone embeddings at or above -> duplicate
+    duplicate_similarity: float = 0.97  # cosine of Siamese (backbone) embeddings at or above -> near-duplicate
+    duplicate_candidates: int = 10  # faiss neighbours checked per upload
+    near_duplicate_phash_distance: int = 12  # a near-duplicate by cosine must also be this close in pHash
     phash_max_distance: int = 6  # Hamming distance of 64-bit perceptual hashes at or below -> re-upload
 
     # --- eKYC ----------------------------------------------------------------------------------

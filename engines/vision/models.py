@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 
 import cv2
@@ -146,7 +147,8 @@ def export_onnx(module, example, path: str | Path, *, input_name: str, output_na
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     axes = {input_name: {0: "batch"}, **{o: {0: "batch"} for o in output_names}}
-    with _onnx_package_optional(), torch.no_grad():
+    with _onnx_package_optional(), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what runs offline
         torch.onnx.export(module, example, buf, dynamo=False, input_names=[input_name],
                           output_names=output_names, dynamic_axes=axes, opset_version=17)
     tmp = path.with_suffix(".tmp")
