@@ -37,7 +37,7 @@ def test_prohibited_items_detected_per_class(analyzer):
     cases = _CASES["prohibited_cases"]
     results = analyzer.analyze_batch([t for t, _ in cases], "listing")
     per_class: dict[str, list[bool]] = {}
-    for (text, item), res in zip(cases, results, strict=True):
+    for (_text, item), res in zip(cases, results, strict=True):
         per_class.setdefault(item, []).append(item in [i for i, _ in res.prohibited])
     misses = {c: hits for c, hits in per_class.items() if sum(hits) < len(hits) / 2}
     assert not misses, misses  # every class: at least half of its hand-written cases found
