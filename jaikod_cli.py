@@ -86,7 +86,9 @@ def print_table(title: str, rows: dict[str, Any] | list[dict[str, Any]]) -> None
         table.add_column("what")
         table.add_column("value", justify="right")
         for k, v in rows.items():
-            table.add_row(str(k), f"{v:,.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v))
+            text = (str(v) if isinstance(v, bool) else f"{v:,.4g}" if isinstance(v, float)
+                    else f"{v:,}" if isinstance(v, int) else str(v))
+            table.add_row(str(k), text)
     else:
         cols = list(rows[0]) if rows else []
         for c in cols:
@@ -239,6 +241,57 @@ def model_rollback() -> None:
     from batch.train import rollback
 
     console.print(f"production -> version {rollback()}")
+
+
+@app.command("serve")
+@cli_errors
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="bind address (default setting, 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default setting, 8000)")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
+) -> None:
+    """Serve the ranking API (uvicorn): /v1/feed, /v1/search, /healthz, /readyz, /metrics, /docs."""
+    from gpu_core.settings import get_settings, reset_settings
+    from online.app import serve
+
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:
+            os.environ[f"JAIKOD_{name}"] = str(value)
+    reset_settings()
+    s = get_settings()
+    if not s.admin_token:
+        import secrets
+
+        token_file = s.home / "admin_token"
+        s.home.mkdir(parents=True, exist_ok=True)
+        if not token_file.exists():
+            token_file.write_text(secrets.token_urlsafe(24))
+            token_file.chmod(0o600)
+        os.environ["JAIKOD_ADMIN_TOKEN"] = token_file.read_text().strip()
+        err_console.print(f"admin token: see {token_file}")
+    reset_settings()
+    s = get_settings()
+    err_console.print(f"serving on http://{s.host}:{s.port} (docs at /docs, workers={s.workers})")
+    serve()
+
+
+@app.command("replay")
+@cli_errors
+def replay_cmd(request_id: Annotated[str, typer.Argument(help="request id of a logged response")]) -> None:
+    """Re-score a logged request: the same ranking, or exactly which input changed since."""
+    from gpu_core.device import backend
+    from gpu_core.registry import Registry
+    from gpu_core.settings import get_settings
+    from online.replay import replay_request
+    from online.state import ServiceState
+
+    state = ServiceState(get_settings(), backend(), Registry())
+    out = replay_request(state, request_id)
+    verdict = "[green]same ranking[/]" if out["same_ranking"] else "[red]ranking differs[/]"
+    console.print(f"{request_id}: {verdict}")
+    rows = {k: v for k, v in out.items() if k not in ("served", "rescored_organic", "changed_features")}
+    rows["changed features"] = ", ".join(f"{k} ({n} rows)" for k, n in out["changed_features"].items()) or "none"
+    print_table("replay", rows)
 
 
 def main() -> None:
