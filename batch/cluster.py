@@ -47,6 +47,7 @@ def dask_client(scheduler: str | None = None, n_workers: int | None = None) -> I
             n_workers=1,
             threads_per_worker=n_workers or settings.dask_workers,
             processes=False,
+            protocol="tcp://",  # processes=False defaults to inproc://, which rejects a host:port address
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
             silence_logs=logging.WARNING,
