@@ -1,0 +1,37 @@
+"""``python -m bench`` (``make bench``): every benchmark in turn; each prints a table and writes JSON
+(and a PNG) under bench/results/. ``python -m bench world batch`` runs a subset."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+ORDER = ("world", "batch", "ltr", "online", "text", "vision")
+
+
+def main() -> int:
+    wanted = sys.argv[1:] or list(ORDER)
+    failed = []
+    for name in wanted:
+        try:
+            mod = importlib.import_module(f"bench.bench_{name}")
+        except ModuleNotFoundError:
+            print(f"[bench] {name}: not available")
+            continue
+        print(f"\n[bench] {name}")
+        try:
+            mod.main([]) if "argv" in mod.main.__code__.co_varnames else mod.main()
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                failed.append(name)
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+    if failed:
+        print(f"[bench] failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
