@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from batch.ranker import RankerBag, RankerConfig, as_qid, predict_ranker, train_ranker
+from batch.ranker import RankerBag, RankerConfig, as_qid, ndcg_linear, predict_ranker, train_ranker
 from gpu_core.errors import LakeError
 
 KS = (1, 3, 5, 10)
@@ -52,19 +52,6 @@ def load_ltr_dir(data_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def _ndcg_fn():
-    """kernels.metrics.ndcg_at_k when the kernel exists, else sklearn per query."""
-    try:
-        from kernels.metrics import ndcg_at_k  # type: ignore[import-not-found]
-    except ImportError:
-        return ndcg_sklearn
-
-    def _kernel(scores, labels, qid, k):
-        return float(ndcg_at_k(scores, labels, qid, k, ignore_all_zero=True))
-
-    return _kernel
-
-
 def ndcg_sklearn(scores: Any, labels: Any, qid: Any, k: int) -> float:
     """Mean of ``sklearn.metrics.ndcg_score`` per query, over queries with a relevant document."""
     from sklearn.metrics import ndcg_score
@@ -80,8 +67,8 @@ def ndcg_sklearn(scores: Any, labels: Any, qid: Any, k: int) -> float:
 
 
 def ndcg_report(scores: Any, labels: Any, qid: Any, ks: tuple[int, ...] = KS) -> dict[str, float]:
-    fn = _ndcg_fn()
-    return {f"ndcg@{k}": round(fn(scores, labels, qid, k), 6) for k in ks}
+    """NDCG@k for each k with ``kernels.metrics.ndcg_at_k`` (checked against sklearn in the tests)."""
+    return {f"ndcg@{k}": round(ndcg_linear(scores, labels, qid, k), 6) for k in ks}
 
 
 def train_xgb_defaults(X: Any, y: Any, qid: Any, *, nthread: int = 2, device: str = "cpu") -> xgb.XGBRanker:

@@ -97,6 +97,8 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
         trending=trending,
         meta={"as_of": as_of.isoformat(), "day": day.isoformat()},
     )
+    write_sellers(store.r, lake)
+    write_sponsored(store.r, views.product_ids[eligible])
     # stock: sold listings are flagged in the real-time state the filters read
     pipe = store.r.pipeline(transaction=False)
     for pid in views.product_ids[~extra["in_stock"].to_numpy(bool)]:
@@ -106,6 +108,40 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     _prune(root, keep={version, *[v.decode() for v in store.r.lrange("jk:snapshot:versions", 0, -1)]})
     return MaterializeSummary(version, day, len(views.user_ids), len(views.product_ids), root / version,
                               time.perf_counter() - t0)
+
+
+SPONSORED_SHARE = 0.02
+
+
+def write_sellers(r: redis.Redis, lake: Path) -> None:
+    """Seller trust inputs (for ``GET /v1/sellers/{id}/trust``) and the batch ban list (an override)."""
+    from batch.etl import ts_ms
+    from batch.lake import read_table
+
+    sellers = read_table(lake, "sellers")
+    joined = ts_ms(sellers["joined_at"])
+    pipe = r.pipeline(transaction=False)
+    for sid, ver, rep, j, ban in zip(sellers["seller_id"].to_numpy(), sellers["verified_id"].to_numpy(),
+                                     sellers["reports"].to_numpy(), joined, sellers["banned"].to_numpy(),
+                                     strict=True):
+        pipe.hset(f"jk:seller:{int(sid)}", mapping={"verified_id": int(bool(ver)), "reports": int(rep),
+                                                    "joined_ms": int(j), "banned": int(bool(ban))})
+    banned = sellers["seller_id"].to_numpy()[sellers["banned"].to_numpy(bool)]
+    if len(banned):
+        pipe.sadd("jk:overrides:banned_sellers", *[int(x) for x in banned])
+    pipe.incr("jk:overrides:version")
+    pipe.execute()
+
+
+def write_sponsored(r: redis.Redis, eligible_ids: np.ndarray) -> None:
+    """The demo's sponsored inventory: a deterministic ~2 % of the listings (admin API edits it)."""
+    chosen = eligible_ids[(eligible_ids * 2654435761 % 1000) < SPONSORED_SHARE * 1000]
+    pipe = r.pipeline(transaction=True)
+    pipe.delete("jk:sponsored")
+    if len(chosen):
+        pipe.sadd("jk:sponsored", *[int(x) for x in chosen])
+    pipe.incr("jk:overrides:version")
+    pipe.execute()
 
 
 def _prune(root: Path, keep: set[str]) -> None:

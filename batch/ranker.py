@@ -22,6 +22,7 @@ import numpy as np
 import xgboost as xgb
 
 from gpu_core.errors import ConfigError
+from kernels.metrics import ndcg_at_k
 
 
 def _default_device() -> str:
@@ -132,46 +133,9 @@ def query_folds(qid: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
 
 # ------------------------------------------------------------------------------------------- metric
 def ndcg_linear(scores: Any, labels: Any, qid: Any, k: int) -> float:
-    """Mean NDCG@k with linear gain over queries with a relevant document, ties averaged.
-
-    Same value as ``sklearn.metrics.ndcg_score(y_true=[labels], y_score=[scores], k=k)`` per query,
-    averaged over queries whose labels are not all zero (a one-document relevant query counts 1).
-    Vectorised on numpy so it can run as an early-stopping metric every round.
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels, dtype=np.float64).reshape(-1)
-    _, g = np.unique(np.asarray(qid).reshape(-1), return_inverse=True)
-    n_q = int(g.max()) + 1 if g.size else 0
-    if n_q == 0:
-        return float("nan")
-
-    def _rank_in_group(order: np.ndarray) -> np.ndarray:
-        gs = g[order]
-        starts = np.r_[0, np.flatnonzero(gs[1:] != gs[:-1]) + 1]
-        first = np.repeat(starts, np.diff(np.r_[starts, gs.size]))
-        return np.arange(gs.size) - first
-
-    def _disc(rank: np.ndarray) -> np.ndarray:
-        return np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
-
-    # DCG with sklearn's tie averaging: each block of equal scores gets its mean gain on its discounts
-    order = np.lexsort((-s, g))
-    gs, ss, ys = g[order], s[order], y[order]
-    disc = _disc(_rank_in_group(order))
-    new_block = np.r_[True, (gs[1:] != gs[:-1]) | (ss[1:] != ss[:-1])]
-    block = np.cumsum(new_block) - 1
-    n_b = int(block[-1]) + 1
-    mean_gain = np.bincount(block, weights=ys, minlength=n_b) / np.bincount(block, minlength=n_b)
-    disc_sum = np.bincount(block, weights=disc, minlength=n_b)
-    block_group = gs[new_block]
-    dcg = np.bincount(block_group, weights=mean_gain * disc_sum, minlength=n_q)
-    # ideal DCG
-    iorder = np.lexsort((-y, g))
-    idcg = np.bincount(g[iorder], weights=y[iorder] * _disc(_rank_in_group(iorder)), minlength=n_q)
-    ok = idcg > 0
-    if not ok.any():
-        return float("nan")
-    return float(np.mean(dcg[ok] / idcg[ok]))
+    """Mean NDCG@k, linear gain, ties averaged (= ``sklearn.metrics.ndcg_score`` per query), over
+    queries with at least one relevant document: the early-stopping metric and the reported one."""
+    return ndcg_at_k(scores, labels, qid, k, ignore_all_zero=True)
 
 
 # ------------------------------------------------------------------------------------------ trainer

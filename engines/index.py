@@ -113,6 +113,26 @@ class KeywordIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         return self.ids[top], scores[top]
 
+    def text_match(self, query: str, product_ids: np.ndarray) -> np.ndarray:
+        """Share of the query's distinct tokens found in each listing's title (the ``text_match``
+        feature; same definition as :func:`gpu_core.text.text_match`), from the BM25 posting lists."""
+        q = set(tokenize(query))
+        out = np.zeros(len(product_ids), dtype=np.float32)
+        if not q or not len(product_ids):
+            return out
+        rows = np.searchsorted(self.ids, product_ids)
+        rows = np.clip(rows, 0, len(self.ids) - 1)
+        known = self.ids[rows] == product_ids
+        indptr, indices = self.bm25.scores["indptr"], self.bm25.scores["indices"]
+        for tok in q:
+            tid = self.bm25.vocab_dict.get(tok)
+            if tid is None:
+                continue
+            posting = indices[indptr[tid]:indptr[tid + 1]]  # sorted doc rows holding the token
+            pos = np.clip(np.searchsorted(posting, rows), 0, max(len(posting) - 1, 0))
+            out += (len(posting) > 0) & (posting[pos] == rows) & known if len(posting) else 0
+        return out / len(q)
+
     def save(self, folder: Path) -> None:
         self.bm25.save(str(folder / "keyword"), show_progress=False)
         np.save(folder / "keyword_ids.npy", self.ids)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -54,13 +54,13 @@ def code_of(vocab: tuple[str, ...], values, default: int = -1) -> np.ndarray:
     return np.fromiter((index.get(v, default) for v in values), dtype=np.int32, count=len(values))
 
 
-class Entity(str, Enum):
+class Entity(StrEnum):
     USER = "user"
     PRODUCT = "product"
     CONTEXT = "context"
 
 
-class Freshness(str, Enum):
+class Freshness(StrEnum):
     DAILY = "daily"  # batch, materialised nightly as a versioned snapshot
     REALTIME = "realtime"  # stream processor, visible < 1 s
 
@@ -110,6 +110,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("price_thb", P, "float32", 0.0, D, "products.price_thb (extra)"),
     Feature("latlong", P, "float32[2]", 0.0, D, "products.lat/lon (extra)"),
     Feature("popularity", P, "float32", 0.0, D, "clicks in the last 7 days (extra; popularity fallback)"),
+    Feature("fraud_score", P, "float32", 0.0, D, "risk from price anomaly and seller trust (extra; re-rank)"),
     Feature("views_last_hour", P, "float32", 0.0, R, "clicks on the listing in the last hour", 3600),
     Feature("ctr_last_hour", P, "float32", 0.0, R, "smoothed clicks/impressions, last hour", 3600),
     Feature("is_boosted_now", P, "float32", 0.0, R, "listing boosted by the auto-boost or an admin"),

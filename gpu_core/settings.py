@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     canary_share: float = 0.05
     safety_threshold: float = 0.4
 
+    # --- service -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1  # uvicorn worker processes
+    refresh_interval_s: float = 5.0  # model alias / snapshot pointer polling
+    admin_token: str | None = Field(None, description="X-Admin-Token for /v1/admin; unset = admin disabled")
+    replay_sample_rate: float = 0.05  # share of responses kept in the replay log
+    replay_ttl_s: int = 7 * 24 * 3600
+    log_requests: bool = False  # one JSON log line per ranked request
+
     # --- world -----------------------------------------------------------------------------
     world_days: int = 30
 
