@@ -1,0 +1,41 @@
+"""The one CLI: --help everywhere, exit code != 0 and one clear line on bad arguments or paths."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from jaikod_cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("args", [[], ["world"], ["batch"], ["model"], ["world", "build"], ["batch", "nightly"],
+                                  ["serve"], ["replay"]])
+def test_help(args):
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_unknown_world_size_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["world", "build", "--size", "huge", "--out", str(tmp_path / "lake")])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--size" in lines[0] and "huge" in lines[0]
+    assert not (tmp_path / "lake").exists()
+
+
+def test_unreadable_lake_is_one_clear_line(tmp_path, jaikod_env):
+    result = runner.invoke(app, ["batch", "embed", "--lake", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "error:" in lines[0] and "missing" in lines[0]
+
+
+def test_world_build_tiny_prints_summary(tmp_path):
+    out = tmp_path / "lake"
+    result = runner.invoke(app, ["world", "build", "--size", "tiny", "--seed", "2", "--out", str(out), "--no-images"])
+    assert result.exit_code == 0, result.output
+    assert (out / "events").is_dir() and (out / "products").exists()
+    assert "tiny" in result.output
