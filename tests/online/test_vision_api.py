@@ -1,0 +1,296 @@
+"""POST /v1/analyze-image and /v1/ekyc-match on the real models (ONNX Runtime, CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import os
+import time
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from batch.world.images import draw_product_image
+from engines.vision.config import reset_vision_settings
+from engines.vision.synthetic import draw_face, sample_face_photo
+from gpu_core.errors import JaikodError
+from online.services import vision as vs
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg(img: np.ndarray, quality: int = 70) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from gpu_core.settings import reset_settings
+
+    home = tmp_path_factory.mktemp("vision_api_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAIKOD_HOME", str(home))
+    mp.setenv("JAIKOD_VISION_BACKBONE_SIZE", "96")
+    mp.setenv("JAIKOD_VISION_RETENTION_ENABLED", "true")
+    mp.setenv("JAIKOD_VISION_BATCH_WINDOW_MS", "20")
+    reset_settings()
+    reset_vision_settings()
+    yield home
+    mp.undo()
+    reset_settings()
+    reset_vision_settings()
+
+
+@pytest.fixture(scope="module")
+def heads(env):
+    from batch.vision_heads import drawn_images, train_heads
+    from engines.vision.models import Head
+    from gpu_core.schema import CATEGORIES, CONDITION_GRADES
+
+    trained = train_heads(drawn_images(240, seed=9), env / "heads_out", seed=0)
+    return vs._Heads(Head(trained["category"].onnx_path, list(CATEGORIES)),
+                     Head(trained["condition"].onnx_path, list(CONDITION_GRADES)), "test-heads")
+
+
+@pytest.fixture(scope="module")
+def flagged():
+    return []
+
+
+@pytest.fixture(scope="module")
+def service(env, heads, flagged):
+    svc = vs.VisionService(heads=heads, on_flagged=lambda lid, res: flagged.append((lid, res["safety_score"])))
+    vs.set_service(svc)
+    yield svc
+    vs.set_service(None)
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    app.include_router(vs.router)
+
+    @app.exception_handler(JaikodError)
+    async def _jaikod(_request, exc: JaikodError):
+        return JSONResponse(status_code=exc.http_status,
+                            content={"error": {"code": type(exc).__name__, "message": exc.message, "field": exc.field}})
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with TestClient(make_app(), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_analyze_multipart_fields_and_category(client):
+    img = draw_product_image(1, 4, seed=101)  # electronics, new
+    r = client.post("/v1/analyze-image", files={"file": ("a.png", png(img), "image/png")},
+                    data={"listing_id": "L-100"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) >= {"category", "category_confidence", "condition_score", "safety_flags", "safety_score",
+                         "duplicate_of"}
+    assert body["category"] == "electronics"
+    assert 0 <= body["category_confidence"] <= 1 and 0 <= body["condition_score"] <= 1
+    assert body["safety_score"] > 0.7 and body["safety_flags"] == []
+    assert body["duplicate_of"] is None
+
+
+def test_reupload_is_duplicate_other_product_is_not(client):
+    first = draw_product_image(6, 3, seed=202)
+    r = client.post("/v1/analyze-image", files={"file": ("a.png", png(first), "image/png")},
+                    data={"listing_id": "L-202"})
+    assert r.status_code == 200 and r.json()["duplicate_of"] is None
+    reup = jpeg(cv2.resize(first, (140, 140), interpolation=cv2.INTER_CUBIC), quality=65)
+    r = client.post("/v1/analyze-image", json={"image_base64": base64.urlsafe_b64encode(reup).decode().rstrip("="),
+                                               "listing_id": "L-203"})
+    assert r.status_code == 200, r.text
+    dup = r.json()["duplicate_of"]
+    assert dup is not None and dup["listing_id"] == "L-202" and dup["similarity"] > 0.7
+    other = draw_product_image(6, 3, seed=203)  # same category and grade, another listing
+    r = client.post("/v1/analyze-image", files={"file": ("b.png", png(other), "image/png")},
+                    data={"listing_id": "L-204"})
+    assert r.status_code == 200 and r.json()["duplicate_of"] is None
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"", 400), (b"not an image", 415), (png(draw_product_image(2, 2, seed=1))[:300], 400),
+])
+def test_bad_images_are_4xx_with_json(client, raw, status):
+    r = client.post("/v1/analyze-image", files={"file": ("x.png", raw, "image/png")})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == "VisionInputError" and err["message"] and err["field"] == "file"
+
+
+def test_missing_image_and_wrong_content_type(client):
+    assert client.post("/v1/analyze-image", json={"listing_id": "x"}).status_code == 400
+    assert client.post("/v1/analyze-image", content=b"raw", headers={"content-type": "text/plain"}).status_code == 415
+    assert client.post("/v1/analyze-image", json={"image_base64": "@@@"}).status_code in (400, 415)
+
+
+def test_huge_dimensions_are_413(client, monkeypatch):
+    monkeypatch.setenv("JAIKOD_VISION_MAX_IMAGE_SIDE", "1000")
+    reset_vision_settings()
+    try:
+        r = client.post("/v1/analyze-image", files={"file": ("big.png", png(np.zeros((1200, 40, 3), np.uint8)),
+                                                             "image/png")})
+        assert r.status_code == 413
+    finally:
+        monkeypatch.undo()
+        os.environ["JAIKOD_VISION_BACKBONE_SIZE"] = "96"
+        reset_vision_settings()
+
+
+def test_unsafe_listing_goes_to_moderation(service, flagged, monkeypatch, redis_client):
+    from gpu_core.settings import reset_settings
+
+    monkeypatch.setenv("JAIKOD_SAFETY_THRESHOLD", "1.01")  # every image is below: exercises the hand-off
+    reset_settings()
+    try:
+        res = service.analyze_batch([(draw_product_image(3, 1, seed=5), "L-900", False)])[0]
+        assert res["moderation_queued"] and flagged[-1][0] == "L-900"
+        default = vs.VisionService(heads=service.heads, redis=redis_client, faces=False)
+        default.analyze_batch([(draw_product_image(3, 1, seed=6), "L-901", False)])
+        entries = redis_client.xrange(vs.MODERATION_STREAM)
+        assert entries and entries[-1][1][b"listing_id"] == b"L-901"
+    finally:
+        monkeypatch.undo()
+        os.environ["JAIKOD_HOME"] = str(service.vault.root.parents[1])
+        reset_settings()
+    n = len(flagged)
+    service.analyze_batch([(draw_product_image(3, 1, seed=7), "L-902", False)])
+    assert len(flagged) == n  # a safe image under the real 0.4 threshold is not queued
+
+
+def test_micro_batching_gathers_concurrent_requests(service):
+    images = [draw_product_image(c % 12, 4, seed=300 + c) for c in range(8)]
+    expected = [service.analyze_batch([(im, None, False)])[0] for im in images]
+
+    async def burst():
+        transport = httpx.ASGITransport(app=make_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await asyncio.gather(*[
+                c.post("/v1/analyze-image", files={"file": ("a.png", png(im), "image/png")}, data={"index": "false"})
+                for im in images])
+
+    before = len(service.batcher.batches)
+    results = asyncio.run(burst())
+    sizes = service.batcher.batches[before:]
+    assert all(r.status_code == 200 for r in results)
+    assert sum(sizes) == 8 and max(sizes) > 1
+    for r, e in zip(results, expected, strict=True):
+        assert r.json()["category"] == e["category"]
+        assert r.json()["category_confidence"] == pytest.approx(e["category_confidence"], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    img = sample_face_photo()
+    if img is None:
+        pytest.skip("matplotlib's sample photo grace_hopper.jpg is not installed")
+    return img
+
+
+def test_ekyc_same_person_matches(client, photo):
+    h, w = photo.shape[:2]
+    selfies = [cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), a, s), (w, h))
+               for a, s in ((3, 1.0), (-6, 0.9), (8, 1.1))]
+    files = [("id_card", ("id.jpg", jpeg(photo, 90), "image/jpeg"))] + [
+        ("selfies", (f"s{i}.png", png(s), "image/png")) for i, s in enumerate(selfies)]
+    r = client.post("/v1/ekyc-match", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["matched"] and body["face_match_score"] > 0.6
+    assert body["faces_found"] == 4
+    assert body["liveness_prob"] < 0.5  # a photo turned and zoomed is rigid motion, not a live face
+
+
+def test_ekyc_different_person_does_not_match_and_live_frames_pass(client):
+    photo = sample_face_photo()
+    frames = [draw_face(0), draw_face(0, yaw=1.0), draw_face(0, yaw=-1.0, smile=1.0)]
+    body = {"id_card_base64": base64.b64encode(png(draw_face(0, zoom=0.8))).decode(),
+            "selfies_base64": [base64.b64encode(png(f)).decode() for f in frames]}
+    r = client.post("/v1/ekyc-match", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["matched"] and r.json()["liveness_prob"] >= 0.5
+    if photo is not None:
+        body["id_card_base64"] = base64.b64encode(jpeg(photo)).decode()
+        r = client.post("/v1/ekyc-match", json=body)
+        assert r.status_code == 200 and not r.json()["matched"] and r.json()["face_match_score"] < 0.363
+
+
+def test_ekyc_bad_inputs(client):
+    face = png(draw_face(1))
+    no_face = png(draw_product_image(0, 4, seed=1))
+    two = png(np.concatenate([draw_face(1), draw_face(4)], axis=1))
+    cases = [
+        ({"id_card": ("i.png", no_face, "image/png"), "selfies": ("s.png", face, "image/png")}, 422, "id_card"),
+        ({"id_card": ("i.png", two, "image/png"), "selfies": ("s.png", face, "image/png")}, 422, "id_card"),
+        ({"id_card": ("i.png", face, "image/png"), "selfies": ("s.png", no_face, "image/png")}, 422, "selfies"),
+        ({"id_card": ("i.png", b"junk", "image/png"), "selfies": ("s.png", face, "image/png")}, 415, "id_card"),
+        ({"id_card": ("i.png", face, "image/png")}, 400, "selfies"),
+    ]
+    for files, status, field in cases:
+        r = client.post("/v1/ekyc-match", files=files)
+        assert r.status_code == status, (field, r.text)
+        assert r.json()["error"]["field"] == field
+
+
+def test_no_face_data_on_disk_unencrypted_and_purge(client, env, service, photo, caplog):
+    id_raw = jpeg(photo, 90)
+    selfie_raws = [png(draw_face(2)), png(draw_face(2, yaw=1.0))]
+    with caplog.at_level(logging.DEBUG):
+        r = client.post("/v1/ekyc-match", files=[("id_card", ("id.jpg", id_raw, "image/jpeg"))] + [
+            ("selfies", (f"s{i}.png", b, "image/png")) for i, b in enumerate(selfie_raws)])
+    assert r.status_code == 200
+    record = r.json()["face_record"]
+    assert len(record) == 64 and r.json()["retained"]
+    # nothing face-related in the logs
+    text = "\n".join(f"{rec.getMessage()} {rec.__dict__}" for rec in caplog.records)
+    assert record not in text and "face_match_score" not in text
+    # scan every file under the home (and the system temp dir): no image bytes, no embedding bytes
+    needles = [id_raw[:64], id_raw[-64:], *(b[:64] for b in selfie_raws), b"\xff\xd8\xff\xe0\x00\x10JFIF", b"\x89PNG\r\n\x1a\n"]
+    roots = [env, os.environ.get("TMPDIR", "/tmp")]
+    offenders = []
+    for root in roots:
+        for dirpath, _, files in os.walk(root):
+            if "vision_api_home" not in dirpath and root != env:
+                continue
+            for f in files:
+                p = os.path.join(dirpath, f)
+                try:
+                    data = open(p, "rb").read()
+                except OSError:
+                    continue
+                if any(n in data for n in needles):
+                    offenders.append(p)
+    assert offenders == []
+    stored = sorted(service.vault.root.glob("*.bin"))
+    assert stored and service.vault.open(stored[-1])[0] == id_raw  # the cold copy decrypts back
+    old = time.time() - 31 * 86400
+    os.utime(stored[0], (old, old))
+    assert vs.purge_cold_storage(service.vault.root, older_than_days=30) == 1
+    assert not stored[0].exists() and all(p.exists() for p in stored[1:])
+
+
+def test_face_record_is_keyed_and_stable(service):
+    v = np.random.default_rng(0).normal(size=128).astype(np.float32)
+    v /= np.linalg.norm(v)
+    assert service.vault.record(v) == service.vault.record(v + 1e-4)  # quantised
+    assert service.vault.record(v) != service.vault.record(-v)
