@@ -23,7 +23,8 @@ class FilterStage:
             batch.keep(category_ban_mask(xp.astype(cat, xp.int32), xp.asarray(ov.banned_categories), xp=xp),
                        "banned_category", ctx)
         if ctx.geo is not None:
-            ll = xp.take(m.cols["latlong"], batch.idx, axis=0)
+            # float64: float32 radians are off by ~1e-8 rad (~6 cm), enough to flip a listing at the boundary
+            ll = xp.astype(xp.take(m.cols["latlong"], batch.idx, axis=0), xp.float64)
             mask, _ = distance_mask(ctx.geo[0], ctx.geo[1], ll[:, 0], ll[:, 1], ctx.max_distance_km, xp=xp)
             batch.keep(mask, "too_far", ctx)
         batch.compact()
