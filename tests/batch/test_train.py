@@ -1,0 +1,87 @@
+"""Training and evaluation: NDCG@k parity with scikit-learn through ``batch.train.evaluate``, the
+model beats popularity on the tiny world's holdout, and a worse model is never promoted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import ndcg_score
+
+from batch.dataset import TrainingSet
+from batch.train import TrainConfig, evaluate, run_evaluate, run_train
+from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry
+
+
+def _training_set(rng: np.random.Generator, sizes: list[int]) -> TrainingSet:
+    n = sum(sizes)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    click = (rng.random(n) < 0.3).astype(np.float32)
+    conv = (click * (rng.random(n) < 0.4)).astype(np.float32)
+    zeros = np.zeros(n, np.float32)
+    return TrainingSet(np.zeros((n, 1), np.float32), click, conv, group, zeros, zeros, zeros,
+                       pd.DataFrame({"request_id": group}))
+
+
+def _sklearn_mean_ndcg(scores: np.ndarray, ds: TrainingSet, k: int) -> float:
+    rel = ds.label_click + ds.label_conv
+    vals = []
+    for g in np.unique(ds.request):
+        m = ds.request == g
+        if rel[m].sum() > 0:  # requests without any positive are left out (the evaluation's rule)
+            vals.append(ndcg_score(rel[m][None, :], scores[m][None, :], k=k))
+    return float(np.mean(vals))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_evaluate_equals_sklearn_ndcg(seed, k):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 40, size=rng.integers(3, 25)).tolist()
+    ds = _training_set(rng, sizes)
+    # shuffle rows so requests are interleaved, as after a concat of days
+    perm = rng.permutation(len(ds))
+    ds = TrainingSet(ds.X[perm], ds.label_click[perm], ds.label_conv[perm], ds.request[perm],
+                     ds.popularity[perm], ds.seller_trust[perm], ds.boosted[perm], ds.rows.iloc[perm])
+    scores = rng.normal(size=len(ds)).astype(np.float32)
+    assert evaluate(scores, ds, k) == pytest.approx(_sklearn_mean_ndcg(scores, ds, k), rel=1e-5, abs=1e-6)
+
+
+def test_evaluate_perfect_and_reversed_ranking():
+    rng = np.random.default_rng(1)
+    ds = _training_set(rng, [10, 12, 7])
+    rel = ds.label_click + ds.label_conv
+    assert evaluate(rel + 1e-3 * rng.random(len(ds)), ds, 20) == pytest.approx(1.0)
+    assert evaluate(-rel, ds, 20) < 1.0
+
+
+def test_model_beats_popularity_on_tiny_holdout(world_env):
+    train = world_env.nightly["train"]
+    assert train["holdout_rows"] > 0 and train["train_rows"] > train["holdout_rows"]
+    assert 0.0 < train["ndcg_popularity"] < train["ndcg_model"] <= 1.0
+    assert train["promoted_to"] == PRODUCTION and train["version"] is not None
+    ev = run_evaluate(world_env.lake, alias=PRODUCTION)
+    assert ev["model"] == f"{RANKER}/{train['version']}"
+    assert ev["rows"] == train["holdout_rows"]
+    assert ev["ndcg@20"] == pytest.approx(train["ndcg_model"], abs=1e-6)
+    assert ev["ndcg@20 popularity"] == pytest.approx(train["ndcg_popularity"], abs=1e-6)
+    assert ev["ndcg@20"] > ev["ndcg@20 popularity"]
+
+
+def test_worse_model_is_not_promoted(world_env):
+    registry = Registry()
+    staging_before = registry.get(RANKER, STAGING)
+    prod_before = registry.get(RANKER, PRODUCTION)
+    assert staging_before is not None and prod_before is not None
+    crippled = TrainConfig(n_rounds=1, max_depth=1, early_stopping_rounds=1, eta=0.01)
+    res = run_train(world_env.lake, cfg=crippled, registry=registry)
+    assert res.ndcg_production is not None
+    assert res.ndcg_model <= res.ndcg_production
+    assert res.version is None and res.promoted_to is None
+    assert "not registered" in res.reason
+    assert res.run_id  # still logged to MLflow
+    after = Registry()
+    assert after.get(RANKER, STAGING).version == staging_before.version
+    assert after.get(RANKER, PRODUCTION).version == prod_before.version
+    run = after.client.get_run(res.run_id)
+    assert run.data.metrics["ndcg20"] == pytest.approx(res.ndcg_model)
