@@ -72,6 +72,30 @@ class Settings(BaseSettings):
     # --- world -----------------------------------------------------------------------------
     world_days: int = 30
 
+    # --- streaming, continuous training, canary, monitoring (issue 5) ----------------------
+    event_stream: str = "jk:events"  # Redis stream of accepted events (the event bus)
+    event_group: str = "jk-stream"  # consumer group of the stream processor
+    event_bus: Literal["redis", "kafka"] = "redis"
+    kafka_bootstrap: str | None = None  # e.g. "broker:9092" for event_bus=kafka
+    event_dedupe_ttl_s: int = 7 * 24 * 3600  # duplicate event ids are recognised for this long
+    event_min_replicas: int = 0  # WAIT for this many replicas before acknowledging (0 = no WAIT)
+    stream_batch: int = 500  # entries read per XREADGROUP
+    stream_block_ms: int = 100  # XREADGROUP block (also the idle flush tick)
+    stream_archive_events: int = 5000  # micro-batch size of the Parquet archive
+    stream_archive_interval_s: float = 2.0  # ... or its age
+    stream_claim_idle_ms: int = 30_000  # pending entries idle this long are taken over (crashed consumer)
+    canary_min_requests: int = 1000  # staging requests before an automatic decision
+    canary_min_impressions: int = 200  # staging impressions before its CTR is compared
+    canary_ctr_tolerance: float = 0.0  # staging CTR >= production CTR * (1 - tolerance) counts "not worse"
+    canary_max_error_rate: float = 0.01
+    canary_max_p99_ms: float = 200.0
+    canary_interval_s: float = 10.0  # how often the service checks the canary
+    alert_webhook_url: str | None = None  # Slack / PagerDuty-compatible webhook for service alerts
+    alert_routing_key: str | None = None  # PagerDuty Events v2 routing key (sent in the payload)
+    alert_fallback_rate: float = 0.10  # fire when the fallback rate over the window exceeds this
+    alert_window_s: float = 300.0  # sliding window of the fallback-rate alert
+    alert_min_requests: int = 20  # ... with at least this many requests in the window
+
     @property
     def lake_dir(self) -> Path:
         return self.lake if self.lake is not None else self.home / "lake"

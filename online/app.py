@@ -54,6 +54,16 @@ def create_app(state: ServiceState | None = None, *, refresher: bool = True, ser
 
 def _mount_services(app: FastAPI) -> None:
     """The shared AI services (language, vision), loaded lazily on their first request."""
+    try:  # the event API, the canary (staging arm + per-version tracking) and the fallback alert
+        from online.canary import install_canary
+        from online.events import router as events_router
+        from online.monitoring import install_monitoring
+
+        app.include_router(events_router)
+        install_canary(app)
+        install_monitoring(app)
+    except ImportError as exc:  # pragma: no cover - optional at import time
+        log.warning("event API / canary / monitoring not mounted: %s", exc)
     try:
         from online.services.text import TextService, text_router
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
@@ -22,6 +22,11 @@ class Metrics:
                                                "Responses that used at least one fallback", ["endpoint"], registry=r)
         self.candidates_removed = Counter("jaikod_candidates_removed_total", "Candidates removed, by reason",
                                           ["reason"], registry=r)
+        # streaming / monitoring (issue 5); PSI, CTR per version and stream lag: online.monitoring.StoreCollector
+        self.events = Counter("jaikod_events_total", "Events posted to /v1/events", ["result"], registry=r)
+        self.fallback_rate = Gauge("jaikod_fallback_rate_window",
+                                   "Share of feed responses with a fallback over the alert's sliding window",
+                                   registry=r)
 
     def observe(self, endpoint: str, body: dict, removed: dict[str, int]) -> None:
         self.requests.labels(endpoint, "ok", body["model_version"]).inc()

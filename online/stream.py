@@ -1,0 +1,322 @@
+"""The stream processor (``jaikod stream`` / ``python -m online.stream``): one consumer of the event
+bus's consumer group (several processes share the work).
+
+For every entry, in one Redis ``MULTI``: the real-time features (:meth:`OnlineStore.apply_event`, the
+batch ETL's window definitions, idempotent per event id), the per-model-version CTR counters
+(idempotent per event id, ``jk:mv:*``) and the listing flags an event carries (stock, boost). So an
+event is visible to ``/v1/feed`` as soon as it is read (well under 1 s), and a redelivery after a
+crash counts nothing twice.
+
+Raw events are archived to the Parquet lake in micro-batches,
+``<lake>/events/date=YYYY-MM-DD/stream-<uuid>.parquet`` (written to a hidden temp file, fsynced,
+renamed), so the nightly ETL sees them. An entry is acknowledged (``XACK``) only after it has been
+applied *and* archived, and trimmed (``XTRIM MINID``) only once acknowledged. Between the rename and
+the ack the file is listed in a manifest (``jk:stream:manifest``): a consumer that restarts (or takes
+over a dead one's entries) acknowledges the entries of a renamed file instead of archiving them again,
+so the lake holds every event once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+
+from gpu_core.feature_store import P_BOOST, P_SOLD, OnlineStore, rt_product_key
+from gpu_core.schema import PRODUCT_DAILY
+from gpu_core.settings import Settings, get_settings
+from gpu_core.streams import MANIFEST, STREAM_STATS, VERSION_SEEN, VERSION_STATS
+from online.bus import BusEntry, EventBus, make_bus
+
+log = logging.getLogger("jaikod.stream")
+
+# the lake's events table (same Arrow schema as the world generator writes)
+EVENTS_ARROW_SCHEMA = pa.schema([
+    ("event_id", pa.string()), ("event_type", pa.string()), ("ts", pa.timestamp("ms", tz="UTC")),
+    ("user_id", pa.int64()), ("product_id", pa.int64()), ("request_id", pa.string()), ("position", pa.int16()),
+    ("model_version", pa.string()), ("session_id", pa.string()), ("device_type", pa.string()),
+    ("query", pa.string()),
+])
+VERSION_TTL_S = 7 * 24 * 3600
+
+# CTR per model version, once per event id. KEYS: marker, stats hash; ARGV: field, ttl
+_COUNT_VERSION = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) == false then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return 1
+"""
+
+
+class ProductCategories:
+    """product id -> category code, from the live snapshot's product table (reloaded when it moves)."""
+
+    def __init__(self, store: OnlineStore, every_s: float = 5.0):
+        self.store, self.every_s = store, every_s
+        self.version: str | None = None
+        self.ids = np.empty(0, np.int64)
+        self.cats = np.empty(0, np.int32)
+        self._checked = 0.0
+
+    def refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.every_s:
+            return
+        self._checked = now
+        v = self.store.current_version()
+        if v is None or v == self.version:
+            return
+        try:
+            m = self.store.load_product_mirror(v)
+        except Exception as exc:
+            log.warning("product categories not loaded: %s", exc)
+            return
+        order = np.argsort(m["ids"], kind="stable")
+        self.ids = m["ids"][order]
+        self.cats = PRODUCT_DAILY.unpack(m["rows"])["category"][order].astype(np.int32)
+        self.version = v
+
+    def of(self, pid: int) -> int:
+        if not len(self.ids):
+            return -1
+        i = int(np.searchsorted(self.ids, pid))
+        return int(self.cats[i]) if i < len(self.ids) and self.ids[i] == pid else -1
+
+
+class StreamProcessor:
+    def __init__(self, client: redis.Redis, lake: Path | str, consumer: str | None = None,
+                 settings: Settings | None = None, bus: EventBus | None = None):
+        self.s = settings or get_settings()
+        self.r = client
+        self.lake = Path(lake)
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.bus = bus or make_bus(client, self.s)
+        self.store = OnlineStore(client)
+        self.categories = ProductCategories(self.store)
+        self._count = client.register_script(_COUNT_VERSION)
+        self.buffer: list[BusEntry] = []
+        self.buffer_since: float | None = None
+        self.applied = 0
+        self.duplicates = 0
+        self.archived = 0
+        self._last_claim = 0.0
+
+    # ---- apply -------------------------------------------------------------------------------
+    def apply(self, entries: list[BusEntry]) -> int:
+        """Apply entries to the online store in one MULTI; number newly applied (not seen before)."""
+        if not entries:
+            return 0
+        self.categories.refresh()
+        pipe = self.r.pipeline(transaction=True)
+        apply_at = []
+        for entry in entries:
+            e = entry.event
+            pid, etype = int(e["product_id"]), e["event_type"]
+            apply_at.append(len(pipe.command_stack))
+            self.store.apply_event(e["event_id"], etype, int(e["ts"]), int(e["user_id"]), pid,
+                                   self.categories.of(pid), e.get("query") or "", pipe=pipe)
+            mv = e.get("model_version")
+            if mv and etype in ("impression", "click"):
+                self._count(keys=[VERSION_SEEN.format(f"{etype[0]}:{e['event_id']}"), VERSION_STATS.format(mv)],
+                            args=[f"{etype}s", VERSION_TTL_S], client=pipe)
+            flags: list[Any] = []
+            if e.get("in_stock") is not None:
+                flags += ["SET", "i32", f"#{P_SOLD}", int(not e["in_stock"])]
+            if e.get("boosted") is not None:
+                flags += ["SET", "i32", f"#{P_BOOST}", int(bool(e["boosted"]))]
+            if flags:
+                pipe.execute_command("BITFIELD", rt_product_key(pid), *flags)
+        res = pipe.execute()
+        new = sum(1 for i in apply_at if res[i] == 1)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(STREAM_STATS, "applied", new)
+        pipe.hincrby(STREAM_STATS, "duplicates", len(entries) - new)
+        pipe.execute()
+        self.applied += new
+        self.duplicates += len(entries) - new
+        return new
+
+    # ---- archive -----------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Archive the buffered entries to the lake, then acknowledge and trim them."""
+        if not self.buffer:
+            return 0
+        entries, self.buffer, self.buffer_since = self.buffer, [], None
+        by_day: dict[dt.date, list[dict]] = defaultdict(list)
+        for entry in entries:
+            e = entry.event
+            day = dt.datetime.fromtimestamp(int(e["ts"]) / 1000, dt.UTC).date()
+            by_day[day].append({k: e.get(k) for k in EVENTS_ARROW_SCHEMA.names})
+        ids = [entry.id for entry in entries]
+        files: list[tuple[Path, Path]] = []
+        for day, rows in sorted(by_day.items()):
+            part = self.lake / "events" / f"date={day.isoformat()}"
+            part.mkdir(parents=True, exist_ok=True)
+            name = f"stream-{uuid.uuid4().hex}.parquet"
+            tmp = part / f".{name}.tmp"
+            pq.write_table(pa.Table.from_pylist(rows, schema=EVENTS_ARROW_SCHEMA), tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            files.append((tmp, part / name))
+        # manifest first (so a crash after a rename is recognised), then the renames, then ack
+        rel = [str(final.relative_to(self.lake)) for _, final in files]
+        info = orjson.dumps({"consumer": self.consumer, "at": time.time(), "ids": ids, "files": rel})
+        self.r.hset(MANIFEST, rel[0], info)
+        for tmp, final in files:
+            os.replace(tmp, final)
+        _fsync_dir(files[0][1].parent)
+        self._ack(ids, rel[0], len(entries), len(files))
+        self.archived += len(entries)
+        try:
+            self.bus.trim()
+        except redis.RedisError as exc:
+            log.warning("trim failed: %s", exc)
+        return len(entries)
+
+    def _ack(self, ids: list[str], manifest_key: str, n: int, n_files: int) -> None:
+        self.bus.ack(ids)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hdel(MANIFEST, manifest_key)
+        pipe.hincrby(STREAM_STATS, "archived", n)
+        pipe.hincrby(STREAM_STATS, "files", n_files)
+        pipe.execute()
+
+    def recover(self, own_only: bool = False) -> int:
+        """Resolve manifests left by a crash: ack entries whose files were renamed, forget the others."""
+        n = 0
+        now = time.time()
+        for key, raw in self.r.hgetall(MANIFEST).items():
+            m = orjson.loads(raw)
+            mine = m["consumer"] == self.consumer
+            if own_only and not mine:
+                continue
+            stale = mine or now - m["at"] > self.s.stream_claim_idle_ms / 1000.0
+            if not stale:
+                continue
+            exists = [(self.lake / f).exists() for f in m["files"]]
+            if any(exists):
+                # a rename happened; finish the rest (renames are per day, all tmp files were written)
+                for f, ok in zip(m["files"], exists, strict=True):
+                    if not ok:
+                        final = self.lake / f
+                        tmp = final.parent / f".{final.name}.tmp"
+                        if tmp.exists():
+                            os.replace(tmp, final)
+                self._ack(m["ids"], key.decode(), len(m["ids"]), len(m["files"]))
+                n += len(m["ids"])
+            else:
+                for f in m["files"]:
+                    final = self.lake / f
+                    (final.parent / f".{final.name}.tmp").unlink(missing_ok=True)
+                self.r.hdel(MANIFEST, key)
+        return n
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def _take(self, entries: list[BusEntry]) -> None:
+        if not entries:
+            return
+        self.apply(entries)
+        if self.buffer_since is None:
+            self.buffer_since = time.monotonic()
+        self.buffer.extend(entries)
+
+    def _maybe_flush(self) -> None:
+        if self.buffer and (len(self.buffer) >= self.s.stream_archive_events or
+                            time.monotonic() - (self.buffer_since or 0) >= self.s.stream_archive_interval_s):
+            self.flush()
+
+    def start(self) -> None:
+        self.bus.ensure_group()
+        self.recover(own_only=True)
+        after = "0"
+        while True:  # own entries delivered before a restart and never acknowledged
+            entries = self.bus.read(self.consumer, self.s.stream_batch, 0, pending=True, after=after)
+            if not entries:
+                break
+            self._take(entries)
+            after = entries[-1].id
+            self._maybe_flush()
+
+    def step(self) -> int:
+        """One read (blocking up to stream_block_ms), apply, and archive when due; entries read."""
+        now = time.monotonic()
+        got: list[BusEntry] = []
+        if now - self._last_claim >= max(self.s.stream_claim_idle_ms / 2000.0, 0.05):
+            self._last_claim = now
+            self.recover()
+            got = self.bus.claim(self.consumer, self.s.stream_claim_idle_ms, self.s.stream_batch)
+            held = {b.id for b in self.buffer}
+            got = [e for e in got if e.id not in held]
+        if not got:
+            got = self.bus.read(self.consumer, self.s.stream_batch, self.s.stream_block_ms)
+        self._take(got)
+        self._maybe_flush()
+        return len(got)
+
+    def run(self, stop: threading.Event | None = None, max_idle_s: float | None = None) -> dict[str, int]:
+        stop = stop or threading.Event()
+        self.start()
+        idle_since = time.monotonic()
+        while not stop.is_set():
+            if self.step():
+                idle_since = time.monotonic()
+            elif max_idle_s is not None and time.monotonic() - idle_since >= max_idle_s and not self.buffer:
+                break
+        self.flush()
+        return {"applied": self.applied, "duplicates": self.duplicates, "archived": self.archived}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def run_stream(consumer: str | None = None, lake: Path | None = None, max_idle_s: float | None = None,
+               on_start: Any = None) -> dict[str, int]:
+    """Run a stream processor until SIGTERM/SIGINT (or ``max_idle_s`` without events)."""
+    s = get_settings()
+    client = redis.Redis.from_url(s.redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
+    proc = StreamProcessor(client, lake or s.lake_dir, consumer, s)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if on_start is not None:
+        on_start(proc)
+    return proc.run(stop, max_idle_s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m online.stream", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--consumer", help="consumer name in the group (default host-pid; reuse it on restart)")
+    ap.add_argument("--lake", type=Path, help="Parquet lake (default $JAIKOD_HOME/lake)")
+    ap.add_argument("--max-idle-s", type=float, default=None, help="exit after this long without events")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("JAIKOD_LOG_LEVEL", "INFO"), format="%(message)s")
+    out = run_stream(a.consumer, a.lake, a.max_idle_s,
+                     on_start=lambda p: log.info(orjson.dumps({"event": "stream_started",
+                                                               "consumer": p.consumer}).decode()))
+    log.info(orjson.dumps({"event": "stream_stopped", **out}).decode())
+
+
+if __name__ == "__main__":
+    main()
