@@ -1,0 +1,234 @@
+"""Listing intake: ``POST /v1/listings``.
+
+The listing is stored (``jk:listing:{id}``), then analysed:
+
+* **text** (the language service) within ``listing_text_timeout_ms``. If the service is down or slower,
+  the listing is accepted at once with status ``pending_review`` and put on the post-hoc review backlog
+  (``jk:listings:review``), which ``jaikod batch review`` works through.
+* **image** (the vision service), when the vision service can be loaded; otherwise the response notes
+  that the image was not analysed.
+
+``safety_score = min(text, image)``; below ``safety_threshold`` (0.4) the listing goes to the moderation
+queue (status ``in_review``), else it is ``live``. The fraud score is computed on demand and stored.
+Listing text is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field, field_validator
+
+from gpu_core.clock import now_ms
+from gpu_core.errors import JaikodError
+from gpu_core.moderation import (
+    ModerationQueue,
+    ReviewBacklog,
+    image_key,
+    listing_key,
+    new_listing_id,
+    text_flags,
+)
+from gpu_core.schema import CATEGORIES
+from online.services.fraud import fraud_service
+
+log = logging.getLogger(__name__)
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="listing-text")
+
+
+class ListingInputError(JaikodError):
+    http_status = 422
+
+
+class ListingRequest(BaseModel):
+    seller_id: int = Field(ge=0)
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field("", max_length=4500)
+    price_thb: float = Field(gt=0, lt=1e9)
+    category: str
+    image_base64: str | None = None
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, v: str) -> str:
+        if v not in CATEGORIES:
+            raise ValueError(f"category must be one of {', '.join(CATEGORIES)}")
+        return v
+
+
+# ---- the vision service, when it can be had ---------------------------------------------------------
+def get_vision(app):
+    """The vision service (``online.services.vision``) or None when it cannot be imported or loaded; a
+    failed load is retried after a minute, not on every request."""
+    svc = getattr(app.state, "vision_service", None)
+    if svc is not None:
+        return svc
+    failed = getattr(app.state, "vision_failed_at", None)
+    if failed is not None and time.monotonic() - failed < 60:
+        return None
+    try:
+        from online.services.vision import get_service
+
+        svc = get_service()
+    except Exception as exc:  # ImportError, or models/heads missing (RegistryError)
+        log.warning("vision service unavailable for listing intake: %s", type(exc).__name__)
+        app.state.vision_failed_at = time.monotonic()
+        return None
+    app.state.vision_service = svc
+    return svc
+
+
+def _text_service(app):
+    factory = getattr(app.state, "text_service", None)
+    if factory is None:
+        from online.services.text import TextService
+
+        holder: dict = {}
+
+        def factory():
+            if "svc" not in holder:
+                holder["svc"] = TextService()
+            return holder["svc"]
+
+        app.state.text_service = factory
+    return factory()
+
+
+async def _analyze_text(app, text: str, timeout_s: float) -> tuple[dict | None, str | None]:
+    """(analysis, None) or (None, why it was deferred)."""
+    loop = asyncio.get_running_loop()
+
+    def run() -> dict:
+        return _text_service(app).analyze(text, "listing")
+
+    try:
+        return await asyncio.wait_for(loop.run_in_executor(_pool, run), timeout_s), None
+    except TimeoutError:
+        return None, f"text service slower than {timeout_s * 1000:.0f} ms"
+    except Exception as exc:  # the language service is down: accept, review later
+        return None, f"text service unavailable ({type(exc).__name__})"
+
+
+def _decode_image(b64: str) -> bytes:
+    try:
+        raw = base64.b64decode(b64.split(",", 1)[1] if b64.startswith("data:") else b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise ListingInputError("image_base64 is not valid base64", field="image_base64") from None
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise ListingInputError(f"image larger than {MAX_IMAGE_BYTES} bytes", field="image_base64")
+    return raw
+
+
+async def _analyze_image(app, raw: bytes, listing_id: int) -> tuple[dict | None, str | None]:
+    vision = get_vision(app)
+    if vision is None:
+        return None, "image not analysed: vision service not available"
+    try:
+        from engines.vision.imaging import decode_image
+
+        image = decode_image(raw, field="image_base64")
+    except JaikodError as exc:
+        raise ListingInputError(exc.message, field="image_base64") from None
+    try:
+        return await vision.analyze(image, str(listing_id)), None
+    except Exception as exc:  # noqa: BLE001 - the listing is still taken in
+        log.warning("image analysis failed: %s", type(exc).__name__)
+        return None, f"image not analysed: {type(exc).__name__}"
+
+
+def listings_router() -> APIRouter:
+    router = APIRouter(tags=["listings"])
+
+    @router.post("/v1/listings", status_code=201)
+    async def create_listing(request: Request, req: ListingRequest) -> dict:
+        """Take in a listing: text + image analysis, moderation queue when unsafe, fraud score."""
+        app = request.app
+        state = app.state.jaikod
+        s = state.settings
+        r = state.redis
+        raw_image = _decode_image(req.image_base64) if req.image_base64 else None
+        lid = new_listing_id(r)
+        r.hset(listing_key(lid), mapping={
+            "listing_id": lid, "seller_id": req.seller_id, "title": req.title, "description": req.description,
+            "price_thb": f"{req.price_thb:.2f}", "category": req.category, "status": "processing",
+            "has_image": int(raw_image is not None), "created_ms": now_ms()})
+        if raw_image is not None:
+            r.set(image_key(lid), raw_image)
+
+        text = f"{req.title}\n{req.description}".strip()
+        analysis, deferred = await _analyze_text(app, text, s.listing_text_timeout_ms / 1000.0)
+        image, image_note = (await _analyze_image(app, raw_image, lid)) if raw_image is not None else (None, None)
+
+        scores, flags, kinds = [], [], []
+        if analysis is not None:
+            scores.append(float(analysis["safety_score"]))
+            tf = text_flags(analysis)
+            flags += tf
+            if float(analysis["safety_score"]) < s.safety_threshold:
+                kinds.append("text")
+        image_queued = False
+        if image is not None:
+            scores.append(float(image["safety_score"]))
+            flags += [{"kind": "image", "label": f["label"], "score": float(f["score"])}
+                      for f in image.get("safety_flags", [])]
+            if float(image["safety_score"]) < s.safety_threshold:
+                image_queued = bool(image.get("moderation_queued"))  # the vision service queued it already
+                if not image_queued:
+                    kinds.append("image")
+            dup = image.get("duplicate_of")
+            r.hset(listing_key(lid), mapping={"image_checked": 1,
+                                              "duplicate_of": dup["listing_id"] if dup else ""})
+        safety = min(scores) if scores else None
+        entry_id = None
+        if kinds:
+            entry_id = ModerationQueue(r).enqueue(lid, "+".join(kinds), min(scores), flags)
+            status = "in_review"
+        elif image_queued:
+            status = "in_review"
+        elif deferred is not None:
+            status = "pending_review"
+        else:
+            status = "live"
+        review_id = ReviewBacklog(r).add(lid, deferred) if deferred is not None else None
+        mapping = {"status": status, "flags": orjson.dumps(flags).decode(),
+                   "text_checked": int(analysis is not None)}
+        if safety is not None:
+            mapping["safety_score"] = f"{safety:.4f}"
+        r.hset(listing_key(lid), mapping=mapping)
+        fraud = fraud_service(app).score(lid)
+        log.info("listing taken in", extra={"listing_id": lid, "status": status, "deferred": deferred is not None})
+        return {
+            "listing_id": lid, "status": status,
+            "safety_score": None if safety is None else round(safety, 4),
+            "text": analysis, "image": image,
+            "moderation": {"queued": bool(kinds) or image_queued, "entry_id": entry_id, "flags": flags},
+            "review": {"deferred": deferred is not None, "reason": deferred, "backlog_id": review_id},
+            "notes": [n for n in (image_note,) if n],
+            "fraud": {"score": fraud["score"], "reasons": fraud["reasons"]},
+        }
+
+    @router.get("/v1/listings/{listing_id}")
+    def get_listing(request: Request, listing_id: int) -> dict:
+        from gpu_core.moderation import decode_hash
+
+        raw = request.app.state.jaikod.redis.hgetall(listing_key(listing_id))
+        if not raw:
+            from online.services.fraud import ListingNotFound
+
+            raise ListingNotFound(f"listing {listing_id} is unknown", field="listing_id")
+        h = decode_hash(raw)
+        return {"listing_id": listing_id, "status": h.get("status"), "seller_id": int(h.get("seller_id", -1)),
+                "title": h.get("title"), "price_thb": float(h.get("price_thb", 0)), "category": h.get("category"),
+                "safety_score": float(h["safety_score"]) if h.get("safety_score") else None,
+                "fraud_score": float(h["fraud_score"]) if h.get("fraud_score") else None,
+                "moderation": h.get("moderation")}
+
+    return router
