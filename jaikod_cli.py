@@ -223,6 +223,31 @@ def model_status() -> None:
         err_console.print("no ranker registered yet (run `jaikod batch nightly`)")
         raise typer.Exit(1)
     print_table(f"{RANKER} ({reg.tracking_uri})", rows)
+    _print_canary(reg)
+
+
+def _print_canary(reg: Any) -> None:
+    """The canary: share, per-arm requests/errors/CTR/p99 (from Redis), the last decision."""
+    import redis
+
+    from gpu_core.settings import get_settings
+    from online.canary import canary_status
+
+    try:
+        r = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        st = canary_status(r, reg)
+    except redis.RedisError as exc:
+        err_console.print(f"canary: redis unreachable ({type(exc).__name__})")
+        return
+    if st["arms"]:
+        print_table(f"canary ({st['share']:.0%} of feed users -> staging; decision after "
+                    f"{st['min_requests']:,} staging requests)", st["arms"])
+    last = st["last"]
+    if last:
+        console.print(f"canary: last check {last.get('action')} ({last.get('staging')} vs "
+                      f"{last.get('production')}): {last.get('reason')}")
+    for d in st["log"][:3]:
+        console.print(f"  {d['action']}: {d['staging']} vs {d['production']} - {d['reason']}")
 
 
 @model_app.command("promote")
@@ -273,6 +298,39 @@ def serve_cmd(
     s = get_settings()
     err_console.print(f"serving on http://{s.host}:{s.port} (docs at /docs, workers={s.workers})")
     serve()
+
+
+@app.command("stream")
+@cli_errors
+def stream_cmd(
+    lake: LakeOpt = None,
+    consumer: Annotated[str | None, typer.Option(help="consumer name in the group (default host-pid; "
+                                                      "reuse it on restart)")] = None,
+    max_idle_s: Annotated[float | None, typer.Option(help="exit after this long without events")] = None,
+) -> None:
+    """Stream processor: event bus -> real-time features (< 1 s) + Parquet archive (consumer group)."""
+    from online.stream import run_stream
+
+    _apply_common(lake)
+    out = run_stream(consumer, lake, max_idle_s,
+                     on_start=lambda p: err_console.print(f"stream processor {p.consumer} consuming "
+                                                          f"{p.s.event_stream} (group {p.s.event_group})"))
+    print_table("stream", out)
+
+
+@batch_app.command("continuous")
+@cli_errors
+def batch_continuous(
+    lake: LakeOpt = None,
+    force: Annotated[bool, typer.Option(help="train even if the trigger does not fire")] = False,
+    dry_run: Annotated[bool, typer.Option(help="only report the trigger decision")] = False,
+) -> None:
+    """Continuous training: retrain on 100k new interactions or PSI > 0.2 (-> staging if better)."""
+    from batch.continuous import run_continuous
+
+    _apply_common(lake)
+    print_table("continuous training", run_continuous(_lake(lake) if lake else None, force=force,
+                                                      dry_run=dry_run).as_rows())
 
 
 @app.command("replay")

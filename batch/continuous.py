@@ -1,0 +1,197 @@
+"""Continuous training: retrain when enough new interactions arrived since the last training, or when
+the inputs (or the score) drifted.
+
+Trigger (:func:`check_trigger`, pure): new interactions since the last training reach
+``settings.retrain_interactions`` (100k), or the PSI of any monitored feature, or of the production
+model's score, between the training window and the last window reaches ``settings.psi_threshold``
+(0.2). Then :func:`run_continuous` runs the ETL (when the lake has newer events than the features) and
+the training job, which registers the new model as ``staging`` only if its NDCG@20 beats production
+(the canary takes it from there).
+
+* interactions = event rows (every type) in the lake's ``events/date=D`` partitions after the last
+  training's ``as_of`` (counted from Parquet metadata, stream archives included);
+* training window = the ``settings.train_days`` days before the last training's ``as_of``; last window =
+  the newest ETL day (its impressions, as training rows with the real-time features of their time);
+* monitored features = every model input column (:data:`gpu_core.schema.MODEL_FEATURES`) + ``score``.
+
+The PSI of each feature is also written to Redis (``jk:drift:psi``) for the service's
+``jaikod_feature_psi`` gauge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from batch.dataset import training_set
+from batch.etl import etl_as_of, run_etl
+from batch.lake import event_dates, table_path
+from batch.train import load_ranker, predict, ranking_score, run_train
+from gpu_core.registry import PRODUCTION, RANKER, Registry
+from gpu_core.schema import MODEL_FEATURES
+from gpu_core.settings import get_settings
+from gpu_core.streams import DRIFT_META, DRIFT_PSI
+from kernels.metrics import psi
+
+log = logging.getLogger(__name__)
+PSI_SAMPLE = 200_000  # rows per window used for PSI (uniform sample)
+
+
+@dataclass(frozen=True)
+class TriggerDecision:
+    fire: bool
+    reasons: tuple[str, ...]
+    new_interactions: int
+    psi: dict[str, float] = field(default_factory=dict)
+
+
+def check_trigger(new_interactions: int, psi_by_feature: Mapping[str, float], *,
+                  retrain_interactions: int | None = None, psi_threshold: float | None = None) -> TriggerDecision:
+    """Retrain when new interactions reach the threshold or any PSI reaches its threshold (pure)."""
+    s = get_settings()
+    n_max = s.retrain_interactions if retrain_interactions is None else retrain_interactions
+    p_max = s.psi_threshold if psi_threshold is None else psi_threshold
+    reasons = []
+    if new_interactions >= n_max:
+        reasons.append(f"{new_interactions:,} new interactions >= {n_max:,}")
+    for name, value in sorted(psi_by_feature.items(), key=lambda kv: -kv[1]):
+        if np.isfinite(value) and value >= p_max:
+            reasons.append(f"drift: PSI({name}) = {value:.3f} >= {p_max:g}")
+    return TriggerDecision(bool(reasons), tuple(reasons), int(new_interactions), dict(psi_by_feature))
+
+
+# ---- inputs of the decision ------------------------------------------------------------------------
+def state_path() -> Path:
+    return get_settings().home / "continuous" / "state.json"
+
+
+def last_training(registry: Registry | None = None) -> dt.date | None:
+    """``as_of`` of the last training: the state file of this job, else the newest registered ranker."""
+    p = state_path()
+    if p.exists():
+        return dt.date.fromisoformat(json.loads(p.read_text())["as_of"])
+    registry = registry or Registry()
+    versions = registry.versions(RANKER)
+    if not versions:
+        return None
+    meta = registry.download(versions[-1]) / "meta.json"
+    return dt.date.fromisoformat(json.loads(meta.read_text())["as_of"]) if meta.exists() else None
+
+
+def count_new_interactions(lake: Path, since: dt.date | None) -> int:
+    """Event rows in partitions after ``since`` (all of them when None), from Parquet footers."""
+    root = table_path(lake, "events")
+    n = 0
+    for part in root.glob("date=*"):
+        day = dt.date.fromisoformat(part.name.split("=", 1)[1])
+        if since is None or day > since:
+            n += sum(pq.ParquetFile(f).metadata.num_rows for f in part.glob("*.parquet"))
+    return n
+
+
+def _sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return x if len(x) <= PSI_SAMPLE else x[rng.choice(len(x), PSI_SAMPLE, replace=False)]
+
+
+def feature_drift(lake: Path, train_days: list[dt.date], last_day: dt.date,
+                  model_dir: Path | None = None, bins: int = 10) -> dict[str, float]:
+    """PSI of each model input (and of the model's score) between the training window and ``last_day``."""
+    ref = training_set(lake, train_days)
+    cur = training_set(lake, [last_day])
+    rng = np.random.default_rng(0)
+    out: dict[str, float] = {}
+    for j, name in enumerate(MODEL_FEATURES):
+        a, b = ref.X[:, j], cur.X[:, j]
+        out[name] = psi(_sample(a[np.isfinite(a)], rng), _sample(b[np.isfinite(b)], rng), bins=bins, xp=np)
+    if model_dir is not None:
+        ctr, cvr, _ = load_ranker(model_dir)
+        s_ref = ranking_score(predict(ctr, ref.X), predict(cvr, ref.X), ref.seller_trust, ref.boosted)
+        s_cur = ranking_score(predict(ctr, cur.X), predict(cvr, cur.X), cur.seller_trust, cur.boosted)
+        out["score"] = psi(_sample(np.asarray(s_ref), rng), _sample(np.asarray(s_cur), rng), bins=bins, xp=np)
+    return out
+
+
+def publish_drift(psi_by_feature: Mapping[str, float], meta: Mapping[str, Any]) -> None:
+    """PSI per feature to Redis for the service's gauge (best effort)."""
+    import redis
+
+    try:
+        r = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        pipe = r.pipeline(transaction=True)
+        pipe.delete(DRIFT_PSI)
+        if psi_by_feature:
+            pipe.hset(DRIFT_PSI, mapping={k: float(v) for k, v in psi_by_feature.items()})
+        pipe.hset(DRIFT_META, mapping={k: str(v) for k, v in meta.items()})
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("drift not published to redis: %s", exc)
+
+
+@dataclass
+class ContinuousResult:
+    decision: TriggerDecision
+    trained: bool
+    as_of: str | None
+    train: dict | None
+    seconds: float
+
+    def as_rows(self) -> dict:
+        top = sorted(self.decision.psi.items(), key=lambda kv: -kv[1])[:3]
+        return {"fire": self.decision.fire, "reasons": "; ".join(self.decision.reasons) or "-",
+                "new_interactions": self.decision.new_interactions,
+                "top_psi": ", ".join(f"{k}={v:.3f}" for k, v in top) or "-", "trained": self.trained,
+                "as_of": self.as_of or "-", "registered": (self.train or {}).get("promoted_to") or "-",
+                "seconds": round(self.seconds, 2)}
+
+
+def run_continuous(lake: Path | None = None, registry: Registry | None = None, force: bool = False,
+                   dry_run: bool = False) -> ContinuousResult:
+    """Check the trigger and, if it fires (or ``force``), run ETL + training (-> staging if better)."""
+    t0 = time.perf_counter()
+    s = get_settings()
+    lake = Path(lake) if lake is not None else s.lake_dir
+    registry = registry or Registry()
+    prev = last_training(registry)
+    new = count_new_interactions(lake, prev)
+    drift: dict[str, float] = {}
+    if prev is not None:
+        train_days = [prev - dt.timedelta(days=i) for i in range(s.train_days, 0, -1)]
+        prod = registry.get(RANKER, PRODUCTION)
+        model_dir = registry.download(prod) if prod is not None else None
+        last_day = etl_as_of(lake)
+        drift = feature_drift(lake, train_days, last_day, model_dir)
+        publish_drift(drift, {"computed_at_ms": int(time.time() * 1000), "train_window":
+                              f"{train_days[0]}..{train_days[-1]}", "last_window": last_day.isoformat()})
+    decision = check_trigger(new, drift)
+    if prev is None:
+        decision = TriggerDecision(True, ("no training recorded yet",), new, drift)
+    if force and not decision.fire:
+        decision = TriggerDecision(True, ("forced",), new, drift)
+    log.info(json.dumps({"event": "continuous_trigger", "fire": decision.fire, "reasons": decision.reasons,
+                         "new_interactions": new}))
+    if not decision.fire or dry_run:
+        return ContinuousResult(decision, False, None, None, time.perf_counter() - t0)
+    latest = event_dates(lake)[-1]
+    try:
+        etl_day = etl_as_of(lake)
+    except Exception:
+        etl_day = None
+    if etl_day != latest:
+        run_etl(lake, latest)
+    result = run_train(lake, latest, registry=registry)
+    p = state_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"as_of": latest.isoformat(), "at_ms": int(time.time() * 1000),
+                               "version": result.version, "decision": asdict(decision)}, default=list))
+    tmp.replace(p)
+    return ContinuousResult(decision, True, latest.isoformat(), result.as_rows(), time.perf_counter() - t0)
