@@ -223,6 +223,8 @@ class StreamProcessor:
                     final = self.lake / f
                     (final.parent / f".{final.name}.tmp").unlink(missing_ok=True)
                 self.r.hdel(MANIFEST, key)
+        if n:
+            self.bus.trim()
         return n
 
     # ---- the loop ----------------------------------------------------------------------------

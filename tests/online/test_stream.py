@@ -1,0 +1,161 @@
+"""The stream processor: exact counters after kill -9 and restart, ack only after archive, redelivery of a
+dead consumer's entries, lake archive readable by the batch ETL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from gpu_core.feature_store import OnlineStore
+from gpu_core.settings import get_settings, reset_settings
+from gpu_core.streams import MANIFEST, STREAM_STATS, VERSION_STATS
+from kernels.windows import smoothed_ctr
+from online.bus import RedisStreamsBus
+from online.stream import EVENTS_ARROW_SCHEMA, StreamProcessor
+
+ROOT = Path(__file__).resolve().parents[2]
+N_PRODUCTS = 12
+
+
+def make_events(n: int, start: int = 0, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed + start)
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(start, start + n):
+        etype = "click" if rng.random() < 0.3 else "impression"
+        out.append({"event_id": f"ev-{i}", "event_type": etype, "ts": now - int(rng.integers(0, 20 * 60_000)),
+                    "user_id": int(rng.integers(0, 50)), "product_id": int(rng.integers(0, N_PRODUCTS)),
+                    "model_version": "jaikod-ranker/7", "request_id": f"r{i // 10}", "position": i % 20})
+    return out
+
+
+def expected(events: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    clicks = np.zeros(N_PRODUCTS)
+    impr = np.zeros(N_PRODUCTS)
+    for e in events:
+        (clicks if e["event_type"] == "click" else impr)[e["product_id"]] += 1
+    return clicks, impr
+
+
+def lake_events(lake: Path) -> pd.DataFrame:
+    files = sorted((lake / "events").rglob("stream-*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def check_exact(r, lake: Path, events: list[dict]) -> None:
+    clicks, impr = expected(events)
+    rt = OnlineStore(r).read_product_rt(list(range(N_PRODUCTS)), time.time())
+    np.testing.assert_array_equal(rt["views_last_hour"], clicks)
+    np.testing.assert_allclose(rt["ctr_last_hour"], smoothed_ctr(clicks.astype(np.float32),
+                                                                 impr.astype(np.float32), xp=np), rtol=1e-6)
+    stats = {k.decode(): int(v) for k, v in r.hgetall(VERSION_STATS.format("jaikod-ranker/7")).items()}
+    assert stats == {"clicks": int(clicks.sum()), "impressions": int(impr.sum())}
+    df = lake_events(lake)
+    assert len(df) == len(events) and df["event_id"].nunique() == len(events)  # archived once each
+    assert r.xlen(get_settings().event_stream) == 0  # every entry acked and trimmed
+    assert not r.hgetall(MANIFEST)
+
+
+@pytest.fixture()
+def stream_env(jaikod_env, redis_client, monkeypatch):
+    monkeypatch.setenv("JAIKOD_STREAM_BATCH", "25")
+    monkeypatch.setenv("JAIKOD_STREAM_ARCHIVE_EVENTS", "300")
+    monkeypatch.setenv("JAIKOD_STREAM_ARCHIVE_INTERVAL_S", "0.3")
+    reset_settings()
+    return jaikod_env
+
+
+def test_kill_9_mid_stream_then_restart_counts_exactly(stream_env, redis_client, redis_server):
+    lake = stream_env / "lake"
+    bus = RedisStreamsBus(redis_client)
+    events = make_events(3000)
+    assert bus.publish(events[:2000]) == (2000, 0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "online.stream", "--consumer", "worker-1", "--lake", str(lake)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while int(redis_client.hget(STREAM_STATS, "applied") or 0) < 600:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "stream processor made no progress"
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    applied_at_kill = int(redis_client.hget(STREAM_STATS, "applied") or 0)
+    assert applied_at_kill < 2000  # killed mid-stream
+    assert bus.publish(events[2000:] + events[:100]) == (1000, 100)  # more events (and retries) while down
+    # restart under the same name: its pending entries are redelivered, then the new ones
+    out = subprocess.run(cmd + ["--max-idle-s", "1.0"], cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    check_exact(redis_client, lake, events)
+    # the archive is the lake's events table: same schema as the world's, readable by the ETL reader
+    from batch.lake import read_events
+    from batch.world.generate import EVENTS_SCHEMA
+
+    f = next((lake / "events").rglob("stream-*.parquet"))
+    assert pq.read_schema(f).remove_metadata() == EVENTS_SCHEMA.remove_metadata() == EVENTS_ARROW_SCHEMA
+    day = pd.Timestamp(events[0]["ts"], unit="ms").date()
+    assert len(read_events(lake, [day], ["event_id", "ts"])) >= 1
+
+
+def test_crash_between_archive_and_ack_archives_once(stream_env, redis_client, monkeypatch):
+    lake = stream_env / "lake"
+    bus = RedisStreamsBus(redis_client)
+    events = make_events(120, seed=1)
+    bus.publish(events)
+    p = StreamProcessor(redis_client, lake, "worker-a")
+    p.start()
+    while p.step():
+        pass
+
+    def crash(ids):
+        raise SystemExit("killed after the rename, before XACK")
+
+    monkeypatch.setattr(p.bus, "ack", crash)
+    with pytest.raises(SystemExit):
+        p.flush()
+    assert len(lake_events(lake)) == 120 and redis_client.hlen(MANIFEST) == 1
+    # the restarted consumer acknowledges the renamed file's entries instead of archiving them again
+    again = StreamProcessor(redis_client, lake, "worker-a")
+    assert again.run(max_idle_s=0.3)["applied"] == 0
+    check_exact(redis_client, lake, events)
+
+
+def test_dead_consumers_entries_are_claimed(stream_env, redis_client, monkeypatch):
+    monkeypatch.setenv("JAIKOD_STREAM_CLAIM_IDLE_MS", "200")
+    reset_settings()
+    lake = stream_env / "lake"
+    bus = RedisStreamsBus(redis_client)
+    events = make_events(80, seed=2)
+    bus.publish(events)
+    bus.ensure_group()
+    taken = bus.read("dead-worker", 50, 10)  # delivered to a consumer that then dies
+    assert len(taken) == 50
+    time.sleep(0.3)
+    out = StreamProcessor(redis_client, lake, "worker-b").run(max_idle_s=0.6)
+    assert out["applied"] == 80
+    check_exact(redis_client, lake, events)
+
+
+def test_flags_and_user_features(stream_env, redis_client):
+    now = int(time.time() * 1000)
+    bus = RedisStreamsBus(redis_client)
+    bus.publish([{"event_id": "a", "event_type": "click", "ts": now, "user_id": 5, "product_id": 3,
+                  "query": "iphone", "boosted": True},
+                 {"event_id": "b", "event_type": "order", "ts": now, "user_id": 5, "product_id": 4}])
+    StreamProcessor(redis_client, stream_env / "lake", "w").run(max_idle_s=0.3)
+    store = OnlineStore(redis_client)
+    rt = store.read_product_rt([3, 4], now / 1000)
+    assert rt["is_boosted_now"].tolist() == [1.0, 0.0] and rt["stock_status"].tolist() == [1.0, 0.0]
+    u = store.read_user_rt(5, now / 1000)
+    assert u["session_clicks_last_5m"] == 1 and u["current_search_query"] == "iphone"
