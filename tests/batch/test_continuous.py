@@ -1,0 +1,81 @@
+"""Continuous training: the trigger at each threshold and not below, PSI against a hand-computed value,
+new-interaction counting, and a dry run over the tiny world."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batch.continuous import check_trigger, count_new_interactions, run_continuous
+from kernels.metrics import psi
+
+
+def test_interactions_threshold_fires_at_not_below():
+    assert not check_trigger(99_999, {}, retrain_interactions=100_000, psi_threshold=0.2).fire
+    d = check_trigger(100_000, {}, retrain_interactions=100_000, psi_threshold=0.2)
+    assert d.fire and "100,000 new interactions" in d.reasons[0]
+
+
+def test_psi_threshold_fires_at_not_below():
+    below = {"price_ratio": 0.1999, "distance_km": 0.05, "score": 0.19}
+    assert not check_trigger(0, below, retrain_interactions=100_000, psi_threshold=0.2).fire
+    for name in below:
+        d = check_trigger(0, {**below, name: 0.2}, retrain_interactions=100_000, psi_threshold=0.2)
+        assert d.fire and d.reasons == (f"drift: PSI({name}) = 0.200 >= 0.2",)
+    assert not check_trigger(0, {"x": float("nan")}, retrain_interactions=1, psi_threshold=0.2).fire
+
+
+def test_defaults_come_from_settings(jaikod_env, monkeypatch):
+    from gpu_core.settings import reset_settings
+
+    assert not check_trigger(99_999, {"f": 0.19}).fire and check_trigger(100_000, {}).fire
+    monkeypatch.setenv("JAIKOD_RETRAIN_INTERACTIONS", "10")
+    monkeypatch.setenv("JAIKOD_PSI_THRESHOLD", "0.5")
+    reset_settings()
+    assert check_trigger(10, {}).fire and not check_trigger(9, {"f": 0.49}).fire
+
+
+def test_psi_matches_hand_computed_reference():
+    expected = np.arange(100, dtype=float)  # quartile edges 24.75, 49.5, 74.25 -> 25 / 25 / 25 / 25
+    actual = np.array([0.0] * 40 + [30.0] * 30 + [60.0] * 20 + [90.0] * 10)  # 40 / 30 / 20 / 10
+    p, q = [0.25] * 4, [0.4, 0.3, 0.2, 0.1]
+    hand = sum((b - a) * math.log(b / a) for a, b in zip(p, q, strict=True))
+    assert hand == pytest.approx(0.2282175, abs=1e-6)
+    assert psi(expected, actual, bins=4, xp=np) == pytest.approx(hand, abs=1e-9)
+    assert check_trigger(0, {"price_ratio": psi(expected, actual, bins=4, xp=np)},
+                         retrain_interactions=10**9, psi_threshold=0.2).fire
+
+
+def test_count_new_interactions(tmp_path):
+    for day, n in (("2026-03-01", 5), ("2026-03-02", 7), ("2026-03-03", 11)):
+        part = tmp_path / "events" / f"date={day}"
+        part.mkdir(parents=True)
+        pd.DataFrame({"event_id": [f"{day}-{i}" for i in range(n)]}).to_parquet(part / "part-000.parquet")
+    pd.DataFrame({"event_id": ["s1", "s2"]}).to_parquet(tmp_path / "events" / "date=2026-03-03" /
+                                                       "stream-x.parquet")
+    assert count_new_interactions(tmp_path, dt.date(2026, 3, 1)) == 7 + 11 + 2
+    assert count_new_interactions(tmp_path, None) == 25
+    assert count_new_interactions(tmp_path, dt.date(2026, 3, 3)) == 0
+
+
+def test_dry_run_on_the_tiny_world(world_env, redis_server, redis_client, monkeypatch):
+    from gpu_core.settings import reset_settings
+    from gpu_core.streams import DRIFT_PSI
+
+    monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)  # drift goes to db 0, not the world's db
+    reset_settings()
+    out = run_continuous(world_env.lake, dry_run=True)
+    from gpu_core.schema import MODEL_FEATURES
+
+    assert set(out.decision.psi) == set(MODEL_FEATURES) | {"score"}
+    assert all(v >= 0 for v in out.decision.psi.values())
+    assert not out.trained
+    # the nightly trained on the last day: nothing new since, so only drift could fire
+    assert out.decision.new_interactions == 0
+    assert out.decision.fire == any(v >= 0.2 for v in out.decision.psi.values())
+    stored = {k.decode(): float(v) for k, v in redis_client.hgetall(DRIFT_PSI).items()}
+    assert stored == pytest.approx(out.decision.psi)
