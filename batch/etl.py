@@ -313,7 +313,9 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     price = products["price_thb"].to_numpy()
     report = progress or (lambda *_: None)
     report("aggregate days", 0, len(used))
-    tasks = [dask.delayed(day_aggregates)(lake, d, pids, cat, price) for d in used]
+    # big inputs enter the graph once (not once per task)
+    pids_d, cat_d, price_d = (dask.delayed(a, pure=True) for a in (pids, cat, price))
+    tasks = [dask.delayed(day_aggregates)(lake, d, pids_d, cat_d, price_d) for d in used]
     aggs = {}
     for i, a in enumerate(_compute_in_order(tasks, client)):
         aggs[a["day"]] = a
@@ -334,7 +336,8 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
         report("write daily features", i + 1, len(feats))
     report("training rows", 0, len(used))
     rows_total = 0
-    tasks = [dask.delayed(_training_partition)(lake, d, products, settings.attribution_window_s, out / "training")
+    products_d = dask.delayed(products, pure=True)
+    tasks = [dask.delayed(_training_partition)(lake, d, products_d, settings.attribution_window_s, out / "training")
              for d in used]
     for i, n in enumerate(_compute_in_order(tasks, client)):
         rows_total += n

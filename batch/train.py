@@ -45,6 +45,7 @@ class TrainConfig:
     subsample: float = 0.9
     colsample_bytree: float = 0.9
     reg_lambda: float = 1.0
+    negative_rate: float = 0.25  # share of negatives kept (weighted 1/rate, so calibration holds)
     seed: int = 0
 
     def params(self) -> dict:
@@ -79,7 +80,12 @@ class TrainResult:
 
 
 def _fit(X: np.ndarray, y: np.ndarray, val: np.ndarray, cfg: TrainConfig) -> xgb.Booster:
-    dtrain = xgb.DMatrix(X[~val], label=y[~val], feature_names=list(MODEL_FEATURES))
+    """Negatives are down-sampled (rate ``negative_rate``, weight ``1/rate``): clicks are ~3 % of
+    impressions, so this cuts training time ~3x without biasing the predicted probabilities."""
+    rng = np.random.default_rng(cfg.seed)
+    train = ~val & ((y > 0) | (rng.random(len(y)) < cfg.negative_rate))
+    weight = np.where(y[train] > 0, 1.0, 1.0 / cfg.negative_rate).astype(np.float32)
+    dtrain = xgb.DMatrix(X[train], label=y[train], weight=weight, feature_names=list(MODEL_FEATURES))
     dval = xgb.DMatrix(X[val], label=y[val], feature_names=list(MODEL_FEATURES))
     return xgb.train(cfg.params(), dtrain, num_boost_round=cfg.n_rounds, evals=[(dval, "val")],
                      early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)

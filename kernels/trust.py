@@ -22,13 +22,13 @@ def seller_trust(verified, reports, age_days, banned=None, xp=None):
     f = xp.float32
     parts = {
         "base": xp.full(xp.asarray(reports).shape, BASE_POINTS, dtype=f),
-        "verified_id": xp.where(xp.asarray(verified, dtype=xp.bool), VERIFIED_POINTS, 0.0),
+        "verified_id": xp.astype(xp.asarray(verified, dtype=xp.bool), f) * VERIFIED_POINTS,
         "reports": xp.asarray(reports, dtype=f) * REPORT_POINTS,
         "account_age": xp.clip(xp.floor(xp.asarray(age_days, dtype=f) / 30.0) * AGE_POINTS_PER_30D, 0.0,
                                AGE_POINTS_CAP),
     }
     if banned is not None:
-        parts["banned"] = xp.where(xp.asarray(banned, dtype=xp.bool), BANNED_POINTS, 0.0)
+        parts["banned"] = xp.astype(xp.asarray(banned, dtype=xp.bool), f) * BANNED_POINTS
     total = parts["base"] + parts["verified_id"] + parts["reports"] + parts["account_age"]
     if banned is not None:
         total = total + parts["banned"]
