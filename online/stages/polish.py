@@ -32,6 +32,8 @@ class PolishStage:
         final, flags = inject_slots(organic, sponsored_ids, slots=slots, n=ctx.limit, xp=np)
         batch.final_ids = np.asarray(final, dtype=np.int64)
         batch.sponsored = np.asarray(flags, dtype=bool)
-        pos_of = {int(p): i for i, p in enumerate(ids_all)}
-        batch.final_pos = np.array([pos_of.get(int(p), -1) for p in batch.final_ids], dtype=np.int64)
+        sorter = np.argsort(ids_all, kind="stable")
+        at = np.clip(np.searchsorted(ids_all[sorter], batch.final_ids), 0, max(len(ids_all) - 1, 0))
+        found = ids_all[sorter][at] == batch.final_ids if len(ids_all) else np.zeros(len(batch.final_ids), bool)
+        batch.final_pos = np.where(found, sorter[at] if len(ids_all) else -1, -1).astype(np.int64)
         return batch
