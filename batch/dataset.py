@@ -17,6 +17,7 @@ import pandas as pd
 
 from batch.embeddings import USER_VECTOR_DAYS, read_clicks, read_product_vectors, user_vectors
 from batch.etl import features_dir, index_of, read_partition
+from batch.fraud import score_products
 from gpu_core.errors import LakeError
 from gpu_core.schema import CATEGORIES, TOP_CATEGORIES, assemble_matrix
 
@@ -77,9 +78,8 @@ def daily_views(lake: Path, day: dt.date, dims: tuple[pd.DataFrame, pd.DataFrame
         "latlong": products[["lat", "lon"]].to_numpy(np.float32),
         "popularity": pd_["popularity"].to_numpy(np.float32),
     }
-    price_ratio = product["price_thb"] / np.maximum(
-        ctx[[f"avg_price_{c}" for c in range(len(CATEGORIES))]].to_numpy(np.float32)[0][product["category"]], 1.0)
-    product["fraud_score"] = fraud_heuristic(price_ratio, product["seller_trust_score"])
+    avg_prices = ctx[[f"avg_price_{c}" for c in range(len(CATEGORIES))]].to_numpy(np.float32)[0]
+    product["fraud_score"] = score_products(products, avg_prices, lake).score  # batch fraud scoring
     context = {
         "holiday_calendar": np.float32(ctx["holiday_calendar"].iloc[0]),
         "avg_category_price_history": ctx[[f"avg_price_{c}" for c in range(len(CATEGORIES))]].to_numpy(
@@ -88,14 +88,6 @@ def daily_views(lake: Path, day: dt.date, dims: tuple[pd.DataFrame, pd.DataFrame
     return DailyViews(day, uids, user, pids, product, context, products["seller_id"].to_numpy(np.int64),
                       products["region"].to_numpy(np.int32),
                       products[["product_id", "title", "in_stock", "seller_banned", "category", "lat", "lon"]])
-
-
-def fraud_heuristic(price_ratio: np.ndarray, seller_trust: np.ndarray) -> np.ndarray:
-    """Batch fraud risk in [0, 1]: far-below-market price and low seller trust (until the fraud service
-    of the language issue scores listings)."""
-    too_cheap = np.clip((0.35 - price_ratio) / 0.35, 0.0, 1.0)
-    untrusted = np.clip((0.5 - seller_trust) / 0.5, 0.0, 1.0)
-    return np.clip(0.7 * too_cheap + 0.5 * untrusted, 0.0, 1.0).astype(np.float32)
 
 
 @dataclass

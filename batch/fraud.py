@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +84,38 @@ def image_duplicates(lake: Path | None, products: pd.DataFrame, max_distance: in
     return dup_of >= 0, dup_of, None
 
 
+_DUP_CACHE: dict[tuple, tuple] = {}
+
+
+@lru_cache(maxsize=500_000)
+def _kinds(text: str) -> tuple[bool, bool]:
+    contact, payment, _ = diversion_flags([text])
+    return bool(contact[0]), bool(payment[0])
+
+
+def _diversion(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    flags = [_kinds(t) for t in texts]
+    return np.array([f[0] for f in flags], dtype=bool), np.array([f[1] for f in flags], dtype=bool)
+
+
+def _duplicates_cached(lake: Path | None, products: pd.DataFrame):
+    """Image hashes do not change between the days of one job: one pass per lake and product table."""
+    pids = products["product_id"].to_numpy(np.int64)
+    key = (str(lake), len(pids), int(pids.sum()), int(products["seller_id"].to_numpy(np.int64).sum()))
+    if key not in _DUP_CACHE:
+        _DUP_CACHE.clear()
+        _DUP_CACHE[key] = image_duplicates(lake, products)
+    return _DUP_CACHE[key]
+
+
 def score_products(products: pd.DataFrame, avg_category_price: np.ndarray, lake: Path | None = None,
                    texts: list[str] | None = None) -> BatchFraud:
     """Fraud scores for a product table with columns product_id, seller_id, category (code), price_thb,
     seller_trust_score, seller_banned, title (the product dimension of the ETL)."""
     ratio = price_ratios(products["price_thb"].to_numpy(), products["category"].to_numpy(), avg_category_price)
     texts = texts if texts is not None else products["title"].astype(str).tolist()
-    contact, payment, _kinds = diversion_flags(texts)
-    duplicate, dup_of, note = image_duplicates(lake, products)
+    contact, payment = _diversion(texts)
+    duplicate, dup_of, note = _duplicates_cached(lake, products)
     res = fraud_scores(products["seller_trust_score"].to_numpy(np.float32),
                        products["seller_banned"].to_numpy(bool), ratio, contact, payment, duplicate)
     notes = [note] if note else []
