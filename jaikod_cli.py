@@ -136,9 +136,10 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="last day of data u
 def batch_etl(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerOpt = None) -> None:
     """Lake -> offline feature tables (point-in-time correct), through Dask."""
     from batch.cluster import dashboard, dask_client
-    from batch.etl import run_etl
+    from batch.etl import check_lake, run_etl
 
     _apply_common(lake, scheduler)
+    check_lake(_lake(lake), as_of)  # a bad lake fails with one line, before a cluster starts
     with dask_client() as client, RichProgress() as progress:
         err_console.print(f"Dask dashboard: {dashboard(client)}")
         summary = run_etl(_lake(lake), as_of, progress=progress, client=client)
@@ -196,9 +197,11 @@ def batch_materialize(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
 @cli_errors
 def batch_nightly(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerOpt = None) -> None:
     """etl -> embeddings -> train -> evaluate -> register -> materialize."""
+    from batch.etl import check_lake
     from batch.nightly import run_nightly
 
     _apply_common(lake, scheduler)
+    check_lake(_lake(lake), as_of)
     with RichProgress() as progress:
         results = run_nightly(_lake(lake), as_of, progress=progress, announce=err_console.print)
     for step, rows in results.items():

@@ -31,7 +31,16 @@ import dask
 import numpy as np
 import pandas as pd
 
-from batch.lake import atomic_dir, event_dates, parse_date, read_events, read_table, write_partition
+from batch.lake import (
+    atomic_dir,
+    check_event_partitions,
+    event_dates,
+    parse_date,
+    read_events,
+    read_table,
+    table_path,
+    write_partition,
+)
 from gpu_core.calendar import is_holiday
 from gpu_core.errors import LakeError
 from gpu_core.feature_store import LAST_VIEWED_TTL_S, PRODUCT_WINDOW, USER_WINDOW
@@ -301,11 +310,7 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     t0 = time.perf_counter()
     settings = get_settings()
     lake = Path(lake) if lake is not None else settings.lake_dir
-    dates = event_dates(lake)
-    as_of = parse_date(as_of) or dates[-1]
-    if not dates[0] <= as_of <= dates[-1]:
-        raise LakeError(f"--as-of {as_of} is outside the lake's events {dates[0]}..{dates[-1]} "
-                        f"({lake / 'events'})", field="as_of")
+    dates, as_of = check_lake(lake, as_of)
     used = [d for d in dates if d <= as_of]
     products, users = build_dims(lake, as_of)
     pids = products["product_id"].to_numpy()
@@ -346,6 +351,24 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     return EtlSummary(as_of=as_of, dates=used, events=sum(a["events"] for a in aggs.values()),
                       impressions=sum(a["impressions"] for a in aggs.values()), training_rows=rows_total,
                       seconds=time.perf_counter() - t0, out=out)
+
+
+EVENT_COLUMNS = ("event_type", "ts", "user_id", "product_id", "request_id", "position", "device_type", "query")
+
+
+def check_lake(lake: Path, as_of: str | dt.date | None = None) -> tuple[list[dt.date], dt.date]:
+    """Validate the lake before any work or write: ``(event dates, as_of)`` or one LakeError naming the
+    path/column (missing table, missing/empty/unreadable partition, missing column, as_of outside)."""
+    lake = Path(lake)
+    dates = event_dates(lake)
+    as_of = parse_date(as_of) or dates[-1]
+    if not dates[0] <= as_of <= dates[-1]:
+        raise LakeError(f"--as-of {as_of} is outside the lake's events {dates[0]}..{dates[-1]} "
+                        f"({lake / 'events'})", field="as_of")
+    check_event_partitions(lake, dates[0], as_of, EVENT_COLUMNS)
+    for table in ("products", "sellers", "users"):
+        table_path(lake, table)
+    return dates, as_of
 
 
 def _training_partition(lake: Path, day: dt.date, products: pd.DataFrame, attribution_s: int, root: Path) -> int:

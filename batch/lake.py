@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpu_core.errors import LakeError
@@ -45,7 +46,10 @@ def read_table(lake: Path, table: str, columns: Sequence[str] | None = None) -> 
     missing = [c for c in wanted if c not in schema_names]
     if missing:
         raise LakeError(f"{p}: missing column(s) {', '.join(missing)}", field=missing[0])
-    return pd.read_parquet(p, columns=wanted or None)
+    df = pd.read_parquet(p, columns=wanted or None)
+    if df.empty:
+        raise LakeError(f"lake table {p} is empty (0 rows)", field=table)
+    return df
 
 
 def event_dates(lake: Path) -> list[dt.date]:
@@ -57,6 +61,43 @@ def event_dates(lake: Path) -> list[dt.date]:
     if not dates:
         raise LakeError(f"no event partitions (date=YYYY-MM-DD) with parquet files under {p}", field="events")
     return dates
+
+
+def check_event_partitions(lake: Path, first: dt.date, last: dt.date, columns: Sequence[str]) -> None:
+    """Every ``date=`` partition from ``first`` to ``last`` exists, is readable, has rows and the
+    ``columns`` (timestamps and ids with usable types). Cheap: Parquet footers only."""
+    root = table_path(lake, "events")
+    d = first
+    while d <= last:
+        part = root / f"date={d.isoformat()}"
+        files = sorted(part.glob("*.parquet"))
+        if not files:
+            raise LakeError(f"missing or empty event partition {part} (the lake's events span {first}..{last})",
+                            field="events")
+        rows = 0
+        for f in files:
+            try:
+                meta = pq.read_metadata(f)
+            except Exception as exc:
+                raise LakeError(f"{f}: not a readable parquet file ({exc})", field="events") from None
+            schema = meta.schema.to_arrow_schema()
+            missing = [c for c in columns if c not in schema.names]
+            if missing:
+                raise LakeError(f"{f}: missing column(s) {', '.join(missing)}", field=missing[0])
+            for col, ok in _EVENT_TYPES.items():
+                if col in columns and not ok(schema.field(col).type):
+                    raise LakeError(f"{f}: column {col} has type {schema.field(col).type}", field=col)
+            rows += meta.num_rows
+        if rows == 0:
+            raise LakeError(f"empty event partition {part} (0 rows)", field="events")
+        d += dt.timedelta(days=1)
+
+
+_EVENT_TYPES = {
+    "ts": lambda t: pa.types.is_timestamp(t) or pa.types.is_integer(t),
+    "user_id": pa.types.is_integer,
+    "product_id": pa.types.is_integer,
+}
 
 
 def read_events(lake: Path, dates: Sequence[dt.date], columns: Sequence[str]) -> pd.DataFrame:
