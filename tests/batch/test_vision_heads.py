@@ -8,8 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from batch.vision_heads import CATEGORY_MODEL, CONDITION_MODEL, drawn_images, lake_images, register_heads, split, \
-    train_heads
+from batch.vision_heads import (
+    CATEGORY_MODEL,
+    CONDITION_MODEL,
+    drawn_images,
+    lake_images,
+    register_heads,
+    split,
+    train_heads,
+)
 from engines.vision.config import reset_vision_settings
 
 
@@ -73,6 +80,12 @@ def test_register_heads_sets_production_alias(trained):
         d = reg.download(ref)
         assert (d / "head.onnx").stat().st_size > 1000
         assert json.loads((d / "meta.json").read_text())["labels"] == heads[kind].labels
+    # the service resolves the same alias (the registry is the only contract between batch and online)
+    from online.services.vision import load_heads
+
+    served = load_heads()
+    assert served.version == f"{versions['category']}+{versions['condition']}"
+    assert served.category.predict(np.zeros((2, 1280), np.float32)).shape == (2, 12)
 
 
 def test_lake_images_reads_products_and_pngs(tmp_path):
