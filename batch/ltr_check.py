@@ -138,7 +138,7 @@ def render_table(result: dict[str, Any]):
     from rich.table import Table
 
     table = Table(title="Learning-to-rank check (Yahoo LTR sample, rank.test)")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True)
     for k in KS:
         table.add_column(f"NDCG@{k}", justify="right")
     table.add_column("seconds", justify="right")

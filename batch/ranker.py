@@ -15,6 +15,7 @@ test set.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ class RankerConfig:
     objective: str = "rank:ndcg"  # rank:ndcg | rank:pairwise | rank:map
     lambdarank_pair_method: str = "topk"  # topk | mean
     lambdarank_num_pair_per_sample: int = 10  # with topk: the truncation level of the lambda gradient
-    max_depth: int = 6
+    max_depth: int = 4
     eta: float = 0.05
     min_child_weight: float = 1.0
     subsample: float = 0.8
@@ -49,7 +50,7 @@ class RankerConfig:
     ndcg_exp_gain: bool = False  # linear gain, the gain the marketplace reports (sklearn.metrics.ndcg_score)
     eval_k: int = 10  # early stopping watches NDCG@eval_k (linear gain, ties averaged like sklearn)
     validation_fraction: float = 0.2  # share of training queries held out for early stopping
-    n_bags: int = 1  # >1: a CV bag of n_bags boosters, validation folds disjoint
+    n_bags: int = 5  # >1: a CV bag of n_bags boosters, validation folds disjoint (1 = one booster)
     seed: int = 0
     nthread: int = 2
     device: str = field(default_factory=_default_device)  # "cpu" | "cuda"
@@ -179,7 +180,7 @@ def _fit_one(
         return f"ndcg_lin@{k}", ndcg_linear(predt, yv if dm is dval else dm.get_label(), qv, k)
 
     params = config.xgb_params() | {"seed": seed}
-    return xgb.train(
+    booster = xgb.train(
         params,
         dtrain,
         num_boost_round=config.n_rounds,
@@ -189,6 +190,12 @@ def _fit_one(
         early_stopping_rounds=config.early_stopping_rounds,
         verbose_eval=False,
     )
+    # provenance of the early-stopping split, kept in the model file
+    booster.set_attr(
+        validation_rows=str(int(y_val.shape[0])),
+        validation_qids=json.dumps(np.unique(qid_val).tolist()),
+    )
+    return booster
 
 
 def train_ranker(

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from batch.ltr_check import GOAL_NDCG10, load_ltr_dir, ndcg_report, ndcg_sklearn, run_ltr_check
-from batch.ranker import RankerConfig, ndcg_linear, predict_ranker, split_queries, train_ranker
+from batch.ranker import (
+    RankerBag,
+    RankerConfig,
+    ndcg_linear,
+    predict_ranker,
+    query_folds,
+    split_queries,
+    train_ranker,
+)
 from gpu_core.errors import ConfigError
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ltr-yahoo-sample"
@@ -22,7 +31,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def result():
-    return run_ltr_check(DATA, RankerConfig(device="cpu", nthread=2))
+    return run_ltr_check(DATA, RankerConfig(device="cpu", nthread=1))
 
 
 def test_loader_aligns_features_and_queries(data):
@@ -66,8 +75,13 @@ def test_validation_split_uses_training_queries_only(data):
     assert not (tr & va).any() and (tr | va).all()
     assert set(np.unique(qtr[va])).isdisjoint(np.unique(qtr[tr]))  # whole queries on one side
     assert np.unique(qtr[va]).size == round(0.2 * np.unique(qtr).size)
-    # the trainer only ever receives training rows; test qids never reach it
-    assert data["X_test"].shape[0] == qte.shape[0]
+    # the trained bag's early-stopping rows are exactly the training rows, split by training query
+    cfg = RankerConfig(device="cpu", nthread=1, n_rounds=5, early_stopping_rounds=2)
+    bag = train_ranker(data["X_train"], data["y_train"], qid=qtr + 10_000, config=cfg)
+    val_qids = [set(json.loads(b.attr("validation_qids"))) for b in bag.boosters]
+    assert set().union(*val_qids) == set(np.unique(qtr) + 10_000)
+    assert sum(len(v) for v in val_qids) == np.unique(qtr).size  # disjoint folds
+    assert sum(int(b.attr("validation_rows")) for b in bag.boosters) == qtr.shape[0] != qte.shape[0]
 
 
 def test_split_is_deterministic_by_seed(data):
@@ -77,16 +91,27 @@ def test_split_is_deterministic_by_seed(data):
     assert not np.array_equal(a, split_queries(q, 0.2, seed=4)[1])
 
 
+def test_bag_folds_partition_the_training_queries(data):
+    q = data["qid_train"]
+    folds = query_folds(q, 5, seed=0)
+    assert np.array_equal(np.sum(folds, axis=0), np.ones(q.shape[0]))  # each row in exactly one fold
+    for va in folds:
+        assert set(np.unique(q[va])).isdisjoint(np.unique(q[~va]))
+    assert all(np.array_equal(a, b) for a, b in zip(folds, query_folds(q, 5, seed=0), strict=True))
+
+
 def test_training_is_deterministic_for_a_seed(data):
-    cfg = RankerConfig(device="cpu", nthread=2, n_rounds=30, early_stopping_rounds=10)
+    cfg = RankerConfig(device="cpu", nthread=1, n_rounds=15, early_stopping_rounds=5, n_bags=2)
     Xtr, ytr, qtr = data["X_train"], data["y_train"], data["qid_train"]
-    p1 = predict_ranker(train_ranker(Xtr, ytr, qid=qtr, config=cfg), data["X_test"])
+    model = train_ranker(Xtr, ytr, qid=qtr, config=cfg)
+    assert isinstance(model, RankerBag) and len(model.boosters) == cfg.n_bags
+    p1 = predict_ranker(model, data["X_test"])
     p2 = predict_ranker(train_ranker(Xtr, ytr, qid=qtr, config=cfg), data["X_test"])
     assert np.array_equal(p1, p2)
 
 
 def test_group_sizes_and_qid_give_the_same_model(data):
-    cfg = RankerConfig(device="cpu", nthread=2, n_rounds=20, early_stopping_rounds=5)
+    cfg = RankerConfig(device="cpu", nthread=1, n_rounds=20, early_stopping_rounds=5, n_bags=1)
     Xtr, ytr, qtr = data["X_train"], data["y_train"], data["qid_train"]
     sizes = np.bincount(qtr)
     a = predict_ranker(train_ranker(Xtr, ytr, qid=qtr, config=cfg), data["X_test"])
