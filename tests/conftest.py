@@ -43,7 +43,8 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.tmp)],
+             "--dir", str(self.tmp),
+             "--enable-debug-command", "local"],  # DEBUG SLEEP makes Redis slow for real in fallback tests
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -57,17 +57,30 @@ def app_client(served_world):
 
 
 def known_users(state, n: int = 5) -> list[int]:
-    """Some user ids known to the live snapshot."""
+    """User ids of the live snapshot that have an embedding (so vector retrieval runs for them)."""
+    import numpy as np
+
+    from gpu_core.schema import USER_DAILY
+
     r = state.redis
     version = state.mirror.version
-    out = []
-    for key in r.scan_iter(match=f"jk:s:{version}:u:*", count=1000):
-        out.append(int(key.decode().rsplit(":", 1)[1]))
-        if len(out) >= n:
-            break
-    return sorted(out)
+    keys = sorted(r.scan_iter(match=f"jk:s:{version}:u:*", count=1000))
+    ids = [int(k.decode().rsplit(":", 1)[1]) for k in keys]
+    rows = np.frombuffer(b"".join(r.mget(keys)), dtype="<f4").reshape(len(keys), USER_DAILY.width)
+    emb = USER_DAILY.unpack(rows)["user_embedding"]
+    return sorted(i for i, e in zip(ids, emb, strict=True) if np.any(e))[:n]
 
 
 @pytest.fixture()
 def users(app_client) -> list[int]:
     return known_users(app_client.app.state.jaikod, 8)
+
+
+@pytest.fixture()
+def query_word(app_client) -> str:
+    """A word found in many titles of the world's keyword index."""
+    kw = app_client.app.state.jaikod.indexes.keyword
+    indptr = kw.bm25.scores["indptr"]
+    vocab = [(w, t) for w, t in kw.bm25.vocab_dict.items() if w and t + 1 < len(indptr)]
+    best = max(vocab, key=lambda kv: (indptr[kv[1] + 1] - indptr[kv[1]], kv[0]))
+    return best[0]
