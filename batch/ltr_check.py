@@ -137,19 +137,28 @@ def render_table(result: dict[str, Any]):
     """A rich Table: one row per model (ours, defaults, references), one column per NDCG@k."""
     from rich.table import Table
 
-    table = Table(title="Learning-to-rank check (Yahoo LTR sample, rank.test)")
+    table = Table(title="LTR check: NDCG@k on rank.test (Yahoo LTR sample)")
+    _SHORT = {"lightgbm_lambdarank": "LightGBM", "xgboost_defaults": "XGB defaults"}
     table.add_column("model", no_wrap=True)
     for k in KS:
-        table.add_column(f"NDCG@{k}", justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_column("trees", justify="right")
+        table.add_column(f"@{k}", justify="right", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("trees", justify="right", no_wrap=True)
     for name, row in result["models"].items():
         table.add_row(
-            name, *(f"{row[f'ndcg@{k}']:.4f}" for k in KS), f"{row['seconds']:.2f}", str(row["trees"])
+            {"xgboost_defaults": "XGB defaults"}.get(name, name),
+            *(f"{row[f'ndcg@{k}']:.4f}" for k in KS),
+            f"{row['seconds']:.2f}",
+            str(row["trees"]),
         )
     for name, row in result["reference"].items():
         table.add_row(
-            f"{name} (reference)", *("" for _ in KS[:-1]), f"{row['ndcg@10']:.3f}", "", "", style="dim"
+            f"{_SHORT.get(name, name)} (ref)",
+            *("" for _ in KS[:-1]),
+            f"{row['ndcg@10']:.3f}",
+            "",
+            "",
+            style="dim",
         )
     return table
 
