@@ -52,7 +52,8 @@ def _rank(request: Request, req: FeedRequest, kind: str, query: str, explain_: b
     batch = result.batch
     if explain_ and batch is not None and batch.X is not None:
         model = state.models.get(ctx.arm) or state.models.get("production")
-        organic = [(i, int(pos)) for i, pos in enumerate(batch.final_pos) if pos >= 0][:10]
+        organic = [(i, int(pos)) for i, (pos, sp) in enumerate(zip(batch.final_pos, batch.sponsored, strict=True))
+                   if pos >= 0 and not sp][:10]  # sponsored items sit in their slots by rule, not by score
         rows = to_host(batch.X)[[pos for _, pos in organic]]
         ex = explain(model, rows, MODEL_FEATURES)
         body["explanations"] = [{"product_id": int(batch.final_ids[i]), "position": i + 1, **{
