@@ -56,14 +56,14 @@ def app_client(served_world):
         yield client
 
 
-def known_users(state, n: int = 5) -> list[int]:
+def known_users(redis_url: str, n: int = 5) -> list[int]:
     """User ids of the live snapshot that have an embedding (so vector retrieval runs for them)."""
     import numpy as np
 
     from gpu_core.schema import USER_DAILY
 
-    r = state.redis
-    version = state.mirror.version
+    r = redis.Redis.from_url(redis_url)
+    version = r.get("jk:snapshot:current").decode()
     keys = sorted(r.scan_iter(match=f"jk:s:{version}:u:*", count=1000))
     ids = [int(k.decode().rsplit(":", 1)[1]) for k in keys]
     rows = np.frombuffer(b"".join(r.mget(keys)), dtype="<f4").reshape(len(keys), USER_DAILY.width)
@@ -72,8 +72,8 @@ def known_users(state, n: int = 5) -> list[int]:
 
 
 @pytest.fixture()
-def users(app_client) -> list[int]:
-    return known_users(app_client.app.state.jaikod, 8)
+def users(served_world) -> list[int]:
+    return known_users(served_world.redis_url, 8)
 
 
 @pytest.fixture()
