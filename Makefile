@@ -11,6 +11,8 @@ JAIKOD := $(VENV)/bin/jaikod
 export JAIKOD_HOME ?= $(CURDIR)/var
 export JAIKOD_REDIS_URL ?= redis://127.0.0.1:6379/0
 WORLD_SIZE ?= demo
+# the demo world ends yesterday, so live events (jaikod stream) continue it without a gap
+START_DATE ?= $(shell date -u -d '30 days ago' +%F)
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench lint redis install world nightly serve clean
@@ -25,7 +27,7 @@ redis:
 	bash scripts/ensure_redis.sh "$(JAIKOD_REDIS_URL)" "$(JAIKOD_HOME)/redis"
 
 run: install redis
-	$(JAIKOD) world build --size $(WORLD_SIZE) --seed 7 --out "$(JAIKOD_HOME)/lake"
+	$(JAIKOD) world build --size $(WORLD_SIZE) --seed 7 --out "$(JAIKOD_HOME)/lake" --start-date $(START_DATE)
 	$(JAIKOD) batch nightly --lake "$(JAIKOD_HOME)/lake"
 	$(JAIKOD) serve
 

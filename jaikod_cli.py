@@ -108,6 +108,8 @@ def world_build(
     drift_category: Annotated[str | None, typer.Option(help="category that surges (drift injection)")] = None,
     drift_from_day: Annotated[int | None, typer.Option(help="day index the surge starts")] = None,
     images: Annotated[bool, typer.Option(help="draw product images")] = True,
+    start_date: Annotated[str, typer.Option(help="first day of events (YYYY-MM-DD)")] = "2026-10-01",
+    days: Annotated[int, typer.Option(help="days of events")] = 30,
 ) -> None:
     """Build the synthetic marketplace world as a Parquet lake partitioned by date."""
     from batch.world.generate import SIZES, build_world
@@ -116,8 +118,8 @@ def world_build(
     if size not in SIZES:
         raise ConfigError(f"--size must be one of {', '.join(SIZES)}, got {size!r}", field="size")
     with RichProgress() as progress:
-        summary = build_world(size, seed, out, drift_category=drift_category, drift_from_day=drift_from_day,
-                              images=images, progress=progress)
+        summary = build_world(size, seed, out, start_date=start_date, days=days, drift_category=drift_category,
+                              drift_from_day=drift_from_day, images=images, progress=progress)
     print_table(f"world {size} seed={seed} -> {out}", summary.as_rows() if hasattr(summary, "as_rows")
                 else vars(summary))
 
