@@ -50,16 +50,16 @@ from engines.vision.errors import VisionInputError, VisionRuntimeError
 from engines.vision.faces import FaceAnalyzer, liveness
 from engines.vision.imaging import b64decode_image, decode_image, phash
 from engines.vision.models import UNSAFE_LABELS, Backbone, Head, NsfwClassifier, NudityDetector, embed
+from gpu_core.moderation import QUEUE as MODERATION_STREAM  # "jk:moderation:queue"
 from gpu_core.schema import CATEGORIES, CONDITION_GRADES
 from gpu_core.settings import get_settings
 
 __all__ = [
-    "DuplicateIndex", "FaceVault", "MicroBatcher", "VisionInputError", "VisionService", "purge_cold_storage",
+    "MODERATION_STREAM", "DuplicateIndex", "FaceVault", "MicroBatcher", "VisionInputError", "VisionService", "purge_cold_storage",
     "router",
 ]
 
 log = logging.getLogger(__name__)
-MODERATION_STREAM = "jk:moderation:queue"
 CATEGORY_MODEL = "jaikod-vision-category"
 CONDITION_MODEL = "jaikod-vision-condition"
 
@@ -274,15 +274,18 @@ class VisionService:
         self.batcher = MicroBatcher(self.analyze_batch, window_ms=self.s.batch_window_ms if window_ms is None else window_ms,
                                     max_batch=max_batch or self.s.max_batch)
         self._index_lock = threading.Lock()
+        self._moderation = None
 
     # -- moderation hand-off ---------------------------------------------------------------
     def _queue_for_moderation(self, listing_id: str, result: dict) -> None:
+        """Default hand-off: the durable moderation queue of :mod:`gpu_core.moderation` (a Redis Stream)."""
         if self.redis is None:
             return
-        self.redis.xadd(MODERATION_STREAM, {
-            "listing_id": str(listing_id), "kind": "image", "safety_score": f"{result['safety_score']:.4f}",
-            "labels": ",".join(f["label"] for f in result["safety_flags"]), "ts_ms": str(int(time.time() * 1000)),
-        })
+        from gpu_core.moderation import ModerationQueue
+
+        if self._moderation is None:
+            self._moderation = ModerationQueue(self.redis)
+        self._moderation.enqueue(listing_id, "image", result["safety_score"], result["safety_flags"])
 
     # -- analyze-image -----------------------------------------------------------------------
     def analyze_batch(self, items: list[tuple[np.ndarray, str | None, bool]]) -> list[dict]:
