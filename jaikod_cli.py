@@ -210,6 +210,20 @@ def batch_nightly(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: Schedu
         print_table(step, rows)
 
 
+@batch_app.command("ltr-check")
+@cli_errors
+def batch_ltr_check(
+    data: Annotated[Path, typer.Option(help="folder with rank.train/rank.test (+ .query)")] = Path(
+        __file__).resolve().parent.parent / "shared" / "data" / "ltr-yahoo-sample",
+) -> None:
+    """Our ranker configuration on a real learning-to-rank sample: NDCG@1/3/5/10 vs XGBoost defaults."""
+    from batch.ltr_check import run_ltr_check
+
+    result = run_ltr_check(data, show=True, console=console)
+    if not result.get("meets_goal", False):
+        err_console.print("[yellow]below the NDCG@10 goal[/]")
+
+
 @model_app.command("status")
 @cli_errors
 def model_status() -> None:
