@@ -195,6 +195,17 @@ def batch_materialize(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
     print_table("materialize", run_materialize(_lake(lake), parse_date(as_of)).as_rows())
 
 
+@batch_app.command("review")
+@cli_errors
+def batch_review(lake: LakeOpt = None) -> None:
+    """Post-hoc review of listings taken in without text analysis; unsafe ones go to moderation. Also
+    exports moderation labels to the lake's labels table."""
+    from batch.review import run_review
+
+    _apply_common(lake)
+    print_table("review", run_review(lake=_lake(lake)).as_rows())
+
+
 @batch_app.command("nightly")
 @cli_errors
 def batch_nightly(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerOpt = None) -> None:
@@ -285,6 +296,35 @@ def model_rollback() -> None:
     from batch.train import rollback
 
     console.print(f"production -> version {rollback()}")
+
+
+boost_app = typer.Typer(help="Auto-boost autopilot (Thompson-sampling bandit over trending slots).",
+                        no_args_is_help=True)
+app.add_typer(boost_app, name="boost")
+
+
+@boost_app.command("run")
+@cli_errors
+def boost_run(rounds_per_day: Annotated[int, typer.Option(help="rounds (runs) per day")] = 24,
+              budget: Annotated[float | None, typer.Option(help="daily budget THB (default setting)")] = None,
+              seed: Annotated[int | None, typer.Option(help="random seed")] = None) -> None:
+    """One round: feedback of the last boosts, then boost the listings the bandit picks."""
+    from batch.boost import run_boost
+
+    _apply_common()
+    print_table("boost run", run_boost(rounds_per_day=rounds_per_day, daily_budget=budget, seed=seed).as_rows())
+
+
+@boost_app.command("simulate")
+@cli_errors
+def boost_simulate(lake: LakeOpt = None, days: Annotated[int, typer.Option(help="simulated days")] = 7,
+                   seed: Annotated[int, typer.Option(help="random seed")] = 0) -> None:
+    """Clicks per budget of the bandit vs uniform vs random allocation on the synthetic world."""
+    from batch.boost import simulate
+
+    _apply_common(lake)
+    res = simulate(_lake(lake), days=days, seed=seed)
+    print_table("boost simulation", [{"policy": k, **res[k]} for k in ("bandit", "uniform", "random")])
 
 
 @app.command("serve")
