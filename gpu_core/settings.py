@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     canary_share: float = 0.05
     safety_threshold: float = 0.4
 
+    # --- listing intake, moderation, auto-boost -------------------------------------------
+    listing_text_timeout_ms: float = 300.0  # text analysis slower than this -> accept, review later in batch
+    moderation_claim_timeout_s: int = 900  # a claim idle this long may be taken over by another moderator
+    boost_daily_budget: float = 2000.0  # THB the auto-boost autopilot spends per day on trending slots
+    boost_slot_cost: float = 20.0  # THB per boosted trending slot (one listing for one round)
+
     # --- service -------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000

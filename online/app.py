@@ -74,9 +74,21 @@ def _mount_services(app: FastAPI) -> None:
                 holder["svc"] = TextService()
             return holder["svc"]
 
+        text_service.loaded = lambda: "svc" in holder  # type: ignore[attr-defined]
+        app.state.text_service = text_service  # shared with the listing intake
         app.include_router(text_router(text_service))
     except ImportError as exc:  # pragma: no cover - optional at import time
         log.warning("language service not mounted: %s", exc)
+    try:  # listing intake, moderation queue + admin console, fraud score
+        from online.services.fraud import fraud_router
+        from online.services.listings import listings_router
+        from online.services.moderation import moderation_router
+
+        app.include_router(listings_router())
+        app.include_router(moderation_router())
+        app.include_router(fraud_router())
+    except ImportError as exc:  # pragma: no cover - optional at import time
+        log.warning("listing intake / moderation / fraud not mounted: %s", exc)
 
 
 def serve() -> None:
