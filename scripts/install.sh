@@ -15,3 +15,7 @@ fi
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -q prometheus >/dev/null || echo "prometheus (promtool) not installed: rule tests will skip"
 fi
+# Headless Chromium for the admin-console browser test (Debian package; Playwright drives it by path).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || echo "chromium not installed; the browser test will skip"
+fi
