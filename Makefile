@@ -29,6 +29,8 @@ redis:
 run: install redis
 	$(JAIKOD) world build --size $(WORLD_SIZE) --seed 7 --out "$(JAIKOD_HOME)/lake" --start-date $(START_DATE)
 	$(JAIKOD) batch nightly --lake "$(JAIKOD_HOME)/lake"
+	$(JAIKOD) batch text-heads
+	$(JAIKOD) batch vision-heads --lake "$(JAIKOD_HOME)/lake"
 	$(JAIKOD) serve
 
 test: install redis

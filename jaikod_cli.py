@@ -235,6 +235,43 @@ def batch_ltr_check(
         err_console.print("[yellow]below the NDCG@10 goal[/]")
 
 
+@batch_app.command("text-heads")
+@cli_errors
+def batch_text_heads() -> None:
+    """Train the language-safety heads on USE embeddings (shipped labelled set), register in MLflow."""
+    from batch.text_train import train_heads
+
+    res = train_heads(register=True)
+    rows = [{"class": c, **{k: round(float(v), 3) for k, v in m.items() if isinstance(v, int | float)}}
+            for c, m in res.metrics.get("held_out", {}).get("per_class", {}).items()]
+    print_table(f"text heads {res.version} (held-out split)", rows or {"version": res.version})
+
+
+@batch_app.command("vision-heads")
+@cli_errors
+def batch_vision_heads(
+    lake: LakeOpt = None,
+    n_images: Annotated[int, typer.Option(help="product images used (train + held out)")] = 600,
+) -> None:
+    """Train the category and condition heads on the frozen MobileNetV2 backbone, export ONNX, register."""
+    from batch.vision_heads import run
+
+    _apply_common(lake)
+    path = _lake(lake)
+    report = run(path if (path / "images").is_dir() else None, n_images=n_images)
+    print_table("vision heads (held-out accuracy)", [{"head": k, **{m: v for m, v in r.items() if m != "onnx"}}
+                                                   for k, r in report.items()])
+
+
+@app.command("vision-purge")
+@cli_errors
+def vision_purge(older_than_days: Annotated[int, typer.Option(help="retention in days")] = 30) -> None:
+    """Delete encrypted eKYC originals older than the retention period from cold storage."""
+    from online.services.vision import purge_cold_storage
+
+    console.print(f"purged {purge_cold_storage(older_than_days=older_than_days)} file(s)")
+
+
 @model_app.command("status")
 @cli_errors
 def model_status() -> None:
