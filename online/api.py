@@ -46,7 +46,8 @@ def _rank(request: Request, req: FeedRequest, kind: str, query: str, explain_: b
     app = request.app
     state = app.state.jaikod
     ctx = _ctx(req, kind, query, explain_, state)
-    ctx.arm = app.state.arm_for(ctx.user_id) if hasattr(app.state, "arm_for") else "production"
+    # the canary serves a sticky share of /v1/feed users with the staging model
+    ctx.arm = app.state.arm_for(ctx.user_id) if kind == "feed" and hasattr(app.state, "arm_for") else "production"
     result = app.state.pipeline.rank(ctx)
     body = result.body()
     batch = result.batch
