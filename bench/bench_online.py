@@ -1,0 +1,395 @@
+"""Benchmark of the online ranking service (issue 4), not a test.
+
+    python -m bench.bench_online                      # a tiny world built in a temp dir + private redis
+    python -m bench.bench_online --home var           # an existing world (its Redis at JAIKOD_REDIS_URL)
+
+Measures on this machine: in-process ``RankingPipeline.rank`` p50/p99 with per-stage breakdown;
+hydration p99; scoring stage vs bare ``inplace_predict`` on the same matrix; HTTP ``/v1/feed``
+sequential p50/p99 through a real uvicorn on loopback; throughput vs concurrency (RPS, p99, knee).
+Baselines in the same run: a bare FastAPI ``async def`` + orjson endpoint on the same uvicorn
+settings, and one Redis ``MGET`` of 1,000 packed float32 rows. Writes bench/results/online.json + .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results"
+CONCURRENCY = (1, 4, 8, 16, 32)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(xs, q) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if len(xs) else float("nan")
+
+
+@contextlib.contextmanager
+def private_redis(tmp: Path):
+    port = _free_port()
+    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(200):
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def build_tiny_world(home: Path) -> None:
+    from batch.nightly import run_nightly
+    from batch.world.generate import build_world
+
+    build_world("tiny", seed=3, out=home / "lake", images=False)
+    run_nightly(home / "lake", announce=lambda _m: None)
+
+
+# ---- in process ------------------------------------------------------------------------------------
+def make_state():
+    from gpu_core.device import backend
+    from gpu_core.registry import Registry
+    from gpu_core.settings import get_settings
+    from online.state import ServiceState
+
+    state = ServiceState(get_settings(), backend(), Registry())
+    state.startup()
+    return state
+
+
+def user_ids(state, n: int = 64) -> list[int]:
+    keys = list(state.redis.scan_iter(match=f"jk:s:{state.mirror.version}:u:*", count=1000))[:n]
+    return [int(k.decode().rsplit(":", 1)[1]) for k in keys]
+
+
+def bench_pipeline(state, users: list[int], n: int, warmup: int = 30) -> dict[str, Any]:
+    from online.api import _ctx
+    from online.pipeline import RankingPipeline
+    from online.schemas import FeedRequest
+
+    pipe = RankingPipeline(state)
+    stages: dict[str, list[float]] = {}
+    n_cand, fallbacks = [], {}
+    for i in range(warmup + n):
+        ctx = _ctx(FeedRequest(user_id=users[i % len(users)], limit=20), "feed", "", False, state)
+        res = pipe.rank(ctx)
+        if i < warmup:
+            continue
+        for k, v in ctx.timings_ms.items():
+            stages.setdefault(k, []).append(v)
+        n_cand.append(res.batch.n if res.batch is not None else 0)
+        for f in ctx.fallbacks:
+            fallbacks[f] = fallbacks.get(f, 0) + 1
+    out = {k: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in stages.items()}
+    uh = np.asarray(stages["user"]) + np.asarray(stages["hydration"])
+    return {"n": n, "stages": out, "candidates_mean": float(np.mean(n_cand)), "candidates_max": int(max(n_cand)),
+            "user_plus_hydration": {"p50_ms": pct(uh, 50), "p99_ms": pct(uh, 99)}, "fallbacks": fallbacks}
+
+
+def bench_scoring(state, users: list[int], n: int = 300) -> dict[str, Any]:
+    """Scoring stage (assembly + 2 predictions + final score) vs bare inplace_predict on the same matrix."""
+    import copy
+
+    from gpu_core.device import to_host
+    from online.api import _ctx
+    from online.pipeline import RankingPipeline
+    from online.schemas import FeedRequest
+    from online.stages import ScoringStage
+    from online.stages.scoring import predict
+
+    pipe = RankingPipeline(state)
+    ctx = _ctx(FeedRequest(user_id=users[0], limit=20), "feed", "", False, state)
+    pipe.load_user(ctx)
+    batch = None
+    for st in pipe_stages_until_hydration():
+        batch = st.run(ctx, batch, state)
+    model = state.models.get("production")
+    stage = ScoringStage()
+    t_stage, t_bare2, t_bare1 = [], [], []
+    for _ in range(n):
+        b = copy.copy(batch)
+        t0 = time.perf_counter()
+        stage.run(ctx, b, state)
+        t_stage.append((time.perf_counter() - t0) * 1000)
+    X = b.X
+    for _ in range(n):
+        t0 = time.perf_counter()
+        predict(model.ctr, X, model.best_ctr)
+        t1 = time.perf_counter()
+        predict(model.cvr, X, model.best_cvr)
+        t2 = time.perf_counter()
+        t_bare1.append((t1 - t0) * 1000)
+        t_bare2.append((t2 - t0) * 1000)
+    s50, b50, b1 = pct(t_stage, 50), pct(t_bare2, 50), pct(t_bare1, 50)
+    return {"matrix": list(to_host(X).shape), "trees_ctr": model.best_ctr, "trees_cvr": model.best_cvr,
+            "stage_p50_ms": s50, "stage_p99_ms": pct(t_stage, 99), "bare_ctr_cvr_p50_ms": b50,
+            "bare_ctr_only_p50_ms": b1, "ratio_stage_vs_bare_ctr_cvr": s50 / b50}
+
+
+def pipe_stages_until_hydration():
+    from online.stages import FilterStage, HydrationStage, RetrievalStage
+
+    return (RetrievalStage(), FilterStage(), HydrationStage())
+
+
+def bench_mget(state, n: int = 300) -> dict[str, Any]:
+    from gpu_core.feature_store import snap_key, unpack_rows
+    from gpu_core.schema import PRODUCT_DAILY
+
+    ids = state.mirror.ids[:1000]
+    keys = [snap_key(state.mirror.version, "p", int(i)) for i in ids]
+    ts, tu = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        blobs = state.redis.mget(keys)
+        t1 = time.perf_counter()
+        unpack_rows(blobs, PRODUCT_DAILY)
+        tu.append((time.perf_counter() - t1) * 1000)
+        ts.append((t1 - t0) * 1000)
+    return {"rows": len(keys), "row_bytes": 4 * PRODUCT_DAILY.width, "p50_ms": pct(ts, 50), "p99_ms": pct(ts, 99),
+            "unpack_p50_ms": pct(tu, 50)}
+
+
+# ---- HTTP ------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def uvicorn_server(target: str, env: dict[str, str]):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning", "--no-access-log"],
+                            env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import httpx
+
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(900):
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode()[-2000:])
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def http_sequential(base: str, path: str, bodies: list[dict], n: int, warmup: int = 30) -> dict[str, Any]:
+    import httpx
+
+    lat, codes = [], {}
+    with httpx.Client(base_url=base, timeout=10) as c:
+        for i in range(warmup + n):
+            t0 = time.perf_counter()
+            r = c.post(path, json=bodies[i % len(bodies)])
+            dt = (time.perf_counter() - t0) * 1000
+            if i >= warmup:
+                lat.append(dt)
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+    return {"n": n, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "status": codes}
+
+
+async def _load(base: str, path: str, bodies: list[dict], conc: int, max_requests: int, max_s: float):
+    import httpx
+
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+    sent = 0
+    deadline = time.perf_counter() + max_s
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as c:
+        async def worker(w: int) -> None:
+            nonlocal sent
+            while sent < max_requests and time.perf_counter() < deadline:
+                sent += 1
+                t0 = time.perf_counter()
+                try:
+                    r = await c.post(path, json=bodies[(sent + w) % len(bodies)])
+                    code: int | str = r.status_code
+                except httpx.TransportError as exc:  # counted, never hidden
+                    code = type(exc).__name__
+                lat.append((time.perf_counter() - t0) * 1000)
+                codes[code] = codes.get(code, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(conc)))
+        wall = time.perf_counter() - t0
+    return {"concurrency": conc, "requests": len(lat), "rps": len(lat) / wall, "p50_ms": pct(lat, 50),
+            "p99_ms": pct(lat, 99), "status": codes}
+
+
+def sweep(base: str, path: str, bodies: list[dict], max_requests: int, max_s: float) -> list[dict[str, Any]]:
+    return [asyncio.run(_load(base, path, bodies, c, max_requests, max_s)) for c in CONCURRENCY]
+
+
+def knee(rows: list[dict[str, Any]]) -> int:
+    """Smallest concurrency reaching 90% of the best throughput (more clients only add latency)."""
+    best = max(r["rps"] for r in rows)
+    return next(r["concurrency"] for r in rows if r["rps"] >= 0.9 * best)
+
+
+# ---- report ----------------------------------------------------------------------------------------
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    st = result["pipeline"]["stages"]
+    names = [k for k in ("user", "retrieval", "filters", "hydration", "scoring", "rerank", "polish", "total") if k in st]
+    x = np.arange(len(names))
+    a1.bar(x - 0.2, [st[k]["p50_ms"] for k in names], 0.4, label="p50")
+    a1.bar(x + 0.2, [st[k]["p99_ms"] for k in names], 0.4, label="p99")
+    a1.set_xticks(x, names, rotation=30)
+    a1.set_ylabel("ms")
+    a1.axhline(8, ls="--", c="gray", lw=1, label="target p99 8 ms (total)")
+    a1.set_title(f"in-process pipeline, ~{result['pipeline']['candidates_mean']:.0f} candidates")
+    a1.legend(fontsize=8)
+    for key, style in (("feed", "-o"), ("bare", "--s")):
+        rows = result["http"][f"sweep_{key}"]
+        c = [r["concurrency"] for r in rows]
+        a2.plot(c, [r["rps"] for r in rows], style, label=f"{key} RPS")
+    a2.set_xscale("log", base=2)
+    a2.set_xlabel("concurrent clients")
+    a2.set_ylabel("requests/s")
+    a3 = a2.twinx()
+    rows = result["http"]["sweep_feed"]
+    a3.plot([r["concurrency"] for r in rows], [r["p99_ms"] for r in rows], ":^", c="red", label="feed p99 ms")
+    a3.set_ylabel("p99 ms")
+    a2.axvline(result["http"]["knee_feed"], c="gray", lw=1)
+    a2.legend(loc="upper left", fontsize=8)
+    a3.legend(loc="lower right", fontsize=8)
+    a2.set_title("HTTP /v1/feed throughput vs concurrency (uvicorn, 1 worker)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"online ranking service — {result['machine']}")
+    for col in ("measure", "p50 ms", "p99 ms", "other", "issue target"):
+        t.add_column(col)
+    p = result["pipeline"]
+    for k, v in p["stages"].items():
+        t.add_row(f"pipeline: {k}", f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}", "",
+                  "p99 <= 8" if k == "total" else "")
+    uh = p["user_plus_hydration"]
+    t.add_row("hydration (user + product + context)", f"{uh['p50_ms']:.3f}", f"{uh['p99_ms']:.3f}",
+              f"{p['candidates_mean']:.0f} cand.", "p99 <= 5")
+    s = result["scoring"]
+    t.add_row("scoring stage", f"{s['stage_p50_ms']:.3f}", f"{s['stage_p99_ms']:.3f}",
+              f"ratio {s['ratio_stage_vs_bare_ctr_cvr']:.2f}x", "<= 1.3x")
+    t.add_row("bare inplace_predict pCTR+pCVR", f"{s['bare_ctr_cvr_p50_ms']:.3f}", "", f"matrix {s['matrix']}", "")
+    m = result["redis_mget"]
+    t.add_row("Redis MGET 1,000 rows", f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", f"{m['row_bytes']} B/row",
+              "1.2 ms ref")
+    h = result["http"]
+    t.add_row("HTTP /v1/feed sequential", f"{h['feed_sequential']['p50_ms']:.3f}",
+              f"{h['feed_sequential']['p99_ms']:.3f}", "", "p99 <= 15")
+    t.add_row("HTTP bare FastAPI+orjson", f"{h['bare_sequential']['p50_ms']:.3f}",
+              f"{h['bare_sequential']['p99_ms']:.3f}", "", "0.5 ms ref")
+    for key in ("feed", "bare"):
+        for r in h[f"sweep_{key}"]:
+            t.add_row(f"HTTP {key} c={r['concurrency']}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+                      f"{r['rps']:.0f} rps", ">= 250 rps @ p99 <= 50" if key == "feed" else "")
+    t.add_row("knee (feed)", "", "", f"c={h['knee_feed']}", "")
+    Console().print(t)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--home", type=Path, help="an existing world's JAIKOD_HOME (default: build a tiny one)")
+    ap.add_argument("--n", type=int, default=400, help="in-process requests")
+    ap.add_argument("--http-n", type=int, default=300, help="sequential HTTP requests")
+    ap.add_argument("--max-requests", type=int, default=600, help="requests per concurrency level")
+    ap.add_argument("--max-s", type=float, default=8.0, help="seconds per concurrency level at most")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+
+    from gpu_core.device import reset_backend
+    from gpu_core.settings import reset_settings
+
+    with contextlib.ExitStack() as stack:
+        if args.home is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jk-bench-online-")))
+            url = stack.enter_context(private_redis(tmp))
+            os.environ.update(JAIKOD_HOME=str(tmp / "home"), JAIKOD_REDIS_URL=url)
+            os.environ.setdefault("JAIKOD_DEVICE", "cpu")
+            reset_settings()
+            reset_backend()
+            t0 = time.perf_counter()
+            build_tiny_world(tmp / "home")
+            world = f"tiny (seed 3, built in {time.perf_counter() - t0:.0f} s)"
+        else:
+            os.environ["JAIKOD_HOME"] = str(args.home.resolve())
+            reset_settings()
+            reset_backend()
+            world = str(args.home)
+        from gpu_core.device import backend
+
+        state = make_state()
+        users = user_ids(state)
+        result: dict[str, Any] = {
+            "machine": f"{os.cpu_count()} cores, device {backend().name}, shared with other engineers (loaded)",
+            "world": world, "n_products": len(state.mirror.ids), "model_version": state.models.get("production").label,
+        }
+        result["pipeline"] = bench_pipeline(state, users, args.n)
+        result["scoring"] = bench_scoring(state, users)
+        result["redis_mget"] = bench_mget(state)
+        env = {k: os.environ[k] for k in ("JAIKOD_HOME", "JAIKOD_REDIS_URL", "JAIKOD_DEVICE") if k in os.environ}
+        env["JAIKOD_REPLAY_SAMPLE_RATE"] = "0"
+        bodies = [{"user_id": u, "limit": 20} for u in users]
+        http: dict[str, Any] = {}
+        with uvicorn_server("online.app:create_app", env) as base:
+            http["feed_sequential"] = http_sequential(base, "/v1/feed", bodies, args.http_n)
+            http["sweep_feed"] = sweep(base, "/v1/feed", bodies, args.max_requests, args.max_s)
+        with uvicorn_server("bench._bare_app:create_app", env) as base:
+            http["bare_sequential"] = http_sequential(base, "/echo", bodies, args.http_n)
+            http["sweep_bare"] = sweep(base, "/echo", bodies, args.max_requests, args.max_s)
+        http["knee_feed"] = knee(http["sweep_feed"])
+        http["knee_bare"] = knee(http["sweep_bare"])
+        result["http"] = http
+        state.stop()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "online.json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out / "online.png")
+    print_table(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
