@@ -30,10 +30,61 @@ class PolishStage:
             cand = cand[np.argsort(-score[cand], kind="stable")][: len(slots)]
             sponsored_ids = ids_all[cand]
         final, flags = inject_slots(organic, sponsored_ids, slots=slots, n=ctx.limit, xp=np)
-        batch.final_ids = np.asarray(final, dtype=np.int64)
-        batch.sponsored = np.asarray(flags, dtype=bool)
+        final, flags = np.asarray(final, dtype=np.int64), np.asarray(flags, dtype=bool)
+        seller_of = dict(zip(ids_all.tolist(), state.mirror.seller[to_host(batch.idx)].tolist(), strict=True))
+        pool = [int(p) for p in organic if int(p) not in set(final[flags].tolist())]
+        batch.final_ids = np.asarray(
+            keep_seller_runs(final, flags, pool, seller_of, s.max_per_seller_run), dtype=np.int64)
+        batch.sponsored = flags
         sorter = np.argsort(ids_all, kind="stable")
         at = np.clip(np.searchsorted(ids_all[sorter], batch.final_ids), 0, max(len(ids_all) - 1, 0))
         found = ids_all[sorter][at] == batch.final_ids if len(ids_all) else np.zeros(len(batch.final_ids), bool)
         batch.final_pos = np.where(found, sorter[at] if len(ids_all) else -1, -1).astype(np.int64)
         return batch
+
+
+def keep_seller_runs(final: np.ndarray, flags: np.ndarray, pool: list[int], seller_of: dict[int, int],
+                     max_run: int) -> list[int]:
+    """Refill the organic positions of ``final`` so that the served list, sponsored slots included, has no
+    more than ``max_run`` items of one seller in a row.
+
+    Re-rank already limits runs in the organic order, but a sponsored item placed in its slot (or taken
+    out of the organic order) can join two runs. Each organic position takes the best remaining organic
+    item (``pool``, in ranked order) whose seller does not make a run longer than ``max_run`` with the
+    items before it and the sponsored item right after it; if none does, the best remaining one.
+    Unchanged when the injected list already satisfies the rule.
+    """
+    sellers = [seller_of[int(p)] for p in final]
+
+    def runs_ok(seq: list[int]) -> bool:
+        run = 0
+        for i, sl in enumerate(seq):
+            run = run + 1 if i and sl == seq[i - 1] else 1
+            if run > max_run:
+                return False
+        return True
+
+    if runs_ok(sellers):
+        return [int(p) for p in final]
+    out: list[int] = []
+    out_sellers: list[int] = []
+    remaining = list(pool)
+    for i, (pid, sp) in enumerate(zip(final, flags, strict=True)):
+        if sp:
+            out.append(int(pid))
+            out_sellers.append(seller_of[int(pid)])
+            continue
+        choice = 0
+        for j, cand in enumerate(remaining):
+            sl = seller_of[cand]
+            before = 0
+            while before < len(out_sellers) and out_sellers[-1 - before] == sl:
+                before += 1
+            after = 1 if i + 1 < len(final) and flags[i + 1] and seller_of[int(final[i + 1])] == sl else 0
+            if before + 1 + after <= max_run:
+                choice = j
+                break
+        pick = remaining.pop(choice)
+        out.append(pick)
+        out_sellers.append(seller_of[pick])
+    return out
