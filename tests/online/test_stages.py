@@ -18,6 +18,7 @@ from gpu_core.device import backend
 from gpu_core.feature_store import OnlineStore
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import get_settings
+from kernels.slots import inject_slots
 from online.candidates import CandidateBatch, RequestContext
 from online.stages import FilterStage, HydrationStage, PolishStage, RerankStage
 from online.state import Overrides, ProductMirror, ServiceState
@@ -247,10 +248,20 @@ def test_rerank_and_polish_properties(jaikod_env, redis_client, data):
         assert len(sp_positions) == min(len(eligible_sp), len(slots))
     assert set(final[flags].tolist()) <= set(inv.tolist())
     assert not set(final[flags].tolist()) & set(final[~flags].tolist())
-    # organic items keep the re-ranked order
+    # organic items keep the re-ranked order, unless a slot broke the seller-run rule
     organic = [int(i) for i in final[~flags]]
     reranked = [int(i) for i in ids[order] if int(i) not in set(final[flags].tolist())]
-    assert organic == reranked[: len(organic)]
+    injected, _ = inject_slots(ids[order], final[flags], slots=slots, n=limit, xp=np)
+    if max_run([int(seller[i - 1000]) for i in injected]) <= s.max_per_seller_run:
+        assert organic == reranked[: len(organic)]
+    else:
+        assert set(organic) <= set(reranked)
+    # the served list, sponsored slots included, keeps the seller-run rule whenever the pool has room:
+    # at least `limit` candidates of other sellers than any one seller
+    final_sellers = [int(seller[i - 1000]) for i in final]
+    counts = np.bincount(seller[order], minlength=seller.max() + 1)
+    if all(len(order) - c >= limit for c in counts):
+        assert max_run(final_sellers) <= s.max_per_seller_run, (final_sellers, flags.astype(int).tolist())
     # positions map back into the batch
     pos = out.final_pos
     assert (ids[pos] == final).all()
