@@ -443,7 +443,7 @@ def replay_cmd(request_id: Annotated[str, typer.Argument(help="request id of a l
     out = replay_request(state, request_id)
     verdict = "[green]same ranking[/]" if out["same_ranking"] else "[red]ranking differs[/]"
     console.print(f"{request_id}: {verdict}")
-    rows = {k: v for k, v in out.items() if k not in ("served", "rescored_organic", "changed_features")}
+    rows = {k: v for k, v in out.items() if k not in ("served", "rescored", "changed_features")}
     rows["changed features"] = ", ".join(f"{k} ({n} rows)" for k, n in out["changed_features"].items()) or "none"
     print_table("replay", rows)
 

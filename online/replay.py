@@ -123,10 +123,18 @@ def replay_request(state, request_id: str) -> dict[str, Any]:
                         s.w_ctr, s.w_cvr, s.w_trust, s.boost_multiplier, xp=xp)
     batch.score = xp.where(batch.alive, score, -xp.inf)
     RerankStage().run(ctx, batch, state)
-    organic_recorded = rec["served_ids"][~rec["served_sponsored"]]
-    organic_now = mirror.ids[to_host(batch.idx)][to_host(batch.order)]
-    organic_now = organic_now[~np.isin(organic_now, rec["served_ids"][rec["served_sponsored"]])][: len(organic_recorded)]
-    same_ranking = bool(np.array_equal(organic_now, organic_recorded))
+    # ... and polished as served: the recorded sponsored items in their slots, seller runs enforced
+    from kernels.slots import inject_slots
+    from online.stages.polish import enforce_seller_runs
+
+    cand_ids = mirror.ids[to_host(batch.idx)]
+    organic = cand_ids[to_host(batch.order).astype(np.int64)]
+    sponsored = rec["served_ids"][rec["served_sponsored"]]
+    slots = tuple(x for x in s.sponsored_slots if x <= rec["limit"])
+    final, flags = inject_slots(organic, sponsored, slots=slots, n=rec["limit"], xp=np)
+    final = np.asarray(enforce_seller_runs(np.asarray(final, np.int64), np.asarray(flags, bool), organic, cand_ids,
+                                           mirror.seller[to_host(batch.idx)], s.max_per_seller_run), np.int64)
+    same_ranking = bool(np.array_equal(final, rec["served_ids"]))
     # 2. hydrate again now, same time and candidates
     changed: dict[str, int] = {}
     with frozen(rec["now_ms"]):
@@ -151,7 +159,7 @@ def replay_request(state, request_id: str) -> dict[str, Any]:
     prod = state.registry.get(RANKER, rec["arm"])
     return {
         "request_id": request_id, "same_ranking": same_ranking, "served": [int(x) for x in rec["served_ids"]],
-        "rescored_organic": [int(x) for x in organic_now], "model_version": rec["model_version"],
+        "rescored": [int(x) for x in final], "model_version": rec["model_version"],
         "model_alias_now": prod.label if prod else None, "model_changed": (prod.label if prod else None)
         != rec["model_version"], "snapshot_version": rec["snapshot_version"],
         "snapshot_now": mirror.version, "snapshot_changed": mirror.version != rec["snapshot_version"],

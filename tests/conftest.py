@@ -104,6 +104,27 @@ def jaikod_env(tmp_path, monkeypatch, redis_server):
     reset_backend()
 
 
+def dump_db(url: str) -> dict[bytes, tuple[int, bytes]]:
+    """Every key of the Redis db at ``url`` as (pttl, DUMP payload)."""
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(count=10_000))
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.pttl(k)
+        pipe.dump(k)
+    vals = pipe.execute()
+    return {k: (vals[2 * i], vals[2 * i + 1]) for i, k in enumerate(keys)}
+
+
+def restore_db(url: str, dump: dict[bytes, tuple[int, bytes]]) -> None:
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    pipe = r.pipeline(transaction=False)
+    for k, (pttl, payload) in dump.items():
+        pipe.restore(k, max(int(pttl), 0), payload, replace=True)
+    pipe.execute()
+
+
 class TinyWorld:
     """A tiny world taken through the whole nightly job (etl -> embed -> train -> materialize)."""
 
@@ -112,6 +133,21 @@ class TinyWorld:
         self.lake = lake
         self.redis_url = redis_url
         self.nightly = nightly
+        self.dump = dump_db(redis_url)  # the Redis db as the nightly left it
+        self.pointer = redis.Redis.from_url(redis_url).get("jk:snapshot:current")
+
+    def ensure_redis(self, server: RedisServer) -> None:
+        """Restart the private server if a test stopped it; restore the world's db if it was lost."""
+        if server.proc is not None and server.proc.poll() is not None:
+            server.start()
+        if redis.Redis.from_url(self.redis_url).get("jk:snapshot:current") != self.pointer:
+            restore_db(self.redis_url, self.dump)
+
+    def restore(self, server: RedisServer) -> None:
+        """Back to the db the nightly left (drops overrides, replay records, real-time state)."""
+        if server.proc is not None and server.proc.poll() is not None:
+            server.start()
+        restore_db(self.redis_url, self.dump)
 
 
 @pytest.fixture(scope="session")
@@ -147,11 +183,12 @@ def tiny_world(tmp_path_factory, redis_server):
 
 
 @pytest.fixture()
-def world_env(tiny_world, monkeypatch):
-    """Settings pointing at the tiny world's home and Redis db."""
+def world_env(tiny_world, monkeypatch, redis_server):
+    """Settings pointing at the tiny world's home and Redis db (restored first if an earlier test lost it)."""
     from gpu_core.device import reset_backend
     from gpu_core.settings import reset_settings
 
+    tiny_world.ensure_redis(redis_server)
     monkeypatch.setenv("JAIKOD_HOME", str(tiny_world.home))
     monkeypatch.setenv("JAIKOD_REDIS_URL", tiny_world.redis_url)
     monkeypatch.setenv("JAIKOD_DEVICE", os.environ.get("JAIKOD_DEVICE", "cpu"))

@@ -31,16 +31,39 @@ class PolishStage:
             sponsored_ids = ids_all[cand]
         final, flags = inject_slots(organic, sponsored_ids, slots=slots, n=ctx.limit, xp=np)
         final, flags = np.asarray(final, dtype=np.int64), np.asarray(flags, dtype=bool)
-        seller_of = dict(zip(ids_all.tolist(), state.mirror.seller[to_host(batch.idx)].tolist(), strict=True))
-        pool = [int(p) for p in organic if int(p) not in set(final[flags].tolist())]
-        batch.final_ids = np.asarray(
-            keep_seller_runs(final, flags, pool, seller_of, s.max_per_seller_run), dtype=np.int64)
+        batch.final_ids = np.asarray(enforce_seller_runs(final, flags, organic, ids_all,
+                                                         state.mirror.seller[to_host(batch.idx)],
+                                                         s.max_per_seller_run), dtype=np.int64)
         batch.sponsored = flags
         sorter = np.argsort(ids_all, kind="stable")
         at = np.clip(np.searchsorted(ids_all[sorter], batch.final_ids), 0, max(len(ids_all) - 1, 0))
         found = ids_all[sorter][at] == batch.final_ids if len(ids_all) else np.zeros(len(batch.final_ids), bool)
         batch.final_pos = np.where(found, sorter[at] if len(ids_all) else -1, -1).astype(np.int64)
         return batch
+
+
+def enforce_seller_runs(final: np.ndarray, flags: np.ndarray, organic: np.ndarray, ids_all: np.ndarray,
+                        seller_all: np.ndarray, max_run: int) -> list[int]:
+    """:func:`keep_seller_runs` with the seller lookup built only when the served list breaks the rule."""
+    sorter = np.argsort(ids_all, kind="stable")
+    sellers = seller_all[sorter[np.searchsorted(ids_all[sorter], final)]] if len(final) else seller_all[:0]
+    if not _has_long_run(sellers, max_run):
+        return [int(p) for p in final]
+    seller_of = dict(zip(ids_all.tolist(), seller_all.tolist(), strict=True))
+    taken = set(final[flags].tolist())
+    pool = [int(p) for p in organic if int(p) not in taken]
+    return keep_seller_runs(final, flags, pool, seller_of, max_run)
+
+
+def _has_long_run(sellers: np.ndarray, max_run: int) -> bool:
+    """True when some seller appears more than ``max_run`` times in a row."""
+    same = np.concatenate([[False], sellers[1:] == sellers[:-1]])
+    run = 0
+    for s in same:  # <= limit (50) steps
+        run = run + 1 if s else 0
+        if run >= max_run:
+            return True
+    return False
 
 
 def keep_seller_runs(final: np.ndarray, flags: np.ndarray, pool: list[int], seller_of: dict[int, int],

@@ -39,12 +39,16 @@ class RetrievalStage:
                 log.warning("keyword index failed: %s", exc)
                 ctx.fallback("keyword_index_down")
         uvec = ctx.user.get("user_embedding")
+        # a search is answered from its keyword hits; the user's vector only widens a search with few hits
+        narrow = ctx.kind == "search" and sum(len(p) for p in ids_parts) >= 2 * ctx.limit
         if uvec is not None and np.any(uvec):
             try:
                 if state.indexes.vector is None:
                     raise RuntimeError(state.indexes.error or "vector index not loaded")
                 ids, scores = state.indexes.vector.search(uvec, n)
                 vector_ok = True
+                if narrow:
+                    ids, scores = ids[:0], scores[:0]
                 ids_parts.append(ids)
                 score_parts.append(scores.astype(np.float32))
                 kw_parts.append(np.zeros(len(ids), bool))
@@ -56,10 +60,11 @@ class RetrievalStage:
         if not vector_ok and keyword_ok and "vector_index_down" in ctx.fallbacks:
             ctx.fallback("keyword_only")
         total = sum(len(p) for p in ids_parts)
-        if total < n:  # fill (or, when both paths failed, replace) with the region's popular listings
-            if not ids_parts or total == 0:
-                if query or (uvec is not None and np.any(uvec)):
-                    ctx.fallback("popular_in_region")
+        # fill (or, when both paths failed, replace) with the region's popular listings; a search with
+        # enough hits is not diluted by listings that do not match it
+        if total < (n if ctx.kind == "feed" else 2 * ctx.limit):
+            if total == 0 and (query or (uvec is not None and np.any(uvec))):
+                ctx.fallback("popular_in_region")
             ids = self.popular(ctx, state)
             ids_parts.append(ids)
             score_parts.append(np.zeros(len(ids), np.float32))

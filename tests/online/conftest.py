@@ -6,42 +6,11 @@ import pytest
 import redis
 
 
-def dump_db(url: str) -> dict[bytes, tuple[int, bytes]]:
-    """Every key of the Redis db at ``url`` as (pttl, DUMP payload)."""
-    r = redis.Redis.from_url(url)
-    keys = list(r.scan_iter(count=10_000))
-    pipe = r.pipeline(transaction=False)
-    for k in keys:
-        pipe.pttl(k)
-        pipe.dump(k)
-    vals = pipe.execute()
-    return {k: (vals[2 * i], vals[2 * i + 1]) for i, k in enumerate(keys)}
-
-
-def restore_db(url: str, dump: dict[bytes, tuple[int, bytes]]) -> None:
-    r = redis.Redis.from_url(url)
-    r.flushdb()
-    pipe = r.pipeline(transaction=False)
-    for k, (pttl, payload) in dump.items():
-        pipe.restore(k, max(int(pttl), 0), payload, replace=True)
-    pipe.execute()
-
-
-@pytest.fixture(scope="session")
-def world_dump(tiny_world):
-    """The world's Redis db as the nightly left it (restored after tests that change or lose it)."""
-    return dump_db(tiny_world.redis_url)
-
-
 @pytest.fixture()
-def served_world(world_env, world_dump, redis_server):
+def served_world(world_env, redis_server):
     """The tiny world, with its Redis db restored afterwards (overrides, replay records, a stopped server)."""
     yield world_env
-    if redis_server.proc is not None and redis_server.proc.poll() is not None:
-        redis_server.start()
-    if redis_server.proc is None and getattr(redis_server, "binary", None):
-        redis_server.start()
-    restore_db(world_env.redis_url, world_dump)
+    world_env.restore(redis_server)
 
 
 @pytest.fixture()
