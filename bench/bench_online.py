@@ -180,10 +180,14 @@ def bench_mget(state, n: int = 300) -> dict[str, Any]:
 
 # ---- HTTP ------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def uvicorn_server(target: str, env: dict[str, str]):
+def uvicorn_server(target: str, env: dict[str, str], workers: int = 1):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning", "--no-access-log"],
+    if workers > 1:  # the service's own launcher (uvicorn's multi-worker mode lacks TCP_NODELAY)
+        cmd = [sys.executable, "-m", "online.server", "--port", str(port), "--workers", str(workers)]
+    else:
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", target, "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd,
                             env={**os.environ, **env}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import httpx
 
@@ -321,10 +325,12 @@ def print_table(result: dict[str, Any]) -> None:
               f"{h['feed_sequential']['p99_ms']:.3f}", "", "p99 <= 15")
     t.add_row("HTTP bare FastAPI+orjson", f"{h['bare_sequential']['p50_ms']:.3f}",
               f"{h['bare_sequential']['p99_ms']:.3f}", "", "0.5 ms ref")
-    for key in ("feed", "bare"):
+    keys = ["feed", *[k.removeprefix("sweep_") for k in h if k.startswith("sweep_feed_")], "bare"]
+    for key in keys:
         for r in h[f"sweep_{key}"]:
-            t.add_row(f"HTTP {key} c={r['concurrency']}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
-                      f"{r['rps']:.0f} rps", ">= 250 rps @ p99 <= 50" if key == "feed" else "")
+            t.add_row(f"HTTP {key.replace('_', ' ')} c={r['concurrency']}", f"{r['p50_ms']:.2f}",
+                      f"{r['p99_ms']:.2f}", f"{r['rps']:.0f} rps",
+                      ">= 250 rps @ p99 <= 50" if key.startswith("feed") else "")
     t.add_row("knee (feed)", "", "", f"c={h['knee_feed']}", "")
     Console().print(t)
 
@@ -337,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-requests", type=int, default=600, help="requests per concurrency level")
     ap.add_argument("--max-s", type=float, default=8.0, help="seconds per concurrency level at most")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn workers for the second feed sweep")
     args = ap.parse_args(argv)
 
     from gpu_core.device import reset_backend
@@ -376,6 +383,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with uvicorn_server("online.app:create_app", env) as base:
             http["feed_sequential"] = http_sequential(base, "/v1/feed", bodies, args.http_n)
             http["sweep_feed"] = sweep(base, "/v1/feed", bodies, args.max_requests, args.max_s)
+        if args.workers > 1:  # the same sweep with one uvicorn worker per core
+            with uvicorn_server("online.app:create_app", env, workers=args.workers) as base:
+                http[f"sweep_feed_{args.workers}_workers"] = sweep(base, "/v1/feed", bodies, args.max_requests,
+                                                                   args.max_s)
+            http[f"knee_feed_{args.workers}_workers"] = knee(http[f"sweep_feed_{args.workers}_workers"])
         with uvicorn_server("bench._bare_app:create_app", env) as base:
             http["bare_sequential"] = http_sequential(base, "/echo", bodies, args.http_n)
             http["sweep_bare"] = sweep(base, "/echo", bodies, args.max_requests, args.max_s)

@@ -78,9 +78,13 @@ class VectorIndex:
         np.save(folder / "vector_ids.npy", self.ids)
 
     @classmethod
-    def load(cls, folder: Path) -> VectorIndex:
+    def load(cls, folder: Path, threads: int | None = 1) -> VectorIndex:
+        """Load for serving. ``threads=1``: one request's k-NN is small, and OpenMP threads of several
+        requests (or worker processes) spin against each other on few cores."""
         import faiss
 
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
         path = folder / "vectors.faiss"
         if not path.exists():
             raise IndexError_(f"vector index missing: {path}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 
 from fastapi import FastAPI
@@ -102,9 +101,7 @@ def _mount_services(app: FastAPI) -> None:
 
 
 def serve() -> None:
-    import uvicorn
+    from online.server import serve as run
 
     s = get_settings()
-    logging.basicConfig(level=os.environ.get("JAIKOD_LOG_LEVEL", "INFO"), format="%(message)s")
-    uvicorn.run("online.app:create_app", factory=True, host=s.host, port=s.port, workers=s.workers,
-                log_level="warning", access_log=False)
+    run(s.host, s.port, s.workers)
