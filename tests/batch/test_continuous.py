@@ -79,3 +79,48 @@ def test_dry_run_on_the_tiny_world(world_env, redis_server, redis_client, monkey
     assert out.decision.fire == any(v >= 0.2 for v in out.decision.psi.values())
     stored = {k.decode(): float(v) for k, v in redis_client.hgetall(DRIFT_PSI).items()}
     assert stored == pytest.approx(out.decision.psi)
+
+
+def test_new_interactions_trigger_a_real_retrain(world_env, redis_server, tmp_path, monkeypatch):
+    """A new day of events past the threshold -> ETL + training on a copy of the world -> registry."""
+    import shutil
+
+    import pandas as pd
+
+    from gpu_core.registry import RANKER, Registry
+    from gpu_core.settings import reset_settings
+
+    home = tmp_path / "home"
+    shutil.copytree(world_env.home, home, ignore=shutil.ignore_patterns("index", "cold_storage"))
+    lake = home / "lake"
+    last = sorted(p.name for p in (lake / "events").glob("date=*"))[-1]
+    day = dt.date.fromisoformat(last.split("=", 1)[1])
+    new_day = day + dt.timedelta(days=1)
+    ev = pd.read_parquet(lake / "events" / last)
+    ev["ts"] = ev["ts"] + pd.Timedelta(days=1)
+    ev["event_id"] = "cont-" + ev["event_id"].astype(str)
+    (lake / "events" / f"date={new_day}").mkdir()
+    ev.to_parquet(lake / "events" / f"date={new_day}" / "part-0.parquet", index=False)
+    monkeypatch.setenv("JAIKOD_HOME", str(home))
+    monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("JAIKOD_RETRAIN_INTERACTIONS", str(len(ev)))  # exactly at the threshold
+    reset_settings()
+    registry = Registry()
+    before = len(registry.versions(RANKER))
+    aliases_before = registry.aliases(RANKER)
+    out = run_continuous(lake, registry=registry)
+    assert out.decision.fire and out.trained
+    assert out.decision.new_interactions == len(ev)
+    assert any("interactions" in r for r in out.decision.reasons)
+    assert out.as_of == new_day.isoformat()
+    train = out.train
+    assert train["holdout_rows"] > 0 and train["ndcg_production"] is not None  # compared with production
+    after = registry.versions(RANKER)
+    if train["version"] is not None:  # better than production -> a new staging version
+        assert len(after) == before + 1 and registry.aliases(RANKER)["staging"] == int(train["version"])
+    else:
+        assert len(after) == before and registry.aliases(RANKER) == aliases_before
+    assert registry.aliases(RANKER)["production"] == aliases_before["production"]  # never auto-promoted
+    # the job remembers what it trained on: nothing new since -> no interaction trigger
+    again = run_continuous(lake, registry=registry, dry_run=True)
+    assert again.decision.new_interactions == 0
