@@ -290,11 +290,11 @@ def assemble_matrix(cols: Mapping[str, Any], xp: Any = np) -> Any:
     if item_vec.ndim == 0:
         sim = xp.zeros((n,), dtype=f32)
     else:
-        if user_vec.ndim <= 1:
-            user_vec = xp.broadcast_to(xp.reshape(user_vec, (1, -1)) if user_vec.ndim == 1 else user_vec,
-                                       item_vec.shape)
-        dot = xp.sum(item_vec * user_vec, axis=1)
-        norm = xp.sqrt(xp.sum(item_vec * item_vec, axis=1)) * xp.sqrt(xp.sum(user_vec * user_vec, axis=1))
+        # one user for the request is broadcast (a view, no copy); vecdot/vector_norm run the same
+        # arithmetic whether the user column is per row (training) or once (serving): equal results
+        user_vec = xp.broadcast_to(user_vec, item_vec.shape)
+        dot = xp.linalg.vecdot(item_vec, user_vec, axis=-1)
+        norm = xp.linalg.vector_norm(item_vec, axis=-1) * xp.linalg.vector_norm(user_vec, axis=-1)
         sim = xp.where(norm > 0, dot / xp.maximum(norm, 1e-12), 0.0)
 
     item_ll = col("latlong")
