@@ -72,7 +72,8 @@ def daily_views(lake: Path, day: dt.date, dims: tuple[pd.DataFrame, pd.DataFrame
         "embedding_vector": emb,
         "quality_score": products["quality_score"].to_numpy(np.float32),
         "condition_grade": products["condition_grade"].to_numpy(np.float32),
-        "seller_trust_score": products["seller_trust_score"].to_numpy(np.float32),
+        "seller_trust_score": (pd_ if "seller_trust_score" in pd_ else products)["seller_trust_score"].to_numpy(
+            np.float32),  # as of the day
         "category": products["category"].to_numpy(np.int32),
         "price_thb": products["price_thb"].to_numpy(np.float32),
         "latlong": products[["lat", "lon"]].to_numpy(np.float32),

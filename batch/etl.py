@@ -137,8 +137,12 @@ def build_dims(lake: Path, as_of: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
                             s_rows["reports"].fillna(0).to_numpy(np.float32),
                             np.asarray(age_days, dtype=np.float32),
                             s_rows["banned"].fillna(False).to_numpy(bool), xp=np)
-    p["seller_trust_score"] = np.asarray(trust, dtype=np.float32)
+    p["seller_trust_score"] = np.asarray(trust, dtype=np.float32)  # as of the serving day
     p["seller_banned"] = s_rows["banned"].fillna(False).to_numpy(bool)
+    # trust inputs, so daily features can score trust as of each day (account age moves daily)
+    p["seller_verified"] = s_rows["verified_id"].fillna(False).to_numpy(bool)
+    p["seller_reports"] = s_rows["reports"].fillna(0).to_numpy(np.float32)
+    p["seller_joined_ms"] = ts_ms(s_rows["joined_at"].fillna(pd.Timestamp("1970-01-01")))
     p = p.sort_values("product_id", ignore_index=True)
     u = pd.DataFrame({
         "user_id": users["user_id"].to_numpy(np.int64),
@@ -217,8 +221,15 @@ def daily_features(days: list[dt.date], aggs: dict[dt.date, dict], products: pd.
         user_df["lifetime_spend"] = spend.astype(np.float32)
         for k in range(TOP_CATEGORIES):
             user_df[f"top_cat_{k}"] = top[:, k]
+        # seller trust as of d (account age at d; the lake keeps report counts without dates, so the
+        # current count is used — the one input that is not point-in-time)
+        age_days = (day_start_ms(d) - products["seller_joined_ms"].to_numpy()) / DAY_MS
+        trust, _ = seller_trust(products["seller_verified"].to_numpy(bool), products["seller_reports"].to_numpy(),
+                                np.maximum(age_days, 0.0).astype(np.float32), products["seller_banned"].to_numpy(bool),
+                                xp=np)
         product_df = pd.DataFrame({"product_id": products["product_id"].to_numpy(),
-                                   "popularity": pop.astype(np.float32)})
+                                   "popularity": pop.astype(np.float32),
+                                   "seller_trust_score": np.asarray(trust, dtype=np.float32)})
         listed = created < day_start_ms(d)
         med = np.zeros(n_cat, dtype=np.float32)
         for c in range(n_cat):

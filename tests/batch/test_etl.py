@@ -138,3 +138,25 @@ def test_daily_features_of_d_ignore_events_of_d_and_later(lake_copy):
     later = cut + dt.timedelta(days=1)
     assert not first[("product_daily", later)].equals(read_partition(lake_copy, "product_daily", later))
     assert not first[("user_daily", later)].equals(read_partition(lake_copy, "user_daily", later))
+
+
+def test_seller_trust_is_as_of_each_day(world_env):
+    """Account-age points are computed at each day's start, never at a later date."""
+    import numpy as np
+
+    from batch.etl import DAY_MS, day_start_ms, read_partition
+    from batch.lake import event_dates
+    from kernels.trust import seller_trust
+
+    lake = world_env.lake
+    dims = pd.read_parquet(lake / "features" / "dims" / "products.parquet")
+    first, last = event_dates(lake)[0], event_dates(lake)[-1]
+    for d in (first, last):
+        daily = read_partition(lake, "product_daily", d)
+        age = np.maximum((day_start_ms(d) - dims["seller_joined_ms"].to_numpy()) / DAY_MS, 0).astype(np.float32)
+        want, _ = seller_trust(dims["seller_verified"].to_numpy(bool), dims["seller_reports"].to_numpy(), age,
+                               dims["seller_banned"].to_numpy(bool), xp=np)
+        np.testing.assert_allclose(daily["seller_trust_score"].to_numpy(), want, rtol=1e-6)
+    early = read_partition(lake, "product_daily", first)["seller_trust_score"].to_numpy()
+    late = read_partition(lake, "product_daily", last)["seller_trust_score"].to_numpy()
+    assert (late >= early).all() and (late > early).any()  # sellers age; trust never looks ahead
