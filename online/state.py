@@ -19,7 +19,7 @@ import xgboost as xgb
 from engines.index import KeywordIndex, VectorIndex
 from gpu_core.device import Backend
 from gpu_core.errors import FeatureStoreError, RegistryError
-from gpu_core.feature_store import OnlineStore
+from gpu_core.feature_store import OnlineStore, rt_product_key
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
 from gpu_core.schema import MODEL_FEATURES, PRODUCT_DAILY
 from gpu_core.settings import Settings
@@ -38,6 +38,7 @@ class ProductMirror:
     seller_dev: Any
     region: Any
     trending: np.ndarray  # in-process copy of the most popular ids (Redis down fallback)
+    rt_keys: np.ndarray  # the real-time key of each product (object array), built once per snapshot
 
     @classmethod
     def load(cls, store: OnlineStore, version: str, be: Backend) -> ProductMirror:
@@ -48,7 +49,8 @@ class ProductMirror:
         cols = {k: be.xp.asarray(np.ascontiguousarray(v)) for k, v in PRODUCT_DAILY.unpack(rows).items()}
         pop = PRODUCT_DAILY.unpack(rows)["popularity"]
         trending = ids[np.lexsort((ids, -pop))][:200]
-        return cls(version, ids, seller, cols, be.xp.asarray(seller), be.xp.asarray(region), trending)
+        rt_keys = np.array([rt_product_key(i) for i in ids], dtype=object)
+        return cls(version, ids, seller, cols, be.xp.asarray(seller), be.xp.asarray(region), trending, rt_keys)
 
     def index_of(self, product_ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.ids, product_ids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpu_core.device import to_host
-from gpu_core.feature_store import OnlineStore, rt_product_key
+from gpu_core.feature_store import OnlineStore
 from online.candidates import CandidateBatch, RequestContext
 
 
@@ -23,12 +23,13 @@ class HydrationStage:
     def run(self, ctx: RequestContext, batch: CandidateBatch, state) -> CandidateBatch:
         xp = state.be.xp
         m = state.mirror
-        ids = m.ids[to_host(batch.idx)]
+        idx = to_host(batch.idx)
+        ids = m.ids[idx]
         if "feature_store_slow" in ctx.fallbacks:
             batch.X = None
             return batch
         try:
-            blobs = state.redis.mget([rt_product_key(i) for i in ids]) if len(ids) else []
+            blobs = state.redis.mget(m.rt_keys[idx].tolist()) if len(ids) else []
         except Exception:
             ctx.fallback("feature_store_slow")
             batch.X = None

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpu_core.device import backend
-from gpu_core.feature_store import OnlineStore
+from gpu_core.feature_store import OnlineStore, rt_product_key
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import get_settings
 from kernels.slots import inject_slots
@@ -45,7 +45,7 @@ def make_mirror(ids, seller, category=None, latlong=None, fraud=None, popularity
     seller = np.asarray(seller, np.int64)[order]
     dev = {k: be.xp.asarray(np.ascontiguousarray(v)) for k, v in PRODUCT_DAILY.unpack(rows).items()}
     return ProductMirror(version, ids, seller, dev, be.xp.asarray(seller), be.xp.asarray(np.zeros(n, np.int32)),
-                         ids[:10])
+                         ids[:10], np.array([rt_product_key(i) for i in ids], dtype=object))
 
 
 def make_state(client, mirror) -> ServiceState:
