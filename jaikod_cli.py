@@ -272,6 +272,26 @@ def vision_purge(older_than_days: Annotated[int, typer.Option(help="retention in
     console.print(f"purged {purge_cold_storage(older_than_days=older_than_days)} file(s)")
 
 
+@batch_app.command("skew")
+@cli_errors
+def batch_skew(lake: LakeOpt = None,
+               limit: Annotated[int, typer.Option(help="logged requests to compare at most")] = 200) -> None:
+    """Training/serving skew on real traffic: served feature matrices (replay log) vs offline features."""
+    import redis as redis_lib
+
+    from batch.skew import skew_report
+    from gpu_core.settings import get_settings
+
+    _apply_common(lake)
+    report = skew_report(_lake(lake), redis_lib.Redis.from_url(get_settings().redis_url), limit=limit)
+    console.print(f"{report.requests} request(s), {report.rows} candidate rows compared; skipped: "
+                  f"{report.skipped or 'none'}")
+    print_table("served vs offline features", report.as_rows())
+    if report.skewed:
+        err_console.print(f"[yellow]skew in: {', '.join(report.skewed)}[/]")
+        raise typer.Exit(1)
+
+
 @model_app.command("status")
 @cli_errors
 def model_status() -> None:

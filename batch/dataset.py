@@ -19,7 +19,7 @@ from batch.embeddings import USER_VECTOR_DAYS, read_clicks, read_product_vectors
 from batch.etl import features_dir, index_of, read_partition
 from batch.fraud import score_products
 from gpu_core.errors import LakeError
-from gpu_core.schema import CATEGORIES, TOP_CATEGORIES, assemble_matrix
+from gpu_core.schema import CATEGORIES, FEATURE_BY_NAME, TOP_CATEGORIES, assemble_matrix
 
 
 @dataclass
@@ -118,7 +118,7 @@ def row_columns(rows: pd.DataFrame, views: DailyViews) -> dict[str, np.ndarray]:
     uix = np.where(uok, ui, 0)
     for k, v in views.user.items():
         col = v[uix].copy()
-        col[~uok] = -1 if k == "top_categories_30d" else 0
+        col[~uok] = FEATURE_BY_NAME[k].default  # an unknown user gets the schema defaults, as online
         cols[k] = col
     cols["user_geo_latlong"] = cols.pop("home_latlong")
     cols["holiday_calendar"] = np.full(len(rows), views.context["holiday_calendar"], dtype=np.float32)

@@ -265,6 +265,20 @@ def training_rows(lake: Path, day: dt.date, products: pd.DataFrame, attribution_
         m = pd.merge_asof(imp[["ts_ms", "user_id", "product_id"]], follow, left_on="ts_ms", right_on="follow_ms",
                           by=["user_id", "product_id"], direction="forward", tolerance=win_ms)
         imp[label] = m["follow_ms"].notna().to_numpy().astype(np.int8)
+    imp = point_in_time_features(imp, ev, products)
+    keep = ["request_id", "user_id", "product_id", "ts_ms", "position", "query", "device_type", "time_of_day",
+            "label_click", "label_conv", "views_last_hour", "ctr_last_hour", "session_clicks_last_5m",
+            "last_viewed_category", "text_match"]
+    return imp[keep].reset_index(drop=True)
+
+
+def point_in_time_features(rows: pd.DataFrame, ev: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
+    """The request-time features of ``rows`` (user_id, product_id, ts_ms, query, device_type), from the
+    events ``ev`` (event_type, user_id, product_id, ts_ms) that happened strictly before each row's time —
+    with the stream processor's window definitions. Used for training rows and for the skew check of
+    what the service served."""
+    imp = rows
+    et = ev["event_type"].to_numpy()
     t_s = imp["ts_ms"].to_numpy() / 1000.0
     pid_all = products["product_id"].to_numpy()
     # ---- product windows (same definition as the stream processor's ring buffers)
@@ -308,10 +322,7 @@ def training_rows(lake: Path, day: dt.date, products: pd.DataFrame, attribution_
     imp["text_match"] = tm
     imp["device_type"] = code_of(DEVICE_TYPES, imp["device_type"].fillna("").tolist())
     imp["time_of_day"] = (((imp["ts_ms"].to_numpy() // 1000 + 7 * 3600) % 86400) / 3600.0).astype(np.float32)
-    keep = ["request_id", "user_id", "product_id", "ts_ms", "position", "query", "device_type", "time_of_day",
-            "label_click", "label_conv", "views_last_hour", "ctr_last_hour", "session_clicks_last_5m",
-            "last_viewed_category", "text_match"]
-    return imp[keep].reset_index(drop=True)
+    return imp
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ coordinates: location only enters as the ``distance_km`` column. The same record
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zlib
 from typing import Any
@@ -18,13 +17,8 @@ from typing import Any
 import numpy as np
 
 from gpu_core.device import to_host
+from gpu_core.replay_log import KEY, digest, load  # noqa: F401  (the log format is a gpu_core contract)
 from gpu_core.schema import MODEL_FEATURES
-
-KEY = "jk:replay:{}"
-
-
-def digest(X: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(X, dtype="<f4").tobytes()).hexdigest()
 
 
 def record(ctx, batch, ids: np.ndarray, settings_digest: str) -> dict[str, bytes | str]:
@@ -35,6 +29,7 @@ def record(ctx, batch, ids: np.ndarray, settings_digest: str) -> dict[str, bytes
         "now_ms": str(ctx.now_ms), "snapshot_version": ctx.snapshot_version or "",
         "model_version": ctx.model_version, "arm": ctx.arm, "settings_digest": settings_digest,
         "fallbacks": json.dumps(ctx.fallbacks), "device_type": str(ctx.device_type),
+        "geo_from_request": "1" if ctx.lat is not None else "0",
         "features": json.dumps(list(MODEL_FEATURES)),
         "candidate_ids": np.asarray(ids, dtype="<i8").tobytes(),
         "alive": np.packbits(alive.astype(bool)).tobytes(), "n": str(len(alive)),
@@ -43,28 +38,6 @@ def record(ctx, batch, ids: np.ndarray, settings_digest: str) -> dict[str, bytes
         "served_sponsored": np.asarray(batch.sponsored, dtype=bool).tobytes(),
     }
     return rec
-
-
-def load(r, request_id: str) -> dict[str, Any] | None:
-    raw = r.hgetall(KEY.format(request_id))
-    if not raw:
-        return None
-    raw = {k.decode(): v for k, v in raw.items()}
-    n = int(raw["n"])
-    feats = json.loads(raw["features"])
-    X = np.frombuffer(zlib.decompress(raw["X"]), dtype="<f4").reshape(-1, len(feats))
-    return {
-        "kind": raw["kind"].decode(), "user_id": int(raw["user_id"]), "query": raw["query"].decode(),
-        "limit": int(raw["limit"]), "now_ms": int(raw["now_ms"]),
-        "snapshot_version": raw["snapshot_version"].decode(), "model_version": raw["model_version"].decode(),
-        "arm": raw["arm"].decode(), "settings_digest": raw["settings_digest"].decode(),
-        "fallbacks": json.loads(raw["fallbacks"]), "device_type": int(raw["device_type"]), "features": feats,
-        "candidate_ids": np.frombuffer(raw["candidate_ids"], dtype="<i8"),
-        "alive": np.unpackbits(np.frombuffer(raw["alive"], dtype=np.uint8))[:n].astype(bool),
-        "X": X, "X_sha256": raw["X_sha256"].decode(),
-        "served_ids": np.frombuffer(raw["served_ids"], dtype="<i8"),
-        "served_sponsored": np.frombuffer(raw["served_sponsored"], dtype=bool),
-    }
 
 
 def replay_request(state, request_id: str) -> dict[str, Any]:
