@@ -197,3 +197,14 @@ def world_env(tiny_world, monkeypatch, redis_server):
     yield tiny_world
     reset_settings()
     reset_backend()
+
+
+@pytest.fixture(scope="session")
+def photo():
+    """The one real face photo available offline (matplotlib's sample image), or a skip."""
+    from engines.vision.synthetic import sample_face_photo
+
+    img = sample_face_photo()
+    if img is None:
+        pytest.skip("matplotlib's sample photo grace_hopper.jpg is not installed")
+    return img

@@ -9,7 +9,6 @@ import pytest
 from engines.vision.config import reset_vision_settings
 from engines.vision.errors import VisionRuntimeError
 from engines.vision.runtime import OnnxRuntimeEngine, VisionEngine, make_engine, runtime_available
-from engines.vision.synthetic import sample_face_photo
 
 RUNTIMES = [
     pytest.param("onnxruntime", id="onnxruntime"),
@@ -31,14 +30,6 @@ def vision_home(tmp_path_factory):
     mp.undo()
     reset_settings()
     reset_vision_settings()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    img = sample_face_photo()
-    if img is None:
-        pytest.skip("matplotlib's sample photo grace_hopper.jpg is not installed")
-    return img
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,12 @@ import numpy as np
 import pytest
 
 from engines.vision.faces import FaceAnalyzer, liveness, nonrigid_motion
-from engines.vision.synthetic import draw_face, sample_face_photo
+from engines.vision.synthetic import draw_face
 
 
 @pytest.fixture(scope="module")
 def fa():
     return FaceAnalyzer()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    img = sample_face_photo()
-    if img is None:
-        pytest.skip("matplotlib's sample photo grace_hopper.jpg is not installed")
-    return img
 
 
 def vec(fa, img):

@@ -199,14 +199,6 @@ def test_micro_batching_gathers_concurrent_requests(service):
         assert r.json()["category_confidence"] == pytest.approx(e["category_confidence"], abs=1e-3)
 
 
-@pytest.fixture(scope="module")
-def photo():
-    img = sample_face_photo()
-    if img is None:
-        pytest.skip("matplotlib's sample photo grace_hopper.jpg is not installed")
-    return img
-
-
 def test_ekyc_same_person_matches(client, photo):
     h, w = photo.shape[:2]
     selfies = [cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), a, s), (w, h))
