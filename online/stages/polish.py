@@ -17,22 +17,22 @@ class PolishStage:
 
     def run(self, ctx: RequestContext, batch: CandidateBatch, state) -> CandidateBatch:
         s = state.settings
-        ids_all = state.mirror.ids[to_host(batch.idx)]
+        idx = to_host(batch.idx)
+        ids_all = state.mirror.ids[idx]
         order = to_host(batch.order).astype(np.int64)
         organic = ids_all[order]
         sponsored_ids = np.empty(0, np.int64)
-        inv = state.overrides.sponsored
         slots = tuple(x for x in s.sponsored_slots if x <= ctx.limit)
-        if len(inv) and slots:
+        if len(state.overrides.sponsored) and slots:
             alive = to_host(batch.alive)
             score = to_host(batch.score)
-            cand = np.flatnonzero(np.isin(ids_all, inv) & alive)
+            cand = np.flatnonzero(state.sponsored_mask()[idx] & alive)
             cand = cand[np.argsort(-score[cand], kind="stable")][: len(slots)]
             sponsored_ids = ids_all[cand]
         final, flags = inject_slots(organic, sponsored_ids, slots=slots, n=ctx.limit, xp=np)
         final, flags = np.asarray(final, dtype=np.int64), np.asarray(flags, dtype=bool)
         batch.final_ids = np.asarray(enforce_seller_runs(final, flags, organic, ids_all,
-                                                         state.mirror.seller[to_host(batch.idx)],
+                                                         state.mirror.seller[idx],
                                                          s.max_per_seller_run), dtype=np.int64)
         batch.sponsored = flags
         sorter = np.argsort(ids_all, kind="stable")
