@@ -460,16 +460,24 @@ def generate_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int) -
     )
 
 
+def _mkdir_inside(root: Path, d: Path) -> None:
+    """Create ``d`` below ``root`` without ever re-creating ``root``: after a failed build removed its
+    folder, a task still running on another thread fails instead of leaving a half-written lake."""
+    for part in [*reversed(d.relative_to(root).parents), d.relative_to(root)]:
+        if str(part) != ".":
+            (root / part).mkdir(exist_ok=True)  # no parents=True: a vanished root raises
+
+
 def _write_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int, path: Path) -> np.ndarray:
     table = generate_events(ctx, day, chunk, n_sessions)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _mkdir_inside(path.parents[2], path.parent)
     pq.write_table(table, path, compression="zstd")
     codes = pc.index_in(table["event_type"], value_set=pa.array(EVENT_TYPES)).to_numpy(zero_copy_only=False)
     return np.bincount(codes, minlength=len(EVENT_TYPES))
 
 
 def _write_table(table: pa.Table, path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _mkdir_inside(path.parents[1], path.parent)
     pq.write_table(table, path, compression="zstd")
     return table.num_rows
 
@@ -581,9 +589,20 @@ def build_world(
         else:
             tmp.rename(out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_partial(tmp)
         raise
     return summary
+
+
+def _remove_partial(tmp: Path, settle_s: float = 0.3, max_s: float = 10.0) -> None:
+    """Remove a failed build's folder. Tasks already running on the scheduler's threads may finish a
+    write just after the failure, so remove until the folder has stayed gone for ``settle_s``."""
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(settle_s)
+        if not tmp.exists():
+            return
 
 
 def _build_into(

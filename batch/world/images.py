@@ -159,7 +159,7 @@ def write_product_images(
     size: int = 64,
 ) -> int:
     """Draw and save ``<out_dir>/<product_id>.png`` for each product; returns the count written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)  # never re-creates a removed build folder (see generate._mkdir_inside)
     for pid, cat, grade in zip(product_ids.tolist(), categories.tolist(), grades.tolist(), strict=True):
         arr = draw_product_image(int(cat), int(grade), seed=(seed * 1_000_003 + pid) & 0x7FFFFFFF, size=size)
         Image.fromarray(arr).save(out_dir / f"{pid}.png", compress_level=1)
