@@ -151,8 +151,6 @@ class RankingPipeline:
                     raise DeadlineExceeded(stage.name)
                 t0 = time.perf_counter()
                 batch = stage.run(ctx, batch, self.state)
-                if stage.name == "hydration" and getattr(batch, "cols", None) is not None and ctx.query:
-                    self.add_text_match(ctx, batch)
                 ctx.timings_ms[stage.name] = (time.perf_counter() - t0) * 1000
             if time.perf_counter() > ctx.deadline_s:
                 raise DeadlineExceeded("end")
@@ -168,13 +166,6 @@ class RankingPipeline:
                 raise
         ctx.timings_ms["total"] = (time.perf_counter() - t_start) * 1000
         return RankedResponse(ctx, items, batch)
-
-    def add_text_match(self, ctx: RequestContext, batch: CandidateBatch) -> None:
-        kw = self.state.indexes.keyword
-        if kw is None:
-            return
-        ids = self.state.mirror.ids[to_host(batch.idx)]
-        batch.cols["text_match"] = self.state.be.xp.asarray(kw.text_match(ctx.query, ids))
 
     def items(self, ctx: RequestContext, batch: CandidateBatch) -> list[dict[str, Any]]:
         m = self.state.mirror

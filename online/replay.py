@@ -119,8 +119,6 @@ def replay_request(state, request_id: str) -> dict[str, Any]:
                             from_keyword=xp.zeros(len(idx), dtype=xp.bool), alive=xp.asarray(rec["alive"]))
         HydrationStage().run(ctx2, b2, state)
         if b2.cols is not None:
-            if ctx2.query:
-                pipe.add_text_match(ctx2, b2)
             from gpu_core.schema import assemble_matrix
 
             X_now = to_host(assemble_matrix(b2.cols, xp=xp))

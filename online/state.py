@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,4 +291,3 @@ class ServiceState:
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
-        time.sleep(0)

@@ -43,5 +43,7 @@ class HydrationStage:
             cols["is_boosted_now"] = xp.maximum(cols["is_boosted_now"], xp.asarray(boosted.astype(np.float32)))
         batch.keep(cols["stock_status"] > 0, "sold", ctx)
         cols.update(ctx.user_columns)
+        if ctx.query and state.indexes.keyword is not None:  # the search's own query (as in training rows)
+            cols["text_match"] = xp.asarray(state.indexes.keyword.text_match(ctx.query, ids))
         batch.cols = cols
         return batch

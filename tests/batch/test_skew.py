@@ -93,9 +93,7 @@ def test_offline_vector_equals_online_vector(tiny_world, jaikod_env, redis_clien
         batch = CandidateBatch(xp=xp, idx=xp.asarray(idx), retrieval_score=xp.zeros(len(sel), dtype=xp.float32),
                                from_keyword=xp.zeros(len(sel), dtype=bool), alive=xp.ones(len(sel), dtype=bool))
         batch = HydrationStage().run(ctx, batch, state)
-        assert batch.cols is not None, ctx.fallbacks
-        if ctx.query:
-            pipeline.add_text_match(ctx, batch)
+        assert batch.cols is not None, ctx.fallbacks  # hydration adds text_match for a search
         X_online = np.asarray(assemble_matrix(batch.cols, xp=xp))
         X_offline = ds.X[sel]
         for j, name in enumerate(MODEL_FEATURES):
