@@ -55,7 +55,7 @@ from gpu_core.schema import (
     code_of,
 )
 from gpu_core.settings import get_settings
-from gpu_core.text import text_match, tokenize
+from engines.text.tokenize import text_match, tokenize
 from kernels.trust import seller_trust
 from kernels.windows import smoothed_ctr, sort_events, window_count_sorted
 

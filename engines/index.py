@@ -3,7 +3,7 @@
 * :class:`VectorIndex` — faiss inner-product search over L2-normalised product vectors: exact
   ``IndexFlatIP`` for small catalogues, ``IndexIVFFlat`` above ``ivf_threshold`` (nprobe setting);
   moved to the GPU (faiss-gpu) when the backend is a GPU and faiss was built with CUDA.
-* :class:`KeywordIndex` — BM25 (``bm25s``) over titles tokenised by :func:`gpu_core.text.tokenize`
+* :class:`KeywordIndex` — BM25 (``bm25s``) over titles tokenised by :func:`engines.text.tokenize.tokenize`
   (pythainlp ``newmm`` for Thai, words for English).
 
 On disk, one folder per snapshot version: ``vectors.faiss``, ``vector_ids.npy``, ``keyword/``,
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gpu_core.device import backend
-from gpu_core.text import tokenize
+from engines.text.tokenize import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class KeywordIndex:
 
     def text_match(self, query: str, product_ids: np.ndarray) -> np.ndarray:
         """Share of the query's distinct tokens found in each listing's title (the ``text_match``
-        feature; same definition as :func:`gpu_core.text.text_match`), from the BM25 posting lists."""
+        feature; same definition as :func:`engines.text.tokenize.text_match`), from the BM25 posting lists."""
         q = set(tokenize(query))
         out = np.zeros(len(product_ids), dtype=np.float32)
         if not q or not len(product_ids):

@@ -202,7 +202,7 @@ def world_env(tiny_world, monkeypatch, redis_server):
 @pytest.fixture(scope="session")
 def photo():
     """The one real face photo available offline (matplotlib's sample image), or a skip."""
-    from engines.vision.synthetic import sample_face_photo
+    from tests.support.synthetic import sample_face_photo
 
     img = sample_face_photo()
     if img is None:

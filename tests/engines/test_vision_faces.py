@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engines.vision.faces import FaceAnalyzer, liveness, nonrigid_motion
-from engines.vision.synthetic import draw_face
+from tests.support.synthetic import draw_face
 
 
 @pytest.fixture(scope="module")
