@@ -4,7 +4,6 @@ and exits != 0 with one clear line on error."""
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,13 +30,10 @@ SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="dask.dist
 
 
 def _apply_common(lake: Path | None = None, scheduler: str | None = None) -> None:
-    from gpu_core.settings import reset_settings
+    """The common options become this process's settings (never through ``os.environ``)."""
+    from gpu_core.settings import configure
 
-    if lake is not None:
-        os.environ["JAIKOD_LAKE"] = str(lake)
-    if scheduler is not None:
-        os.environ["JAIKOD_SCHEDULER"] = scheduler
-    reset_settings()
+    configure(lake=lake, scheduler=scheduler)
 
 
 def cli_errors(fn):
@@ -340,19 +336,20 @@ def _print_canary(reg: Any) -> None:
 @model_app.command("promote")
 @cli_errors
 def model_promote(version: Annotated[str | None, typer.Argument(help="version (default: staging)")] = None) -> None:
-    """Promote staging (or VERSION) to production."""
-    from batch.train import promote
+    """Promote staging (or VERSION) to production; nothing to promote changes nothing."""
+    from gpu_core.registry import Registry, promote
 
-    console.print(f"production -> version {promote(version)}")
+    new, old = promote(Registry(), version)
+    console.print(f"production -> version {new}" + (f" (previous: {old})" if old else ""))
 
 
 @model_app.command("rollback")
 @cli_errors
 def model_rollback() -> None:
     """Point production back at the previous production version."""
-    from batch.train import rollback
+    from gpu_core.registry import Registry, rollback
 
-    console.print(f"production -> version {rollback()}")
+    console.print(f"production -> version {rollback(Registry())}")
 
 
 boost_app = typer.Typer(help="Auto-boost autopilot (Thompson-sampling bandit over trending slots).",
@@ -392,14 +389,10 @@ def serve_cmd(
     workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
 ) -> None:
     """Serve the ranking API (uvicorn): /v1/feed, /v1/search, /healthz, /readyz, /metrics, /docs."""
-    from gpu_core.settings import get_settings, reset_settings
+    from gpu_core.settings import configure
     from online.app import serve
 
-    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
-        if value is not None:
-            os.environ[f"JAIKOD_{name}"] = str(value)
-    reset_settings()
-    s = get_settings()
+    s = configure(host=host, port=port, workers=workers)
     if not s.admin_token:
         import secrets
 
@@ -408,12 +401,10 @@ def serve_cmd(
         if not token_file.exists():
             token_file.write_text(secrets.token_urlsafe(24))
             token_file.chmod(0o600)
-        os.environ["JAIKOD_ADMIN_TOKEN"] = token_file.read_text().strip()
+        s = configure(s, admin_token=token_file.read_text().strip())
         err_console.print(f"admin token: see {token_file}")
-    reset_settings()
-    s = get_settings()
     err_console.print(f"serving on http://{s.host}:{s.port} (docs at /docs, workers={s.workers})")
-    serve()
+    serve(s)
 
 
 @app.command("stream")

@@ -29,9 +29,10 @@ import numpy as np
 import redis
 
 from engines.boost import Allocation, BoostConfig, ThompsonBooster, uniform_allocation
-from gpu_core.feature_store import P_BIDS, P_CLICK, P_IMPR, PRODUCT_WINDOW, OnlineStore, _decode_bitfields
+from engines.realtime import product_window_counts, read_product_rt
+from gpu_core.feature_store import OnlineStore
 from gpu_core.settings import get_settings
-from kernels.windows import ring_window_sum, smoothed_ctr
+from kernels.windows import smoothed_ctr
 
 ARMS = "jk:boost:arms"
 ACTIVE = "jk:boost:active"
@@ -57,15 +58,7 @@ class BoostRunSummary:
 
 def _window_counts(store: OnlineStore, ids: np.ndarray, now_s: float) -> tuple[np.ndarray, np.ndarray]:
     """(impressions, clicks) of the last hour per listing, from the real-time ring buffers."""
-    from gpu_core.feature_store import P_SLOTS, rt_product_key
-
-    blobs = store.r.mget([rt_product_key(i) for i in ids]) if len(ids) else []
-    raw = _decode_bitfields(blobs, P_SLOTS)
-    B = PRODUCT_WINDOW.n_buckets
-    bids = raw[:, P_BIDS:P_BIDS + B]
-    impr = ring_window_sum(bids, raw[:, P_IMPR:P_IMPR + B], now_s, PRODUCT_WINDOW.width_s, xp=np)
-    clicks = ring_window_sum(bids, raw[:, P_CLICK:P_CLICK + B], now_s, PRODUCT_WINDOW.width_s, xp=np)
-    return np.asarray(impr, np.int64), np.asarray(clicks, np.int64)
+    return product_window_counts(store.read_product_rt_raw(ids), now_s)
 
 
 def run_boost(client: redis.Redis | None = None, *, rounds_per_day: int = 24, daily_budget: float | None = None,
@@ -94,7 +87,7 @@ def run_boost(client: redis.Redis | None = None, *, rounds_per_day: int = 24, da
 
         raise FeatureStoreError("no feature snapshot materialised yet (run `jaikod batch materialize`)")
     ids = store.load_product_mirror(version)["ids"]
-    rt = store.read_product_rt(ids, now_s)
+    rt = read_product_rt(store, ids, now_s)
     ok = rt["stock_status"] > 0
     ids, velocity, ctr = ids[ok], rt["views_last_hour"][ok], rt["ctr_last_hour"][ok]
     # 3. this round's budget

@@ -35,11 +35,12 @@ import pyarrow.parquet as pq
 from batch.dataset import training_set
 from batch.etl import etl_as_of, run_etl
 from batch.lake import event_dates, table_path
-from batch.train import load_ranker, predict, ranking_score, run_train
+from batch.train import load_ranker, run_train, weights
+from engines.ranker import score_matrix
 from gpu_core.registry import PRODUCTION, RANKER, Registry
-from gpu_core.schema import MODEL_FEATURES
 from gpu_core.settings import get_settings
 from gpu_core.streams import DRIFT_META, DRIFT_PSI
+from kernels.features import MODEL_FEATURES
 from kernels.metrics import psi
 
 log = logging.getLogger(__name__)
@@ -113,9 +114,9 @@ def feature_drift(lake: Path, train_days: list[dt.date], last_day: dt.date,
         a, b = ref.X[:, j], cur.X[:, j]
         out[name] = psi(_sample(a[np.isfinite(a)], rng), _sample(b[np.isfinite(b)], rng), bins=bins, xp=np)
     if model_dir is not None:
-        ctr, cvr, _ = load_ranker(model_dir)
-        s_ref = ranking_score(predict(ctr, ref.X), predict(cvr, ref.X), ref.seller_trust, ref.boosted)
-        s_cur = ranking_score(predict(ctr, cur.X), predict(cvr, cur.X), cur.seller_trust, cur.boosted)
+        model = load_ranker(model_dir)
+        s_ref = score_matrix(model, ref.X, weights()).final
+        s_cur = score_matrix(model, cur.X, weights()).final
         out["score"] = psi(_sample(np.asarray(s_ref), rng), _sample(np.asarray(s_cur), rng), bins=bins, xp=np)
     return out
 

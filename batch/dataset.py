@@ -2,7 +2,7 @@
 
 :func:`daily_views` gives, for one day, the raw columns of the USER_DAILY, PRODUCT_DAILY and
 CONTEXT_DAILY views. The materialiser packs exactly these into Redis; the trainer joins them to the
-impressions of that day and calls :func:`gpu_core.schema.assemble_matrix` — the same function the
+impressions of that day and calls :func:`kernels.features.assemble_matrix` — the same function the
 online scorer calls — so offline and online vectors are equal for the same entity and time.
 """
 
@@ -19,7 +19,8 @@ from batch.embeddings import USER_VECTOR_DAYS, read_clicks, read_product_vectors
 from batch.etl import features_dir, index_of, read_partition
 from batch.fraud import score_products
 from gpu_core.errors import LakeError
-from gpu_core.schema import CATEGORIES, FEATURE_BY_NAME, TOP_CATEGORIES, assemble_matrix
+from gpu_core.schema import CATEGORIES, FEATURE_BY_NAME, TOP_CATEGORIES
+from kernels.features import assemble_matrix
 
 
 @dataclass

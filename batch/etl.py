@@ -41,7 +41,8 @@ from batch.lake import (
     table_path,
     write_partition,
 )
-from gpu_core.calendar import is_holiday
+from engines.text.tokenize import text_match, tokenize
+from gpu_core.calendar import is_holiday, time_of_day
 from gpu_core.errors import LakeError
 from gpu_core.feature_store import LAST_VIEWED_TTL_S, PRODUCT_WINDOW, USER_WINDOW
 from gpu_core.geo import region_of
@@ -55,7 +56,6 @@ from gpu_core.schema import (
     code_of,
 )
 from gpu_core.settings import get_settings
-from engines.text.tokenize import text_match, tokenize
 from kernels.trust import seller_trust
 from kernels.windows import smoothed_ctr, sort_events, window_count_sorted
 
@@ -321,7 +321,7 @@ def point_in_time_features(rows: pd.DataFrame, ev: pd.DataFrame, products: pd.Da
             tm[i] = text_match(tokenize(queries[i]), tokenize(titles[j]))
     imp["text_match"] = tm
     imp["device_type"] = code_of(DEVICE_TYPES, imp["device_type"].fillna("").tolist())
-    imp["time_of_day"] = (((imp["ts_ms"].to_numpy() // 1000 + 7 * 3600) % 86400) / 3600.0).astype(np.float32)
+    imp["time_of_day"] = time_of_day(imp["ts_ms"].to_numpy()).astype(np.float32)
     return imp
 
 

@@ -1,13 +1,10 @@
-"""The Parquet data lake: validated reads (one clear error naming the path/column) and atomic writes
-(write to a temporary sibling, then rename), so a failed job leaves nothing half-written."""
+"""The Parquet data lake on the batch side: validated reads (one clear error naming the path/column) and
+partition writes through the atomic writes of the lake contract (:mod:`gpu_core.lake`)."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import shutil
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -15,16 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpu_core.errors import LakeError
-
-TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "users": ("user_id", "age_group", "gender", "home_lat", "home_lon", "max_distance_km", "device_type",
-              "created_at"),
-    "sellers": ("seller_id", "verified_id", "reports", "joined_at", "banned"),
-    "products": ("product_id", "seller_id", "title", "category", "price_thb", "condition_grade", "quality_score",
-                 "lat", "lon", "in_stock", "created_at", "image_path"),
-    "events": ("event_id", "event_type", "ts", "user_id", "product_id", "request_id", "position", "model_version",
-               "session_id", "device_type", "query"),
-}
+from gpu_core.lake import TABLE_COLUMNS, atomic_dir, partition_dir  # noqa: F401  (re-exported for batch)
 
 
 def table_path(lake: Path, table: str) -> Path:
@@ -119,30 +107,9 @@ def read_events(lake: Path, dates: Sequence[dt.date], columns: Sequence[str]) ->
     return pd.concat(frames, ignore_index=True)
 
 
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temp dir beside ``target``; on success it replaces ``target`` in one rename."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_partition(df: pd.DataFrame, root: Path, date: dt.date) -> Path:
     """Write one ``date=YYYY-MM-DD`` partition atomically (replacing any older one)."""
-    part = Path(root) / f"date={date.isoformat()}"
+    part = partition_dir(root, date)
     with atomic_dir(part) as tmp:
         df.to_parquet(tmp / "part-0.parquet", index=False)
     return part

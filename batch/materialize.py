@@ -22,7 +22,8 @@ from batch.dataset import daily_views
 from batch.etl import etl_as_of
 from batch.lake import atomic_dir
 from engines.index import KeywordIndex, VectorIndex, write_manifest
-from gpu_core.feature_store import OnlineStore
+from gpu_core.feature_store import VERSIONS, OnlineStore, OverrideKeys, SellerRecord
+from gpu_core.feature_store import write_sellers as write_seller_records
 from gpu_core.geo import N_REGIONS
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
 from gpu_core.settings import get_settings
@@ -102,10 +103,10 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     # stock: sold listings are flagged in the real-time state the filters read
     pipe = store.r.pipeline(transaction=False)
     for pid in views.product_ids[~extra["in_stock"].to_numpy(bool)]:
-        pipe.execute_command("BITFIELD", f"jk:rt:p:{int(pid)}", "SET", "i32", "#36", 1)
+        store.set_flags(int(pid), sold=True, pipe=pipe)
     pipe.execute()
     (root / "CURRENT").write_text(version)
-    _prune(root, keep={version, *[v.decode() for v in store.r.lrange("jk:snapshot:versions", 0, -1)]})
+    _prune(root, keep={version, *[v.decode() for v in store.r.lrange(VERSIONS, 0, -1)]})
     return MaterializeSummary(version, day, len(views.user_ids), len(views.product_ids), root / version,
                               time.perf_counter() - t0)
 
@@ -121,15 +122,13 @@ def write_sellers(r: redis.Redis, lake: Path) -> None:
     sellers = read_table(lake, "sellers")
     joined = ts_ms(sellers["joined_at"])
     pipe = r.pipeline(transaction=False)
-    for sid, ver, rep, j, ban in zip(sellers["seller_id"].to_numpy(), sellers["verified_id"].to_numpy(),
-                                     sellers["reports"].to_numpy(), joined, sellers["banned"].to_numpy(),
-                                     strict=True):
-        pipe.hset(f"jk:seller:{int(sid)}", mapping={"verified_id": int(bool(ver)), "reports": int(rep),
-                                                    "joined_ms": int(j), "banned": int(bool(ban))})
+    write_seller_records(pipe, (SellerRecord(int(sid), bool(ver), int(rep), int(j), bool(ban)) for sid, ver, rep, j, ban in
+                         zip(sellers["seller_id"].to_numpy(), sellers["verified_id"].to_numpy(),
+                             sellers["reports"].to_numpy(), joined, sellers["banned"].to_numpy(), strict=True)))
     banned = sellers["seller_id"].to_numpy()[sellers["banned"].to_numpy(bool)]
     if len(banned):
-        pipe.sadd("jk:overrides:banned_sellers", *[int(x) for x in banned])
-    pipe.incr("jk:overrides:version")
+        pipe.sadd(OverrideKeys.BANNED_SELLERS, *[int(x) for x in banned])
+    pipe.incr(OverrideKeys.VERSION)
     pipe.execute()
 
 
@@ -137,10 +136,10 @@ def write_sponsored(r: redis.Redis, eligible_ids: np.ndarray) -> None:
     """The demo's sponsored inventory: a deterministic ~2 % of the listings (admin API edits it)."""
     chosen = eligible_ids[(eligible_ids * 2654435761 % 1000) < SPONSORED_SHARE * 1000]
     pipe = r.pipeline(transaction=True)
-    pipe.delete("jk:sponsored")
+    pipe.delete(OverrideKeys.SPONSORED)
     if len(chosen):
-        pipe.sadd("jk:sponsored", *[int(x) for x in chosen])
-    pipe.incr("jk:overrides:version")
+        pipe.sadd(OverrideKeys.SPONSORED, *[int(x) for x in chosen])
+    pipe.incr(OverrideKeys.VERSION)
     pipe.execute()
 
 

@@ -27,8 +27,9 @@ from batch.embeddings import read_product_vectors
 from batch.etl import point_in_time_features
 from batch.lake import read_events
 from gpu_core.errors import LakeError
-from gpu_core.replay_log import KEY, load
-from gpu_core.schema import DEVICE_TYPES, MODEL_FEATURES, assemble_matrix
+from gpu_core.replay_log import scan
+from gpu_core.schema import DEVICE_TYPES
+from kernels.features import MODEL_FEATURES, assemble_matrix
 
 
 @dataclass
@@ -56,13 +57,12 @@ def skew_report(lake: Path, client: redis.Redis, limit: int = 200, rtol: float =
     products = dims[0]
     report = SkewReport()
     views_by_day: dict[dt.date, object] = {}
-    for key in client.scan_iter(match=KEY.format("*"), count=1000):
+    for _request_id, rec in scan(client):
         if report.requests >= limit:
             break
-        rec = load(client, key.decode().rsplit(":", 1)[1])
-        if rec is None or not len(rec["X"]):
+        if not len(rec.X):
             continue
-        t_ms = rec["now_ms"]
+        t_ms = rec.now_ms
         day = dt.datetime.fromtimestamp(t_ms / 1000, tz=dt.UTC).date()
         if day not in views_by_day:
             try:
@@ -74,21 +74,21 @@ def skew_report(lake: Path, client: redis.Redis, limit: int = 200, rtol: float =
             report.skipped["no offline features for the day"] = report.skipped.get(
                 "no offline features for the day", 0) + 1
             continue
-        alive = rec["alive"]
-        ids = rec["candidate_ids"][alive]
-        device = DEVICE_TYPES[rec["device_type"]] if 0 <= rec["device_type"] < len(DEVICE_TYPES) else ""
-        rows = pd.DataFrame({"user_id": np.full(len(ids), rec["user_id"], np.int64), "product_id": ids,
-                             "ts_ms": np.full(len(ids), t_ms, np.int64), "query": rec["query"],
+        alive = rec.alive
+        ids = rec.candidate_ids[alive]
+        device = DEVICE_TYPES[rec.device_type] if 0 <= rec.device_type < len(DEVICE_TYPES) else ""
+        rows = pd.DataFrame({"user_id": np.full(len(ids), rec.user_id, np.int64), "product_id": ids,
+                             "ts_ms": np.full(len(ids), t_ms, np.int64), "query": rec.query,
                              "device_type": device})
         ev = read_events(lake, [day - dt.timedelta(days=1), day], ["event_type", "ts", "user_id", "product_id"])
         ev = ev.assign(ts_ms=_ms(ev["ts"])) if len(ev) else ev.assign(ts_ms=np.zeros(0, np.int64))
         rows = point_in_time_features(rows, ev, products)
         X_off = assemble_matrix(row_columns(rows, views), xp=np)
-        X_srv = rec["X"][alive]
+        X_srv = rec.X[alive]
         report.requests += 1
         report.rows += len(ids)
         for j, f in enumerate(MODEL_FEATURES):
-            if f == "distance_km" and rec["geo_from_request"]:
+            if f == "distance_km" and rec.geo_from_request:
                 continue
             diff = np.abs(X_off[:, j] - X_srv[:, j])
             bad = diff > atol + rtol * np.abs(X_srv[:, j])

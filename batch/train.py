@@ -11,7 +11,6 @@ new version is registered and gets alias ``staging`` only if its NDCG@20 beats p
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import tempfile
@@ -24,13 +23,13 @@ import xgboost as xgb
 
 from batch.dataset import TrainingSet, training_set
 from batch.etl import etl_as_of
+from engines.ranker import Ranker, ScoreWeights, score_matrix
 from gpu_core.device import backend
-from gpu_core.errors import LakeError
-from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry
-from gpu_core.schema import MODEL_FEATURES
+from gpu_core.errors import RegistryError
+from gpu_core.registry import PRODUCTION, RANKER, STAGING, RankerArtifact, Registry
 from gpu_core.settings import get_settings
+from kernels.features import MODEL_FEATURES
 from kernels.metrics import ndcg_at_k
-from kernels.scoring import final_score
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +97,13 @@ def _fit(X: np.ndarray, y: np.ndarray, val: np.ndarray, cfg: TrainConfig) -> xgb
     return booster
 
 
-def predict(booster: xgb.Booster, X: np.ndarray) -> np.ndarray:
-    booster.set_param({"device": backend().xgb_device})
-    return np.asarray(booster.inplace_predict(X, iteration_range=_best_range(booster)), dtype=np.float32)
+def weights() -> ScoreWeights:
+    return ScoreWeights.from_settings(get_settings())
 
 
-def _best_range(booster: xgb.Booster) -> tuple[int, int]:
-    best = booster.attributes().get("best_iteration")
-    return (0, int(best) + 1) if best is not None else (0, 0)
-
-
-def ranking_score(p_ctr, p_cvr, trust, boosted) -> np.ndarray:
-    s = get_settings()
-    return np.asarray(final_score(p_ctr, p_cvr, trust, boosted, s.w_ctr, s.w_cvr, s.w_trust, s.boost_multiplier,
-                                  xp=np))
+def evaluate_model(model: Ranker, ds: TrainingSet, k: int) -> float:
+    """NDCG@k of the service's ranking (:func:`engines.ranker.score_matrix`, the serving path) on ``ds``."""
+    return evaluate(np.asarray(score_matrix(model, ds.X, weights()).final), ds, k)
 
 
 def evaluate(scores: np.ndarray, ds: TrainingSet, k: int) -> float:
@@ -119,14 +111,8 @@ def evaluate(scores: np.ndarray, ds: TrainingSet, k: int) -> float:
     return float(ndcg_at_k(scores, rel, ds.request, k, ignore_all_zero=True, xp=np))
 
 
-def load_ranker(model_dir: Path) -> tuple[xgb.Booster, xgb.Booster, dict]:
-    meta = json.loads((model_dir / "meta.json").read_text())
-    if tuple(meta["features"]) != MODEL_FEATURES:
-        raise LakeError(f"model at {model_dir} was trained on other features: {meta['features']}", field="features")
-    ctr, cvr = xgb.Booster(), xgb.Booster()
-    ctr.load_model(model_dir / "pctr.ubj")
-    cvr.load_model(model_dir / "pcvr.ubj")
-    return ctr, cvr, meta
+def load_ranker(model_dir: Path, ref=None) -> Ranker:
+    return Ranker.load(model_dir, ref, device=backend().xgb_device, nthread=None)
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -153,21 +139,20 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
         val[int(len(val) * 0.9):] = True
     ctr = _fit(train.X, train.label_click, val, cfg)
     cvr = _fit(train.X, train.label_conv, val, cfg)
-    p_ctr, p_cvr = predict(ctr, test.X), predict(cvr, test.X)
+    model = Ranker.from_artifact(RankerArtifact(ctr, cvr, MODEL_FEATURES, {}))
     k = settings.ndcg_k
-    ndcg_model = evaluate(ranking_score(p_ctr, p_cvr, test.seller_trust, test.boosted), test, k)
+    scores = score_matrix(model, test.X, weights())
+    ndcg_model = evaluate(np.asarray(scores.final), test, k)
     ndcg_pop = evaluate(test.popularity, test, k)
     registry = registry or Registry()
     prod = registry.get(RANKER, PRODUCTION)
     ndcg_prod = None
     if prod is not None:
         try:
-            pc, pv, _ = load_ranker(registry.download(prod))
-            ndcg_prod = evaluate(ranking_score(predict(pc, test.X), predict(pv, test.X), test.seller_trust,
-                                               test.boosted), test, k)
-        except Exception as exc:  # a production model we cannot score is no baseline
+            ndcg_prod = evaluate_model(load_ranker(registry.download(prod), prod), test, k)
+        except RegistryError as exc:  # a production model we cannot read is no baseline
             log.warning("production model %s not scorable: %s", prod.label, exc)
-    auc_click = auc(test.label_click, p_ctr)
+    auc_click = auc(test.label_click, np.asarray(scores.p_ctr))
     importance = {k_: float(v) for k_, v in ctr.get_score(importance_type="gain").items()}
     exp = registry.experiment("jaikod-ranker")
     with registry.mlflow.start_run(experiment_id=exp) as run, tempfile.TemporaryDirectory() as tmp:
@@ -181,13 +166,9 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
         if ndcg_prod is not None:
             metrics["ndcg20_production"] = ndcg_prod
         mlf.log_metrics({k_: float(v) for k_, v in metrics.items() if np.isfinite(v)})
-        d = Path(tmp) / "ranker"
-        d.mkdir()
-        ctr.save_model(d / "pctr.ubj")
-        cvr.save_model(d / "pcvr.ubj")
-        meta = {"features": list(MODEL_FEATURES), "as_of": as_of.isoformat(), "ndcg20": ndcg_model,
-                "ndcg20_popularity": ndcg_pop, "ndcg20_production": ndcg_prod, "importance_gain": importance}
-        (d / "meta.json").write_text(json.dumps(meta, indent=2))
+        meta = {"as_of": as_of.isoformat(), "ndcg20": ndcg_model, "ndcg20_popularity": ndcg_pop,
+                "ndcg20_production": ndcg_prod, "importance_gain": importance}
+        d = RankerArtifact(ctr, cvr, MODEL_FEATURES, meta).save(Path(tmp) / "ranker")
         mlf.log_artifacts(str(d), artifact_path="ranker")
         run_id = run.info.run_id
     better = ndcg_prod is None or ndcg_model > ndcg_prod
@@ -209,31 +190,6 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
                        if version else Path(), reason, importance)
 
 
-def promote(version: str | None = None, registry: Registry | None = None) -> str:
-    """Explicit promotion: the staging version (or ``version``) becomes production."""
-    registry = registry or Registry()
-    if version is None:
-        version = registry.require(RANKER, STAGING).version
-    prev = registry.get(RANKER, PRODUCTION)
-    registry.set_alias(RANKER, PRODUCTION, version)
-    if prev is not None and prev.version != str(version):
-        registry.set_alias(RANKER, "previous", prev.version)
-    staging = registry.get(RANKER, STAGING)
-    if staging is not None and staging.version == str(version):
-        registry.delete_alias(RANKER, STAGING)  # nothing left to canary
-    return str(version)
-
-
-def rollback(registry: Registry | None = None) -> str:
-    registry = registry or Registry()
-    prev = registry.require(RANKER, "previous")
-    cur = registry.get(RANKER, PRODUCTION)
-    registry.set_alias(RANKER, PRODUCTION, prev.version)
-    if cur is not None:
-        registry.set_alias(RANKER, "previous", cur.version)
-    return prev.version
-
-
 def run_evaluate(lake: Path, as_of: dt.date | None = None, alias: str = PRODUCTION,
                  registry: Registry | None = None) -> dict:
     """NDCG@k of a registered model (by alias) vs popularity on the holdout day."""
@@ -241,10 +197,11 @@ def run_evaluate(lake: Path, as_of: dt.date | None = None, alias: str = PRODUCTI
     as_of = as_of or etl_as_of(lake)
     registry = registry or Registry()
     ref = registry.require(RANKER, alias)
-    ctr, cvr, _ = load_ranker(registry.download(ref))
+    model = load_ranker(registry.download(ref), ref)
     test = training_set(lake, [as_of])
-    scores = ranking_score(predict(ctr, test.X), predict(cvr, test.X), test.seller_trust, test.boosted)
+    scores = score_matrix(model, test.X, weights())
     k = settings.ndcg_k
     return {"model": ref.label, "alias": alias, "holdout": as_of.isoformat(), "rows": len(test),
-            f"ndcg@{k}": evaluate(scores, test, k), f"ndcg@{k} popularity": evaluate(test.popularity, test, k),
-            "auc_click": auc(test.label_click, predict(ctr, test.X))}
+            f"ndcg@{k}": evaluate(np.asarray(scores.final), test, k),
+            f"ndcg@{k} popularity": evaluate(test.popularity, test, k),
+            "auc_click": auc(test.label_click, np.asarray(scores.p_ctr))}

@@ -99,7 +99,7 @@ def bench_pipeline(state, users: list[int], n: int, warmup: int = 30) -> dict[st
     stages: dict[str, list[float]] = {}
     n_cand, fallbacks = [], {}
     for i in range(warmup + n):
-        ctx = _ctx(FeedRequest(user_id=users[i % len(users)], limit=20), "feed", "", False, state)
+        ctx = _ctx(FeedRequest(user_id=users[i % len(users)], limit=20), "feed", "", False, state.settings)
         res = pipe.rank(ctx)
         if i < warmup:
             continue
@@ -123,14 +123,10 @@ def bench_scoring(state, users: list[int], n: int = 300) -> dict[str, Any]:
     from online.pipeline import RankingPipeline
     from online.schemas import FeedRequest
     from online.stages import ScoringStage
-    from online.stages.scoring import predict
 
     pipe = RankingPipeline(state)
-    ctx = _ctx(FeedRequest(user_id=users[0], limit=20), "feed", "", False, state)
-    pipe.load_user(ctx)
-    batch = None
-    for st in pipe_stages_until_hydration():
-        batch = st.run(ctx, batch, state)
+    ctx = _ctx(FeedRequest(user_id=users[0], limit=20), "feed", "", False, state.settings)
+    batch = pipe.run(ctx, None, stop="stock")  # every stage before scoring, as served
     model = state.models.get("production")
     stage = ScoringStage()
     t_stage, t_bare2, t_bare1 = [], [], []
@@ -140,11 +136,13 @@ def bench_scoring(state, users: list[int], n: int = 300) -> dict[str, Any]:
         stage.run(ctx, b, state)
         t_stage.append((time.perf_counter() - t0) * 1000)
     X = b.X
+    it_ctr = (0, model.best_ctr) if model.best_ctr > 0 else (0, 0)
+    it_cvr = (0, model.best_cvr) if model.best_cvr > 0 else (0, 0)
     for _ in range(n):
         t0 = time.perf_counter()
-        predict(model.ctr, X, model.best_ctr)
+        model.ctr.inplace_predict(X, iteration_range=it_ctr)
         t1 = time.perf_counter()
-        predict(model.cvr, X, model.best_cvr)
+        model.cvr.inplace_predict(X, iteration_range=it_cvr)
         t2 = time.perf_counter()
         t_bare1.append((t1 - t0) * 1000)
         t_bare2.append((t2 - t0) * 1000)
@@ -152,12 +150,6 @@ def bench_scoring(state, users: list[int], n: int = 300) -> dict[str, Any]:
     return {"matrix": list(to_host(X).shape), "trees_ctr": model.best_ctr, "trees_cvr": model.best_cvr,
             "stage_p50_ms": s50, "stage_p99_ms": pct(t_stage, 99), "bare_ctr_cvr_p50_ms": b50,
             "bare_ctr_only_p50_ms": b1, "ratio_stage_vs_bare_ctr_cvr": s50 / b50}
-
-
-def pipe_stages_until_hydration():
-    from online.stages import FilterStage, HydrationStage, RetrievalStage
-
-    return (RetrievalStage(), FilterStage(), HydrationStage())
 
 
 def bench_mget(state, n: int = 300) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.realtime import read_product_rt
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
                 resp = c.post("/v1/events", json={"events": [ev]})
                 t_ack = time.perf_counter()
                 assert resp.status_code == 200
-                while store.read_product_rt([pid], time.time())["views_last_hour"][0] < 1:
+                while read_product_rt(store, [pid], time.time())["views_last_hour"][0] < 1:
                     if time.perf_counter() - t_ack > 5:
                         raise RuntimeError("event not visible within 5 s")
                     time.sleep(0.0005)

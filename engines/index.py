@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_core.device import backend
 from engines.text.tokenize import tokenize
+from gpu_core.device import backend
 
 log = logging.getLogger(__name__)
 

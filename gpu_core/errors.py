@@ -40,3 +40,7 @@ class RegistryError(JaikodError):
     """The model registry has no usable model for the request."""
 
     http_status = 503
+
+
+class RegistryUnavailable(RegistryError):
+    """The model registry cannot be reached or answered with an error (not: "has no such model")."""

@@ -20,10 +20,18 @@ Online layout (Redis, all keys under ``jk:``):
 ``jk:rt:u:{user_id}``                   BITFIELD, big-endian i32: user real-time ring buffer
 ``jk:rt:u:{user_id}:q``                 current search query (string, TTL 30 min)
 ``jk:rt:seen:{event_id}``               idempotency marker of an applied event (TTL 7 days)
+``jk:seller:{seller_id}``               hash: the seller's trust inputs (:class:`SellerRecord`)
+``jk:overrides:version``                counter bumped on every override change (services re-read)
+``jk:overrides:boost``                  set: force-boosted product ids
+``jk:overrides:banned_categories``      set: banned category codes
+``jk:overrides:banned_sellers``         set: banned seller ids
+``jk:sponsored``                        set: the sponsored inventory (product ids)
 ======================================  ========================================================
 
 Real-time windows are bucketed ring buffers (see :mod:`kernels.windows`): the same definition is
-used by the offline ETL, so a point-in-time training row equals what the service reads.
+used by the offline ETL, so a point-in-time training row equals what the service reads. This module
+holds the layout and the raw reads (int32 slots); turning ring slots into feature values is
+:mod:`engines.realtime` (window sums are kernels, and ``gpu_core`` imports no kernel).
 """
 
 from __future__ import annotations
@@ -43,7 +51,6 @@ from gpu_core.schema import (
     USER_DAILY,
     FeatureView,
 )
-from kernels.windows import ring_window_sum, smoothed_ctr
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,75 @@ POINTER = "jk:snapshot:current"
 VERSIONS = "jk:snapshot:versions"
 TRENDING = "jk:trending"
 SEEN_TTL_S = 7 * 24 * 3600
+QUERY_TTL_S = 1800
+
+
+class OverrideKeys:
+    """Admin overrides (written by the admin API and by materialisation, read by every service)."""
+
+    VERSION = "jk:overrides:version"
+    BOOST = "jk:overrides:boost"
+    BANNED_CATEGORIES = "jk:overrides:banned_categories"
+    BANNED_SELLERS = "jk:overrides:banned_sellers"
+    SPONSORED = "jk:sponsored"
+    SETS = (BOOST, BANNED_CATEGORIES, BANNED_SELLERS, SPONSORED)
+
+
+def seller_key(seller_id: int) -> str:
+    return f"jk:seller:{int(seller_id)}"
+
+
+def rt_product_key(product_id: int) -> str:
+    return f"jk:rt:p:{int(product_id)}"
+
+
+def rt_user_key(user_id: int) -> str:
+    return f"jk:rt:u:{int(user_id)}"
+
+
+def user_query_key(user_id: int) -> str:
+    return f"jk:rt:u:{int(user_id)}:q"
+
+
+def applied_key(event_id: str) -> str:
+    return f"jk:rt:seen:{event_id}"
+
+
+@dataclass(frozen=True)
+class SellerRecord:
+    """``jk:seller:{id}``: the inputs of the seller trust score, written by materialisation."""
+
+    seller_id: int
+    verified_id: bool
+    reports: int
+    joined_ms: int
+    banned: bool
+
+    def to_hash(self) -> dict[str, int]:
+        return {"verified_id": int(self.verified_id), "reports": int(self.reports),
+                "joined_ms": int(self.joined_ms), "banned": int(self.banned)}
+
+    @classmethod
+    def from_hash(cls, seller_id: int, raw: Mapping[bytes | str, bytes | str]) -> SellerRecord | None:
+        """The record, or None when the seller has none (an empty hash)."""
+        if not raw:
+            return None
+        d = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+        return cls(int(seller_id), d.get("verified_id") == "1", int(d.get("reports", 0)),
+                   int(d.get("joined_ms", 0)), d.get("banned") == "1")
+
+    def age_days(self, now_ms: int) -> float:
+        return max(0.0, (now_ms - self.joined_ms) / 86_400_000)
+
+
+def read_seller(r: redis.Redis, seller_id: int) -> SellerRecord | None:
+    return SellerRecord.from_hash(seller_id, r.hgetall(seller_key(seller_id))) if seller_id >= 0 else None
+
+
+def write_sellers(pipe: Any, records: Iterable[SellerRecord]) -> None:
+    for rec in records:
+        pipe.hset(seller_key(rec.seller_id), mapping=rec.to_hash())
 
 
 def snap_key(version: str, *parts: object) -> str:
@@ -105,8 +181,10 @@ def default_row(view: FeatureView) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Real-time update: one Lua script, atomic and idempotent per event id.
-_APPLY_EVENT = """
+# Real-time update: one Lua script, atomic and idempotent per event id. Its slot numbers are the
+# layout constants above (BITFIELD ``#k`` addresses the k-th i32), so the script cannot drift from
+# the decoders.
+_APPLY_EVENT_TEMPLATE = """
 -- KEYS: seen, product rt, user rt, user query
 -- ARGV: event_type, product bucket, user minute bucket, category+1, query, seen_ttl
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[6])) == false then return 0 end
@@ -124,20 +202,40 @@ end
 local pb = tonumber(ARGV[2])
 local um = tonumber(ARGV[3])
 if etype == 'impression' then
-  ring(KEYS[2], 12, pb, 12)
+  ring(KEYS[2], {PB}, pb, {P_IMPR})
 elseif etype == 'click' then
-  ring(KEYS[2], 12, pb, 24)
-  ring(KEYS[3], 5, um, 5)
-  local last = redis.call('BITFIELD', KEYS[3], 'GET', 'i32', '#11')[1]
+  ring(KEYS[2], {PB}, pb, {P_CLICK})
+  ring(KEYS[3], {UB}, um, {U_CLICK})
+  local last = redis.call('BITFIELD', KEYS[3], 'GET', 'i32', '#{U_LAST_MIN}')[1]
   if um >= last then
-    redis.call('BITFIELD', KEYS[3], 'SET', 'i32', '#10', tonumber(ARGV[4]), 'SET', 'i32', '#11', um)
+    redis.call('BITFIELD', KEYS[3], 'SET', 'i32', '#{U_LAST_CAT}', tonumber(ARGV[4]), 'SET', 'i32', '#{U_LAST_MIN}', um)
   end
 elseif etype == 'order' then
-  redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#36', 1)
+  redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_SOLD}', 1)
 end
-if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', 1800) end
+if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', {QUERY_TTL_S}) end
 return 1
 """
+
+
+def apply_event_script() -> str:
+    """The Lua source of the real-time update, generated from the slot layout."""
+    assert P_BIDS == 0 and U_BIDS == 0 and P_CLICK == 2 * PRODUCT_WINDOW.n_buckets, "ring layout changed"
+    return (_APPLY_EVENT_TEMPLATE.replace("{PB}", str(PRODUCT_WINDOW.n_buckets))
+            .replace("{UB}", str(USER_WINDOW.n_buckets)).replace("{P_IMPR}", str(P_IMPR))
+            .replace("{P_CLICK}", str(P_CLICK)).replace("{U_CLICK}", str(U_CLICK))
+            .replace("{U_LAST_MIN}", str(U_LAST_MIN)).replace("{U_LAST_CAT}", str(U_LAST_CAT))
+            .replace("{P_SOLD}", str(P_SOLD)).replace("{QUERY_TTL_S}", str(QUERY_TTL_S)))
+
+
+def flag_ops(*, sold: bool | None = None, boosted: bool | None = None) -> list[Any]:
+    """BITFIELD arguments that set a listing's sold / boosted flags."""
+    ops: list[Any] = []
+    if sold is not None:
+        ops += ["SET", "i32", f"#{P_SOLD}", int(sold)]
+    if boosted is not None:
+        ops += ["SET", "i32", f"#{P_BOOST}", int(boosted)]
+    return ops
 
 
 class OnlineStore:
@@ -145,7 +243,7 @@ class OnlineStore:
 
     def __init__(self, client: redis.Redis):
         self.r = client
-        self._apply = client.register_script(_APPLY_EVENT)
+        self._apply = client.register_script(apply_event_script())
 
     # ---- snapshots ---------------------------------------------------------------------------
     def current_version(self) -> str | None:
@@ -249,68 +347,48 @@ class OnlineStore:
                     category: int, query: str = "", pipe: Any = None) -> Any:
         """Apply one event to the real-time state, once per event id (idempotent)."""
         ts = ts_ms / 1000.0
-        keys = [f"jk:rt:seen:{event_id}", rt_product_key(product_id), rt_user_key(user_id),
-                f"jk:rt:u:{user_id}:q"]
+        keys = [applied_key(event_id), rt_product_key(product_id), rt_user_key(user_id), user_query_key(user_id)]
         args = [event_type, PRODUCT_WINDOW.bucket(ts), USER_WINDOW.bucket(ts), int(category) + 1, query or "",
                 SEEN_TTL_S]
         return self._apply(keys=keys, args=args, client=pipe if pipe is not None else self.r)
 
-    def set_flags(self, product_id: int, *, sold: bool | None = None, boosted: bool | None = None) -> None:
-        ops = []
-        if sold is not None:
-            ops += ["SET", "i32", f"#{P_SOLD}", int(sold)]
-        if boosted is not None:
-            ops += ["SET", "i32", f"#{P_BOOST}", int(boosted)]
+    def set_flags(self, product_id: int, *, sold: bool | None = None, boosted: bool | None = None,
+                  pipe: Any = None) -> None:
+        ops = flag_ops(sold=sold, boosted=boosted)
         if ops:
-            self.r.execute_command("BITFIELD", rt_product_key(product_id), *ops)
+            (pipe if pipe is not None else self.r).execute_command("BITFIELD", rt_product_key(product_id), *ops)
+
+    def read_product_rt_raw(self, ids: Sequence[int]) -> np.ndarray:
+        """The product ring slots of ``ids``, int64 [n, P_SLOTS], one MGET."""
+        return decode_bitfields(self.r.mget([rt_product_key(i) for i in ids]) if len(ids) else [], P_SLOTS)
+
+    def read_user_rt_raw(self, user_id: int) -> tuple[np.ndarray, str]:
+        """(user ring slots int64 [U_SLOTS], current search query)."""
+        blob, q = self.r.mget([rt_user_key(user_id), user_query_key(user_id)])
+        return decode_bitfields([blob], U_SLOTS)[0], q.decode() if q else ""
+
+    # ---- the serving round trip ---------------------------------------------------------------
+    def user_step(self, user_id: int, version: str | None, pipe: Any = None) -> Any:
+        """Queue the user round trip on ``pipe``: snapshot pointer, overrides version, the user's daily row
+        (when a version is known), real-time slots, current query. :meth:`parse_user_step` reads it."""
+        pipe = pipe if pipe is not None else self.r.pipeline(transaction=False)
+        pipe.get(POINTER)
+        pipe.get(OverrideKeys.VERSION)
+        pipe.get(rt_user_key(user_id))
+        pipe.get(user_query_key(user_id))
+        if version is not None:
+            pipe.get(snap_key(version, "u", user_id))
+        return pipe
 
     @staticmethod
-    def decode_product_rt(blobs: Sequence[bytes | None], now_s: float) -> dict[str, np.ndarray]:
-        """MGET of ``jk:rt:p:*`` -> the PRODUCT_REALTIME columns at ``now_s``."""
-        raw = _decode_bitfields(blobs, P_SLOTS)
-        B = PRODUCT_WINDOW.n_buckets
-        bids = raw[:, P_BIDS:P_BIDS + B]
-        impr = ring_window_sum(bids, raw[:, P_IMPR:P_IMPR + B], now_s, PRODUCT_WINDOW.width_s, xp=np)
-        clicks = ring_window_sum(bids, raw[:, P_CLICK:P_CLICK + B], now_s, PRODUCT_WINDOW.width_s, xp=np)
-        return {
-            "views_last_hour": clicks.astype(np.float32),
-            "ctr_last_hour": smoothed_ctr(clicks.astype(np.float32), impr.astype(np.float32), xp=np),
-            "is_boosted_now": raw[:, P_BOOST].astype(np.float32),
-            "stock_status": (raw[:, P_SOLD] == 0).astype(np.float32),
-        }
-
-    @staticmethod
-    def decode_user_rt(blob: bytes | None, query: bytes | None, now_s: float) -> dict[str, Any]:
-        raw = _decode_bitfields([blob], U_SLOTS)
-        B = USER_WINDOW.n_buckets
-        clicks = ring_window_sum(raw[:, U_BIDS:U_BIDS + B], raw[:, U_CLICK:U_CLICK + B], now_s,
-                                 USER_WINDOW.width_s, xp=np)
-        fresh = USER_WINDOW.bucket(now_s) - raw[0, U_LAST_MIN] <= LAST_VIEWED_TTL_S // USER_WINDOW.width_s
-        last = int(raw[0, U_LAST_CAT]) - 1 if (raw[0, U_LAST_CAT] > 0 and fresh) else -1
-        return {
-            "session_clicks_last_5m": float(clicks[0]),
-            "last_viewed_category": last,
-            "current_search_query": query.decode() if query else "",
-        }
-
-    def read_product_rt(self, ids: Sequence[int], now_s: float) -> dict[str, np.ndarray]:
-        blobs = self.r.mget([rt_product_key(i) for i in ids]) if len(ids) else []
-        return self.decode_product_rt(blobs, now_s)
-
-    def read_user_rt(self, user_id: int, now_s: float) -> dict[str, Any]:
-        blob, q = self.r.mget([rt_user_key(user_id), f"jk:rt:u:{user_id}:q"])
-        return self.decode_user_rt(blob, q, now_s)
+    def parse_user_step(result: Sequence[Any]) -> dict[str, Any]:
+        pointer, ov_version, rt_blob, query = result[:4]
+        return {"pointer": pointer.decode() if pointer else None, "overrides_version": int(ov_version or 0),
+                "user_rt": decode_bitfields([rt_blob], U_SLOTS)[0], "query": query.decode() if query else "",
+                "user_row": result[4] if len(result) > 4 else None}
 
 
-def rt_product_key(product_id: int) -> str:
-    return f"jk:rt:p:{int(product_id)}"
-
-
-def rt_user_key(user_id: int) -> str:
-    return f"jk:rt:u:{int(user_id)}"
-
-
-def _decode_bitfields(blobs: Sequence[bytes | None], slots: int) -> np.ndarray:
+def decode_bitfields(blobs: Sequence[bytes | None], slots: int) -> np.ndarray:
     """Raw BITFIELD strings (big-endian i32, possibly short or missing) -> int64 [n, slots]."""
     size = 4 * slots
     if not len(blobs):

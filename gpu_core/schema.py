@@ -4,12 +4,10 @@ Three entities (User, Product, Context). Each :class:`Feature` has an owner enti
 default, a freshness (``daily`` batch or ``realtime`` < 1 s) and its source. Feature views group
 the features of one entity and freshness; they are what the stores read and write.
 
-The model does not consume raw features directly: :data:`MODEL_FEATURES` lists the numeric
-columns of the model input matrix, and :func:`assemble_matrix` builds that matrix from raw feature
-columns. The *same* function is called by the batch trainer (one row per impression, point-in-time
-features) and by the online scorer (one row per candidate), so training/serving skew is testable.
-
-    >>> X = assemble_matrix(columns, xp=numpy)   # float32 [n, len(MODEL_FEATURES)]
+The model does not consume raw features directly: its input matrix is a table of name ->
+expression over these raw columns, :mod:`kernels.features` (``MODEL_FEATURES``,
+``assemble_matrix``), called by the batch trainer (one row per impression, point-in-time features)
+and by the online scorer (one row per candidate), so training/serving skew is testable.
 """
 
 from __future__ import annotations
@@ -20,8 +18,6 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-
-from kernels.geo import haversine_km
 
 # ----------------------------------------------------------------------------------------------
 # Vocabularies (codes are the index; 0-based, stable: append only)
@@ -187,148 +183,8 @@ FEATURE_VIEWS: tuple[FeatureView, ...] = (
     CONTEXT_REALTIME,
 )
 
-# ----------------------------------------------------------------------------------------------
-# Model input: the numeric columns the rankers see, in order.
-MODEL_FEATURES: tuple[str, ...] = (
-    "quality_score",
-    "condition_grade",
-    "seller_trust_score",
-    "log_price",
-    "price_ratio",  # price / median price of the category
-    "category",
-    "views_last_hour",
-    "ctr_last_hour",
-    "is_boosted_now",
-    "log_popularity",
-    "category_affinity",  # 1.0 / 0.67 / 0.33 if the category is the user's 1st/2nd/3rd top category
-    "last_viewed_match",
-    "session_clicks_last_5m",
-    "user_item_similarity",  # cosine(user_embedding, embedding_vector)
-    "distance_km",
-    "age_group",
-    "gender",
-    "log_lifetime_spend",
-    "device_type",
-    "hour_sin",
-    "hour_cos",
-    "is_holiday",
-    "text_match",  # share of query tokens found in the title (0 without a query)
-)
-N_MODEL_FEATURES = len(MODEL_FEATURES)
 
-# Raw columns assemble_matrix reads. Per-row arrays have shape (n,) / (n, k); user and context
-# columns may also be given once (shape () / (k,)) and are broadcast over the rows.
-ASSEMBLY_INPUTS: tuple[str, ...] = (
-    "quality_score",
-    "condition_grade",
-    "seller_trust_score",
-    "price_thb",
-    "category",
-    "latlong",
-    "embedding_vector",
-    "popularity",
-    "views_last_hour",
-    "ctr_last_hour",
-    "is_boosted_now",
-    "top_categories_30d",
-    "user_embedding",
-    "last_viewed_category",
-    "session_clicks_last_5m",
-    "user_geo_latlong",
-    "age_group",
-    "gender",
-    "lifetime_spend",
-    "device_type",
-    "time_of_day",
-    "holiday_calendar",
-    "avg_category_price_history",
-    "text_match",
-)
-
-
-def assemble_matrix(cols: Mapping[str, Any], xp: Any = np) -> Any:
-    """Raw feature columns -> model input matrix, float32 [n, N_MODEL_FEATURES].
-
-    ``xp`` is the array namespace (numpy, cupy or any array-API module). The row count is the
-    length of ``category``. Missing columns take their schema default (``text_match`` -> 0).
-    """
-    f32 = xp.float32
-
-    def col(name: str, default: float = 0.0):
-        v = cols.get(name)
-        if v is None:
-            feat = FEATURE_BY_NAME.get(name)
-            v = feat.default if feat is not None else default
-        return xp.asarray(v, dtype=f32)
-
-    category = xp.asarray(cols["category"], dtype=xp.int32)
-    n = category.shape[0]
-
-    def rows(a):  # broadcast a per-request scalar to n rows
-        return xp.broadcast_to(a, (n,)) if a.ndim == 0 else a
-
-    price = col("price_thb")
-    cat_idx = xp.clip(category, 0, len(CATEGORIES) - 1)
-    avg_price = col("avg_category_price_history")
-    if avg_price.ndim == 1:  # one history for the whole request
-        cat_price = xp.take(avg_price, cat_idx, axis=0) if avg_price.shape[0] else xp.zeros((n,), dtype=f32)
-    else:  # per-row history [n, 12]
-        cat_price = xp.take_along_axis(avg_price, xp.reshape(cat_idx, (n, 1)), axis=1)[:, 0]
-    price_ratio = xp.where(cat_price > 0, price / xp.maximum(cat_price, 1.0), 1.0)
-
-    top = xp.asarray(cols.get("top_categories_30d", xp.full((TOP_CATEGORIES,), -1)), dtype=xp.int32)
-    top = xp.broadcast_to(top, (n, TOP_CATEGORIES)) if top.ndim == 1 else top
-    cat_col = xp.reshape(category, (n, 1))
-    weights = xp.asarray([1.0, 0.67, 0.33], dtype=f32)
-    affinity = xp.max(xp.where(top == cat_col, weights, 0.0), axis=1)
-
-    last_viewed = xp.asarray(cols.get("last_viewed_category", -1), dtype=xp.int32)
-    last_match = xp.astype(rows(last_viewed) == category, f32)
-
-    item_vec = col("embedding_vector")
-    user_vec = col("user_embedding")
-    if item_vec.ndim == 0:
-        sim = xp.zeros((n,), dtype=f32)
-    else:
-        # one user for the request is broadcast (a view, no copy); vecdot/vector_norm run the same
-        # arithmetic whether the user column is per row (training) or once (serving): equal results
-        user_vec = xp.broadcast_to(user_vec, item_vec.shape)
-        dot = xp.linalg.vecdot(item_vec, user_vec, axis=-1)
-        norm = xp.linalg.vector_norm(item_vec, axis=-1) * xp.linalg.vector_norm(user_vec, axis=-1)
-        sim = xp.where(norm > 0, dot / xp.maximum(norm, 1e-12), 0.0)
-
-    item_ll = col("latlong")
-    user_ll = col("user_geo_latlong")
-    if user_ll.ndim == 1:
-        user_ll = xp.broadcast_to(xp.reshape(user_ll, (1, 2)), (n, 2))
-    dist = haversine_km(user_ll[:, 0], user_ll[:, 1], item_ll[:, 0], item_ll[:, 1], xp=xp)
-
-    hour = rows(col("time_of_day"))
-    angle = hour * (2.0 * np.pi / 24.0)
-
-    out = [
-        rows(col("quality_score")),
-        rows(col("condition_grade")),
-        rows(col("seller_trust_score")),
-        xp.log1p(xp.maximum(price, 0.0)),
-        price_ratio,
-        xp.astype(category, f32),
-        rows(col("views_last_hour")),
-        rows(col("ctr_last_hour")),
-        rows(col("is_boosted_now")),
-        xp.log1p(xp.maximum(rows(col("popularity")), 0.0)),
-        affinity,
-        last_match,
-        rows(col("session_clicks_last_5m")),
-        sim,
-        dist,
-        rows(col("age_group")),
-        rows(col("gender")),
-        xp.log1p(xp.maximum(rows(col("lifetime_spend")), 0.0)),
-        rows(col("device_type")),
-        xp.sin(angle),
-        xp.cos(angle),
-        rows(col("holiday_calendar")),
-        rows(col("text_match")),
-    ]
-    return xp.stack([xp.astype(rows(c), f32) for c in out], axis=1)
+def with_defaults(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """``columns`` plus the declared default of every numeric feature it lacks (a scalar, broadcast by the
+    matrix assembly): for callers that hold only some columns, explicitly, never inside the assembly."""
+    return {**{f.name: f.default for f in FEATURES if f.dtype != "str"}, **columns}

@@ -7,7 +7,6 @@ documented beside the key). Override with environment variables, e.g. ``JAIKOD_M
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -119,16 +118,39 @@ class Settings(BaseSettings):
         return self.home / "artifacts"
 
     def digest(self) -> str:
-        """Stable hash of every setting (for replayable request logs)."""
-        blob = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        """Stable hash of every setting that can change a ranking (for replayable request logs): secrets
+        and per-process addresses are left out, so a new admin token or port is not a "settings change"."""
+        blob = orjson.dumps(self.model_dump(mode="json", exclude=set(DIGEST_EXCLUDED)), option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-@lru_cache(maxsize=1)
+DIGEST_EXCLUDED = ("admin_token", "alert_webhook_url", "alert_routing_key", "host", "port", "workers", "home",
+                   "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests")
+_current: Settings | None = None
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings: those given to :func:`configure`, else read once from ``JAIKOD_*``."""
+    global _current
+    if _current is None:
+        _current = Settings()
+    return _current
+
+
+def configure(settings: Settings | None = None, **overrides: object) -> Settings:
+    """Set the process's settings: ``settings`` as given, or the environment's with ``overrides`` on top
+    (the CLI's options). Nothing is written to ``os.environ``; worker processes receive the object."""
+    global _current
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if settings is None:
+        settings = Settings(**clean)
+    elif clean:
+        settings = Settings(**{**settings.model_dump(), **clean})
+    _current = settings
+    return settings
 
 
 def reset_settings() -> None:
-    """Forget the cached settings (tests change the environment)."""
-    get_settings.cache_clear()
+    """Forget the process's settings (tests change the environment)."""
+    global _current
+    _current = None

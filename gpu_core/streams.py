@@ -36,8 +36,7 @@ STREAM_STATS = "jk:stream:stats"
 # feed latency histogram buckets (ms, upper bounds) kept per model version for the canary's p99
 LATENCY_BUCKETS_MS: tuple[float, ...] = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 
-EVENT_FIELDS: tuple[str, ...] = ("event_id", "event_type", "ts", "user_id", "product_id", "request_id", "position",
-                                 "model_version", "session_id", "device_type", "query")
+from gpu_core.lake import EVENT_FIELDS  # noqa: E402,F401  (the event schema is the lake contract's)
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, is_array_api_obj
 
-from gpu_core.device import to_host  # noqa: F401  (re-exported for the kernels)
-
 
 @lru_cache(maxsize=16)
 def _normalise(xp: ModuleType) -> ModuleType:
@@ -45,3 +43,13 @@ def isin_sorted(values: Any, sorted_set: Any, xp: ModuleType) -> Any:
     pos = xp.clip(pos, 0, s.shape[0] - 1)
     found = xp.take(s, pos) == xp.reshape(v, (-1,))
     return xp.reshape(found, values.shape)
+
+
+def to_host(a: Any) -> np.ndarray:
+    """Any array (numpy, cupy, array-api) -> numpy on the host (the kernels' only device transfer)."""
+    if isinstance(a, np.ndarray):
+        return a
+    get = getattr(a, "get", None)  # cupy
+    if callable(get):
+        return get()
+    return np.asarray(a)

@@ -1,107 +1,89 @@
-"""The FastAPI application: ``create_app()`` wires state, pipeline, routes and error handlers.
+"""The FastAPI application: ``create_app()`` builds the typed services container
+(:class:`online.wiring.Services`), the routes and the error handlers.
 
     uvicorn --factory online.app:create_app
+
+Every module of the service is imported at start-up: a missing or broken module of the project fails
+the start loudly instead of silently dropping an API.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 
 from fastapi import FastAPI
 
 from gpu_core.device import backend
-from gpu_core.settings import get_settings
+from gpu_core.registry import Registry
+from gpu_core.settings import Settings, get_settings
 from online.api import router
+from online.canary import CanaryController
 from online.errors import install_error_handlers
+from online.events import make_event_bus
+from online.events import router as events_router
 from online.metrics import Metrics
+from online.monitoring import install_monitoring
 from online.pipeline import RankingPipeline
+from online.services.fraud import fraud_router
+from online.services.listings import listings_router
+from online.services.moderation import moderation_router
+from online.services.text import TextService, text_router
+from online.services.vision import get_service as vision_service
+from online.services.vision import router as vision_router
 from online.state import ServiceState
+from online.wiring import Lazy, Services
 
 log = logging.getLogger(__name__)
+VISION_RETRY_S = 60.0  # a failed vision load (models/heads missing) is retried after this long
 
 
-def create_app(state: ServiceState | None = None, *, refresher: bool = True, services: bool = True) -> FastAPI:
-    settings = get_settings()
+def create_app(state: ServiceState | None = None, *, settings: Settings | None = None, refresher: bool = True,
+               services: bool = True) -> FastAPI:
+    settings = settings or (state.settings if state is not None else get_settings())
+    svc = Services(settings=settings, metrics=Metrics(), state=state,
+                   pipeline=RankingPipeline(state) if state is not None else None,
+                   event_bus=Lazy(lambda: make_event_bus(settings)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        st = app.state.jaikod
-        if st is None:
-            from gpu_core.registry import Registry
-
-            st = ServiceState(settings, backend(), Registry())
-            app.state.jaikod = st
-            app.state.pipeline = RankingPipeline(st)
-        if st.mirror is None:
-            st.startup()
+        if svc.state is None:
+            svc.state = ServiceState(settings, backend(), Registry(settings=settings))
+            svc.pipeline = RankingPipeline(svc.state)
+        if svc.state.mirror is None:
+            svc.state.startup()
         if refresher:
-            st.start_refresher(settings.refresh_interval_s)
+            svc.state.start_refresher(settings.refresh_interval_s)
         yield
-        st.stop()
+        if svc.canary is not None:
+            svc.canary.stop()
+        svc.state.stop()
 
     app = FastAPI(title="JaiKod Intelligence Layer", version="0.1.0", lifespan=lifespan)
-    app.state.jaikod = state
-    app.state.pipeline = RankingPipeline(state) if state is not None else None
-    app.state.metrics = Metrics()
+    app.state.services = svc
     install_error_handlers(app)
     app.include_router(router)
     if services:
-        _mount_services(app)
+        _mount_services(app, svc)
     return app
 
 
-def _mount_services(app: FastAPI) -> None:
-    """The shared AI services (language, vision), loaded lazily on their first request."""
-    try:  # the event API, the canary (staging arm + per-version tracking) and the fallback alert
-        from online.canary import install_canary
-        from online.events import router as events_router
-        from online.monitoring import install_monitoring
-
-        app.include_router(events_router)
-        install_canary(app)
-        install_monitoring(app)
-    except ImportError as exc:  # pragma: no cover - optional at import time
-        log.warning("event API / canary / monitoring not mounted: %s", exc)
-    try:
-        from online.services.text import TextService, text_router
-
-        holder: dict = {}
-        lock = threading.Lock()
-
-        def text_service() -> TextService:
-            if "svc" not in holder:
-                with lock:  # one load (~10 s) even when the first requests arrive together
-                    if "svc" not in holder:
-                        holder["svc"] = TextService()
-            return holder["svc"]
-
-        text_service.loaded = lambda: "svc" in holder  # type: ignore[attr-defined]
-        app.state.text_service = text_service  # shared with the listing intake
-        app.include_router(text_router(text_service))
-    except ImportError as exc:  # pragma: no cover - optional at import time
-        log.warning("language service not mounted: %s", exc)
-    try:  # listing intake, moderation queue + admin console, fraud score
-        from online.services.fraud import fraud_router
-        from online.services.listings import listings_router
-        from online.services.moderation import moderation_router
-
-        app.include_router(listings_router())
-        app.include_router(moderation_router())
-        app.include_router(fraud_router())
-    except ImportError as exc:  # pragma: no cover - optional at import time
-        log.warning("listing intake / moderation / fraud not mounted: %s", exc)
-    try:  # image analysis and eKYC (models load on the first request; heads from the registry)
-        from online.services.vision import router as vision_router
-
-        app.include_router(vision_router)
-    except ImportError as exc:  # pragma: no cover - optional at import time
-        log.warning("vision service not mounted: %s", exc)
+def _mount_services(app: FastAPI, svc: Services) -> None:
+    """The event API, the canary, monitoring and the shared AI services (language and vision load lazily
+    on their first request; one load even when the first requests arrive together)."""
+    svc.canary = CanaryController(svc)
+    install_monitoring(app, svc)
+    svc.text = Lazy(TextService)
+    svc.vision = Lazy(vision_service, retry_s=VISION_RETRY_S)
+    app.include_router(events_router)
+    app.include_router(text_router(svc.text))
+    app.include_router(listings_router())
+    app.include_router(moderation_router())
+    app.include_router(fraud_router())
+    app.include_router(vision_router)
 
 
 def serve() -> None:
     from online.server import serve as run
 
-    s = get_settings()
-    run(s.host, s.port, s.workers)
+    run(get_settings())

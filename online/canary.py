@@ -1,5 +1,5 @@
 """Canary rollout of the ``staging`` ranker: ``settings.canary_share`` (5 %) of ``/v1/feed`` users,
-sticky by a hash of the user id, are served by staging (``app.state.arm_for``).
+sticky by a hash of the user id, are served by staging (:meth:`CanaryController.arm_for`).
 
 Per model version the service counts requests, errors, fallbacks and a latency histogram, and the
 stream processor counts impressions and clicks of events carrying that ``model_version`` (all in
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import orjson
 import redis
 
-from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry
+from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry, promote, reject
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import CANARY, CANARY_LOG, VERSION_STATS, quantile_from_buckets
 
@@ -102,15 +102,15 @@ def decide(prod: VersionStats, staging: VersionStats, s: Settings) -> CanaryDeci
 class CanaryController:
     """Arm assignment and the automatic promote/rollback loop of one service."""
 
-    def __init__(self, app: Any, settings: Settings | None = None):
-        self.app = app
-        self.s = settings or get_settings()
+    def __init__(self, services: Any, settings: Settings | None = None):
+        self.svc = services  # online.wiring.Services (its state is set at start-up)
+        self.s = settings or services.settings
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     @property
     def state(self) -> Any:
-        return getattr(self.app.state, "jaikod", None)
+        return self.svc.state
 
     def arm_for(self, user_id: int) -> str:
         st = self.state
@@ -141,12 +141,9 @@ class CanaryController:
             record = {"at_ms": int(time.time() * 1000), "staging": staging.label, "production": prod.label,
                       **asdict(d), "staging_stats": s_stats.row(), "production_stats": p_stats.row()}
             if d.action == "promote":
-                registry.set_alias(RANKER, PRODUCTION, staging.version)
-                registry.set_alias(RANKER, "previous", prod.version)
-                registry.delete_alias(RANKER, STAGING)
+                promote(registry, staging.version)
             elif d.action == "rollback":
-                registry.delete_alias(RANKER, STAGING)
-                registry.set_alias(RANKER, "rejected", staging.version)
+                reject(registry, staging.version)
             pipe = r.pipeline(transaction=False)
             pipe.hset(CANARY, mapping={"staging": staging.label, "production": prod.label, "action": d.action,
                                        "reason": d.reason, "at_ms": record["at_ms"]})
@@ -192,10 +189,3 @@ def canary_status(r: redis.Redis, registry: Registry) -> dict[str, Any]:
     out["last"] = state
     out["log"] = [orjson.loads(x) for x in r.lrange(CANARY_LOG, 0, 4)]
     return out
-
-
-def install_canary(app: Any) -> CanaryController:
-    ctl = CanaryController(app)
-    app.state.canary = ctl
-    app.state.arm_for = ctl.arm_for
-    return ctl

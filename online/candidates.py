@@ -2,15 +2,61 @@
 
 Arrays live on the active backend (``xp``: numpy or cupy). ``idx`` indexes the product mirror
 (the materialised snapshot held in memory/on device); every stage narrows ``alive`` or fills a
-column, and records what it removed so a response can say why a candidate left.
+column, and records what it removed (by stage and reason) so a response can say why a candidate left.
+
+Stages talk to each other only through typed fields of :class:`RequestContext` (the user, the
+feature-store state, the model that scored) and columns of :class:`CandidateBatch`; fallbacks are a
+closed set of names (:class:`Fallback`), reported to the client, never read back as signals.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import numpy as np
+
+
+class Fallback(StrEnum):
+    """Every degraded path a response can name in ``fallbacks_used``."""
+
+    VECTOR_INDEX_DOWN = "vector_index_down"  # vector search failed
+    KEYWORD_ONLY = "keyword_only"  # ... and the request was answered by keyword search alone
+    KEYWORD_INDEX_DOWN = "keyword_index_down"  # keyword search failed
+    POPULAR_IN_REGION = "popular_in_region"  # both retrieval paths failed or found nothing
+    COLD_START = "cold_start"  # unknown user: no user vector
+    FEATURE_STORE_SLOW = "feature_store_slow"  # feature store over budget -> popularity scores
+    MODEL_UNAVAILABLE = "model_unavailable"  # no ranker loaded -> popularity scores
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # whole request over budget -> "Trending Globally"
+    REDIS_DOWN = "redis_down"  # Redis unreachable -> in-process trending list
+
+
+class Source(IntEnum):
+    """Which retrieval path found a candidate (the first one, when several did)."""
+
+    KEYWORD = 0
+    VECTOR = 1
+    POPULAR = 2
+
+
+@dataclass
+class UserState:
+    """What the user stage found (round trip 1) and the per-request feature columns it built."""
+
+    features: dict[str, Any]  # USER_DAILY + USER_REALTIME values
+    known: bool  # the user has a daily row in the snapshot
+    geo: tuple[float, float] | None  # request location, else home (known users), else None
+    max_distance_km: float
+    columns: dict[str, Any]  # per-request (broadcast) assembly inputs: user + context
+
+    @property
+    def vector(self) -> Any:
+        return self.features.get("user_embedding")
+
+    @property
+    def session_query(self) -> str:
+        return self.features.get("current_search_query", "")
 
 
 @dataclass
@@ -26,41 +72,70 @@ class RequestContext:
     now_ms: int
     deadline_s: float  # perf_counter() deadline
     explain: bool = False
-    # filled by the user step
-    user: dict[str, Any] = field(default_factory=dict)
-    user_known: bool = False
-    geo: tuple[float, float] | None = None
-    max_distance_km: float = 500.0
+    arm: str = "production"
+    # typed state filled by the stages
+    user: UserState | None = None
+    feature_store_ok: bool = True  # False once the feature store was over budget: no more calls
+    snapshot_version: str | None = None
+    model: Any = None  # the engines.ranker.Ranker that scored (SHAP explains this one)
+    # what the executor and stages report
+    stage: str = ""  # the stage running now (removal records are filed under it)
     fallbacks: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
-    removed: dict[str, int] = field(default_factory=dict)
-    model_version: str = "none"
-    snapshot_version: str | None = None
-    arm: str = "production"
-    user_columns: dict[str, Any] = field(default_factory=dict)
+    overruns_ms: dict[str, float] = field(default_factory=dict)  # stages past their budget: ms spent
+    removed: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> reason -> candidates
+    # replay: the recorded model and sponsored items instead of the live ones
+    pinned_model: Any = None
+    pinned_sponsored: np.ndarray | None = None
 
-    def fallback(self, name: str) -> None:
-        if name not in self.fallbacks:
-            self.fallbacks.append(name)
+    def fallback(self, name: Fallback) -> None:
+        value = Fallback(name).value  # a name outside the closed set raises
+        if value not in self.fallbacks:
+            self.fallbacks.append(value)
+
+    def record_removed(self, reason: str, n: int) -> None:
+        if n:
+            by = self.removed.setdefault(self.stage, {})
+            by[reason] = by.get(reason, 0) + int(n)
+
+    def removed_by_reason(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for reasons in self.removed.values():
+            for reason, n in reasons.items():
+                out[reason] = out.get(reason, 0) + n
+        return out
+
+    @property
+    def model_version(self) -> str:
+        return self.model.label if self.model is not None else "none"
+
+
+# per-candidate arrays that :meth:`CandidateBatch.compact` keeps aligned
+_ALIGNED = ("idx", "source", "alive", "X", "p_ctr", "p_cvr", "score")
 
 
 @dataclass
 class CandidateBatch:
     xp: Any
     idx: Any  # int32 [n] rows of the product mirror
-    retrieval_score: Any  # float32 [n]
-    from_keyword: Any  # bool [n]
+    source: Any  # int8 [n] Source of each candidate
     alive: Any  # bool [n]
-    X: Any = None  # float32 [n, F]
+    cols: dict[str, Any] | None = None  # hydrated per-candidate feature columns (assembly inputs, [n] / [n, k])
+    X: Any = None  # float32 [n, F] model matrix (set by scoring; replay gives the recorded one)
     p_ctr: Any = None
     p_cvr: Any = None
-    score: Any = None  # final score
-    boosted: Any = None
+    score: Any = None  # final score (-inf for removed candidates)
     order: Any = None  # ranked candidate positions (int64), after scoring/re-rank
     sponsored: np.ndarray | None = None  # bool per final item
     final_ids: np.ndarray | None = None  # product ids, final order
     final_pos: np.ndarray | None = None  # candidate positions of final items (-1 for injected sponsored)
-    cols: dict[str, Any] | None = None  # hydrated raw feature columns (assembly inputs)
+
+    @classmethod
+    def of(cls, xp: Any, idx: np.ndarray, source: np.ndarray, alive: np.ndarray | None = None) -> CandidateBatch:
+        n = len(idx)
+        return cls(xp=xp, idx=xp.asarray(np.asarray(idx, dtype=np.int32)),
+                   source=xp.asarray(np.asarray(source, dtype=np.int8)),
+                   alive=xp.asarray(np.ones(n, bool) if alive is None else np.asarray(alive, bool)))
 
     @property
     def n(self) -> int:
@@ -72,13 +147,18 @@ class CandidateBatch:
     def keep(self, mask, reason: str, ctx: RequestContext) -> None:
         before = self.n_alive()
         self.alive = self.alive & mask
-        ctx.removed[reason] = ctx.removed.get(reason, 0) + before - self.n_alive()
+        ctx.record_removed(reason, before - self.n_alive())
 
     def compact(self) -> None:
-        """Drop dead candidates (keeps arrays small for the expensive stages)."""
+        """Drop dead candidates from every per-candidate array (hydrated columns included), so the
+        expensive stages run over live candidates only."""
         xp = self.xp
         keep = xp.nonzero(self.alive)[0]
-        self.idx = xp.take(self.idx, keep, axis=0)
-        self.retrieval_score = xp.take(self.retrieval_score, keep, axis=0)
-        self.from_keyword = xp.take(self.from_keyword, keep, axis=0)
-        self.alive = xp.ones(self.idx.shape, dtype=xp.bool)
+        if int(keep.shape[0]) == self.n:
+            return
+        for name in _ALIGNED:
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, xp.take(v, keep, axis=0))
+        if self.cols is not None:
+            self.cols = {k: xp.take(v, keep, axis=0) for k, v in self.cols.items()}

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 from typing import Any, Literal
 
 import redis
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gpu_core.errors import JaikodError
 from gpu_core.schema import DEVICE_TYPES, EVENT_TYPES
-from gpu_core.settings import get_settings
+from gpu_core.settings import Settings
 from online.bus import EventBus, make_bus
+from online.wiring import Svc
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -87,35 +87,21 @@ class EventsResponse(BaseModel):
     duplicates: int
 
 
-_lock = threading.Lock()
-
-
-def event_bus(app: Any) -> EventBus:
-    """The app's event bus (own Redis connection pool: appends may take longer than feature reads)."""
-    bus = getattr(app.state, "event_bus", None)
-    if bus is None:
-        with _lock:
-            bus = getattr(app.state, "event_bus", None)
-            if bus is None:
-                st = getattr(app.state, "jaikod", None)
-                s = st.settings if st is not None else get_settings()
-                client = redis.Redis.from_url(s.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
-                bus = make_bus(client, s)
-                app.state.event_bus = bus
-    return bus
+def make_event_bus(settings: Settings) -> EventBus:
+    """The service's event bus (own Redis connection pool: appends may take longer than feature reads)."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    return make_bus(client, settings)
 
 
 @router.post("/v1/events", response_model=EventsResponse, tags=["events"])
-def post_events(request: Request, body: EventsRequest) -> dict[str, int]:
+def post_events(svc: Svc, body: EventsRequest) -> dict[str, int]:
     """Append events to the bus; ``accepted`` new ones, ``duplicates`` already seen (by event_id)."""
     events = [e.model_dump(exclude_none=True) for e in body.events]
     try:
-        accepted, dup = event_bus(request.app).publish(events)
+        accepted, dup = svc.event_bus().publish(events)
     except (redis.RedisError, ConnectionError, OSError) as exc:
         log.warning("event append failed: %s", type(exc).__name__)
         raise EventBusUnavailable("event bus unavailable; retry the batch (events already appended count as duplicates)") from None
-    m = getattr(request.app.state, "metrics", None)
-    if m is not None and hasattr(m, "events"):
-        m.events.labels("accepted").inc(accepted)
-        m.events.labels("duplicate").inc(dup)
+    svc.metrics.events.labels("accepted").inc(accepted)
+    svc.metrics.events.labels("duplicate").inc(dup)
     return {"accepted": accepted, "duplicates": dup}

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -28,6 +28,9 @@ from prometheus_client.core import GaugeMetricFamily
 
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import DRIFT_PSI, STREAM_STATS, VERSION_STATS, latency_bucket
+
+if TYPE_CHECKING:
+    from online.wiring import Services
 
 log = logging.getLogger("jaikod.monitoring")
 OBSERVED = ("/v1/feed",)
@@ -96,10 +99,10 @@ class FallbackAlerter:
 
 
 class FeedRecorder:
-    """Records observed feed responses on a background thread (``app.state.feed_recorder``)."""
+    """Records observed feed responses on a background thread (``Services.feed_recorder``)."""
 
-    def __init__(self, service: Any):
-        self.service = service  # the FastAPI app (its state holds canary, metrics, alerter)
+    def __init__(self, services: Services):
+        self.svc = services
         self.q: queue.Queue = queue.Queue(maxsize=100_000)
         self._worker: threading.Thread | None = None
 
@@ -131,7 +134,8 @@ class FeedRecorder:
                 self.q.task_done()
 
     def record(self, status: int, req: bytes, resp: bytes, seconds: float) -> None:
-        st = getattr(self.service.state, "jaikod", None)
+        svc = self.svc
+        st = svc.state
         version, fallbacks = None, []
         error = status >= 500
         if not error:
@@ -143,20 +147,18 @@ class FeedRecorder:
         if version is None and st is not None:
             arm = "production"
             try:
-                arm = self.service.state.arm_for(int(orjson.loads(req)["user_id"]))
-            except Exception:
+                arm = svc.arm_for(int(orjson.loads(req)["user_id"]))
+            except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
                 pass
             m = st.models.get(arm) or st.models.get("production")
             version = m.label if m is not None else "none"
         used_fallback = any(f != "cold_start" for f in fallbacks)
-        metrics = getattr(self.service.state, "metrics", None)
-        if error and metrics is not None:
+        metrics = svc.metrics
+        if error:
             metrics.requests.labels("feed", "error", version).inc()
-        alerter = getattr(self.service.state, "alerter", None)
-        if alerter is not None:
-            alerter.observe(used_fallback or error)
-            if metrics is not None and hasattr(metrics, "fallback_rate"):
-                metrics.fallback_rate.set(alerter.rate)
+        if svc.alerter is not None:
+            svc.alerter.observe(used_fallback or error)
+            metrics.fallback_rate.set(svc.alerter.rate)
         if st is None:
             return
         key = VERSION_STATS.format(version)
@@ -211,14 +213,14 @@ class FeedObserver:
 class StoreCollector:
     """Prometheus gauges read from Redis when /metrics is scraped."""
 
-    def __init__(self, service: Any):
-        self.service = service
+    def __init__(self, services: Services):
+        self.svc = services
 
     def describe(self):
         return []
 
     def collect(self):
-        st = getattr(self.service.state, "jaikod", None)
+        st = self.svc.state
         if st is None:
             return
         r = st.redis
@@ -238,12 +240,7 @@ class StoreCollector:
                 ctr.add_metric([label], raw.get("clicks", 0) / imp if imp else 0.0)
                 for kind in ("requests", "errors", "fallbacks", "impressions", "clicks"):
                     mreq.add_metric([label, kind], float(raw.get(kind, 0)))
-            bus = getattr(self.service.state, "event_bus", None)
-            if bus is None:
-                from online.events import event_bus
-
-                bus = event_bus(self.service)
-            for kind, n in bus.lag().items():
+            for kind, n in self.svc.event_bus().lag().items():
                 lag.add_metric([kind], float(n))
             stats = {k.decode(): int(v) for k, v in r.hgetall(STREAM_STATS).items()}
             for kind in ("applied", "archived"):
@@ -253,12 +250,10 @@ class StoreCollector:
         yield from (psi, ctr, mreq, lag)
 
 
-def install_monitoring(app: Any) -> FeedRecorder:
-    app.state.alerter = FallbackAlerter()
-    metrics = getattr(app.state, "metrics", None)
-    if metrics is not None:
-        metrics.registry.register(StoreCollector(app))
-    recorder = FeedRecorder(app)
-    app.state.feed_recorder = recorder
+def install_monitoring(app: Any, services: Services) -> FeedRecorder:
+    services.alerter = FallbackAlerter()
+    services.metrics.registry.register(StoreCollector(services))
+    recorder = FeedRecorder(services)
+    services.feed_recorder = recorder
     app.add_middleware(FeedObserver, recorder=recorder)
     return recorder

@@ -17,8 +17,9 @@ import os
 import signal
 import socket
 
+from gpu_core.settings import Settings, configure, get_settings
+
 log = logging.getLogger(__name__)
-APP = "online.app:create_app"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -32,23 +33,32 @@ def _listen(host: str, port: int) -> socket.socket:
     return s
 
 
-def _worker(host: str, port: int) -> None:
+def _worker(settings: Settings) -> None:
     import uvicorn
 
-    sock = _listen(host, port)
-    config = uvicorn.Config(APP, factory=True, log_level="warning", access_log=False)
+    from online.app import create_app
+
+    sock = _listen(settings.host, settings.port)
+    config = uvicorn.Config(create_app(settings=settings), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(settings: Settings | None = None) -> None:
+    """Serve with ``settings`` (default: the process's): one process, or ``settings.workers`` spawned workers
+    that each receive the settings object."""
     import uvicorn
 
+    from online.app import create_app
+
+    settings = settings or get_settings()
     logging.basicConfig(level=os.environ.get("JAIKOD_LOG_LEVEL", "INFO"), format="%(message)s")
-    if workers <= 1:
-        uvicorn.run(APP, factory=True, host=host, port=port, log_level="warning", access_log=False)
+    if settings.workers <= 1:
+        uvicorn.run(create_app(settings=settings), host=settings.host, port=settings.port, log_level="warning",
+                    access_log=False)
         return
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(host, port), name=f"jaikod-worker-{i}") for i in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(settings,), name=f"jaikod-worker-{i}")
+             for i in range(settings.workers)]
     for p in procs:
         p.start()
 
@@ -64,15 +74,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
 
 
 def main() -> None:
-    from gpu_core.settings import get_settings
-
-    s = get_settings()
     ap = argparse.ArgumentParser(description="JaiKod ranking API")
-    ap.add_argument("--host", default=s.host)
-    ap.add_argument("--port", type=int, default=s.port)
-    ap.add_argument("--workers", type=int, default=s.workers)
+    ap.add_argument("--host")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--workers", type=int)
     a = ap.parse_args()
-    serve(a.host, a.port, a.workers)
+    serve(configure(host=a.host, port=a.port, workers=a.workers))
 
 
 if __name__ == "__main__":

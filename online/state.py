@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 import redis
-import xgboost as xgb
 
 from engines.index import KeywordIndex, VectorIndex
+from engines.ranker import Ranker, ScoreWeights
 from gpu_core.device import Backend
-from gpu_core.errors import FeatureStoreError, RegistryError
-from gpu_core.feature_store import OnlineStore, rt_product_key
+from gpu_core.errors import FeatureStoreError, RegistryError, RegistryUnavailable
+from gpu_core.feature_store import OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
-from gpu_core.schema import MODEL_FEATURES, PRODUCT_DAILY
+from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,33 +57,9 @@ class ProductMirror:
         return np.where(self.ids[pos] == product_ids, pos, -1)
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    ref: ModelRef | None
-    ctr: xgb.Booster
-    cvr: xgb.Booster
-    best_ctr: int
-    best_cvr: int
-
-    @property
-    def label(self) -> str:
-        return self.ref.label if self.ref is not None else "local"
-
-
-def load_model_dir(model_dir: Path, ref: ModelRef | None, be: Backend) -> LoadedModel:
-    import json
-
-    meta = json.loads((model_dir / "meta.json").read_text())
-    if tuple(meta["features"]) != MODEL_FEATURES:
-        raise RegistryError(f"model {model_dir} expects other features than this service's schema")
-    boosters = []
-    for name in ("pctr.ubj", "pcvr.ubj"):
-        b = xgb.Booster()
-        b.load_model(model_dir / name)
-        b.set_param({"device": be.xgb_device, "nthread": 1})
-        boosters.append(b)
-    best = [int(b.attributes().get("best_iteration", -1)) + 1 for b in boosters]
-    return LoadedModel(ref, boosters[0], boosters[1], best[0], best[1])
+def load_model_dir(model_dir: Path, ref: ModelRef | None, be: Backend) -> Ranker:
+    """A registry artifact directory -> the ranker the service scores with (one thread per request)."""
+    return Ranker.load(model_dir, ref, device=be.xgb_device, nthread=1)
 
 
 class ModelHolder:
@@ -92,8 +68,9 @@ class ModelHolder:
     def __init__(self, registry: Registry | None, be: Backend):
         self.registry = registry
         self.be = be
-        self.models: dict[str, LoadedModel] = {}
+        self.models: dict[str, Ranker] = {}
         self.error: str | None = None
+        self.unavailable: str | None = None  # the registry could not be reached at the last refresh
         self._lock = threading.Lock()
 
     def refresh(self) -> bool:
@@ -102,11 +79,12 @@ class ModelHolder:
             return False
         changed = False
         with self._lock:
+            self.unavailable = None
             for alias in (PRODUCTION, STAGING):
                 try:
                     ref = self.registry.get(RANKER, alias)
-                except Exception as exc:
-                    self.error = f"registry unreachable: {exc}"
+                except RegistryUnavailable as exc:  # keep serving what is loaded; /readyz says why
+                    self.error = self.unavailable = exc.message
                     continue
                 cur = self.models.get(alias)
                 if ref is None:
@@ -118,7 +96,7 @@ class ModelHolder:
                     continue
                 try:
                     model = load_model_dir(self.registry.download(ref), ref, self.be)
-                except Exception as exc:
+                except (RegistryError, OSError) as exc:
                     self.error = f"cannot load {ref.label}: {exc}"
                     log.warning("model load failed: %s", self.error)
                     continue
@@ -127,7 +105,7 @@ class ModelHolder:
                 changed = True
         return changed
 
-    def get(self, alias: str = PRODUCTION) -> LoadedModel | None:
+    def get(self, alias: str = PRODUCTION) -> Ranker | None:
         return self.models.get(alias)
 
 
@@ -155,18 +133,8 @@ class IndexHolder:
 
 
 class Overrides:
-    """Admin global overrides in Redis: force-boosted listings, banned categories, sponsored inventory.
-
-    Keys: ``jk:overrides:boost`` (set of product ids), ``jk:overrides:banned_categories`` (set of
-    category codes), ``jk:sponsored`` (set of product ids), ``jk:overrides:version`` (counter bumped on
-    every change; the service re-reads the sets when it moves, so a change applies from the next request).
-    """
-
-    VERSION = "jk:overrides:version"
-    BOOST = "jk:overrides:boost"
-    BANNED_CATEGORIES = "jk:overrides:banned_categories"
-    BANNED_SELLERS = "jk:overrides:banned_sellers"
-    SPONSORED = "jk:sponsored"
+    """Admin global overrides (the :class:`~gpu_core.feature_store.OverrideKeys` sets in Redis), held as
+    sorted arrays and re-read when the overrides version moves, so a change applies from the next request."""
 
     def __init__(self) -> None:
         self.version: int = -1
@@ -179,7 +147,7 @@ class Overrides:
         if version == self.version:
             return
         pipe = r.pipeline(transaction=False)
-        for key in (self.BOOST, self.BANNED_CATEGORIES, self.BANNED_SELLERS, self.SPONSORED):
+        for key in OverrideKeys.SETS:
             pipe.smembers(key)
         boost, banned, sellers, sponsored = pipe.execute()
 
@@ -192,11 +160,11 @@ class Overrides:
         self.sponsored = arr(sponsored, np.int64)
         self.version = version
 
-    @classmethod
-    def change(cls, r: redis.Redis, op: str, key: str, *members: int) -> None:
+    @staticmethod
+    def change(r: redis.Redis, op: str, key: str, *members: int) -> None:
         pipe = r.pipeline(transaction=True)
         getattr(pipe, op)(key, *members)
-        pipe.incr(cls.VERSION)
+        pipe.incr(OverrideKeys.VERSION)
         pipe.execute()
 
 
@@ -206,6 +174,7 @@ class ServiceState:
     def __init__(self, settings: Settings, be: Backend, registry: Registry | None = None,
                  redis_client: redis.Redis | None = None):
         self.settings = settings
+        self.weights = ScoreWeights.from_settings(settings)
         self.be = be
         timeout = settings.feature_store_timeout_ms / 1000.0
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,

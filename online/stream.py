@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 import redis
 
-from gpu_core.feature_store import P_BOOST, P_SOLD, OnlineStore, rt_product_key
+from gpu_core.feature_store import OnlineStore
+from gpu_core.lake import commit_file, events_table, partition_dir, stage_file, staged_path
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import MANIFEST, STREAM_STATS, VERSION_SEEN, VERSION_STATS
@@ -45,13 +44,6 @@ from online.bus import BusEntry, EventBus, make_bus
 
 log = logging.getLogger("jaikod.stream")
 
-# the lake's events table (same Arrow schema as the world generator writes)
-EVENTS_ARROW_SCHEMA = pa.schema([
-    ("event_id", pa.string()), ("event_type", pa.string()), ("ts", pa.timestamp("ms", tz="UTC")),
-    ("user_id", pa.int64()), ("product_id", pa.int64()), ("request_id", pa.string()), ("position", pa.int16()),
-    ("model_version", pa.string()), ("session_id", pa.string()), ("device_type", pa.string()),
-    ("query", pa.string()),
-])
 VERSION_TTL_S = 7 * 24 * 3600
 
 # CTR per model version, once per event id. KEYS: marker, stats hash; ARGV: field, ttl
@@ -133,13 +125,8 @@ class StreamProcessor:
             if mv and etype in ("impression", "click"):
                 self._count(keys=[VERSION_SEEN.format(f"{etype[0]}:{e['event_id']}"), VERSION_STATS.format(mv)],
                             args=[f"{etype}s", VERSION_TTL_S], client=pipe)
-            flags: list[Any] = []
-            if e.get("in_stock") is not None:
-                flags += ["SET", "i32", f"#{P_SOLD}", int(not e["in_stock"])]
-            if e.get("boosted") is not None:
-                flags += ["SET", "i32", f"#{P_BOOST}", int(bool(e["boosted"]))]
-            if flags:
-                pipe.execute_command("BITFIELD", rt_product_key(pid), *flags)
+            self.store.set_flags(pid, sold=None if e.get("in_stock") is None else not e["in_stock"],
+                                 boosted=None if e.get("boosted") is None else bool(e["boosted"]), pipe=pipe)
         res = pipe.execute()
         new = sum(1 for i in apply_at if res[i] == 1)
         pipe = self.r.pipeline(transaction=False)
@@ -160,25 +147,19 @@ class StreamProcessor:
         for entry in entries:
             e = entry.event
             day = dt.datetime.fromtimestamp(int(e["ts"]) / 1000, dt.UTC).date()
-            by_day[day].append({k: e.get(k) for k in EVENTS_ARROW_SCHEMA.names})
+            by_day[day].append(e)
         ids = [entry.id for entry in entries]
-        files: list[tuple[Path, Path]] = []
+        files: list[Path] = []
         for day, rows in sorted(by_day.items()):
-            part = self.lake / "events" / f"date={day.isoformat()}"
-            part.mkdir(parents=True, exist_ok=True)
-            name = f"stream-{uuid.uuid4().hex}.parquet"
-            tmp = part / f".{name}.tmp"
-            pq.write_table(pa.Table.from_pylist(rows, schema=EVENTS_ARROW_SCHEMA), tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            files.append((tmp, part / name))
+            final = partition_dir(self.lake / "events", day) / f"stream-{uuid.uuid4().hex}.parquet"
+            stage_file(events_table(rows), final)
+            files.append(final)
         # manifest first (so a crash after a rename is recognised), then the renames, then ack
-        rel = [str(final.relative_to(self.lake)) for _, final in files]
+        rel = [str(final.relative_to(self.lake)) for final in files]
         info = orjson.dumps({"consumer": self.consumer, "at": time.time(), "ids": ids, "files": rel})
         self.r.hset(MANIFEST, rel[0], info)
-        for tmp, final in files:
-            os.replace(tmp, final)
-        _fsync_dir(files[0][1].parent)
+        for final in files:
+            commit_file(final)
         self._ack(ids, rel[0], len(entries), len(files))
         self.archived += len(entries)
         try:
@@ -212,16 +193,12 @@ class StreamProcessor:
                 # a rename happened; finish the rest (renames are per day, all tmp files were written)
                 for f, ok in zip(m["files"], exists, strict=True):
                     if not ok:
-                        final = self.lake / f
-                        tmp = final.parent / f".{final.name}.tmp"
-                        if tmp.exists():
-                            os.replace(tmp, final)
+                        commit_file(self.lake / f)
                 self._ack(m["ids"], key.decode(), len(m["ids"]), len(m["files"]))
                 n += len(m["ids"])
             else:
                 for f in m["files"]:
-                    final = self.lake / f
-                    (final.parent / f".{final.name}.tmp").unlink(missing_ok=True)
+                    staged_path(self.lake / f).unlink(missing_ok=True)
                 self.r.hdel(MANIFEST, key)
         if n:
             self.bus.trim()
@@ -280,17 +257,6 @@ class StreamProcessor:
                 break
         self.flush()
         return {"applied": self.applied, "duplicates": self.duplicates, "archived": self.archived}
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def run_stream(consumer: str | None = None, lake: Path | None = None, max_idle_s: float | None = None,

@@ -53,6 +53,7 @@ from batch.world.images import write_product_images
 from batch.world.lexicon import DRIFT_QUERIES, EN_ADJECTIVES, QUERIES, TH_ADJECTIVES, TITLE_WORDS
 from gpu_core.errors import ConfigError, LakeError
 from gpu_core.geo import CITY_LAT, CITY_LON, CITY_WEIGHT, N_REGIONS, region_of
+from gpu_core.lake import EVENTS_SCHEMA
 from gpu_core.schema import AGE_GROUPS, CATEGORIES, CONDITION_GRADES, DEVICE_TYPES, EVENT_TYPES, GENDERS
 
 MODEL_VERSION = "legacy-0"
@@ -80,21 +81,6 @@ CATEGORY_MEDIAN_PRICE = np.array(
 CONDITION_SHARE = np.array([0.05, 0.15, 0.35, 0.3, 0.15])
 CONDITION_PRICE = np.array([0.3, 0.6, 0.85, 1.0, 1.25])
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("ts", pa.timestamp("ms", tz="UTC")),
-        ("user_id", pa.int64()),
-        ("product_id", pa.int64()),
-        ("request_id", pa.string()),
-        ("position", pa.int16()),
-        ("model_version", pa.string()),
-        ("session_id", pa.string()),
-        ("device_type", pa.string()),
-        ("query", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)

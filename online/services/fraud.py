@@ -9,14 +9,16 @@ code the nightly batch runs). The duplicate-image signal uses the vision service
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from engines.fraud import diversion_flags, fraud_scores, reasons, trust_from_inputs
 from gpu_core.clock import now_ms
 from gpu_core.errors import JaikodError
+from gpu_core.feature_store import read_seller
 from gpu_core.moderation import decode_hash, listing_key
 from gpu_core.schema import CATEGORIES, CONTEXT_DAILY
+from online.wiring import Services, Svc
 
 
 class ListingNotFound(JaikodError):
@@ -65,16 +67,12 @@ class FraudService:
                 "has_image": False, "image_checked": False}
 
     def seller_inputs(self, seller_id: int) -> tuple[float, bool, list[str]]:
-        raw = self.state.redis.hgetall(f"jk:seller:{seller_id}") if seller_id >= 0 else {}
-        if not raw:
+        rec = read_seller(self.state.redis, seller_id)
+        if rec is None:
             trust = float(trust_from_inputs([False], [0], [0.0], [False])[0])
             return trust, False, [f"seller {seller_id} has no trust record; scored as a new unverified seller"]
-        d = decode_hash(raw)
-        age_days = max(0.0, (now_ms() - int(d.get("joined_ms", now_ms()))) / 86_400_000)
-        banned = d.get("banned") == "1"
-        trust = float(trust_from_inputs([d.get("verified_id") == "1"], [int(d.get("reports", 0))], [age_days],
-                                        [banned])[0])
-        return trust, banned, []
+        trust = float(trust_from_inputs([rec.verified_id], [rec.reports], [rec.age_days(now_ms())], [rec.banned])[0])
+        return trust, rec.banned, []
 
     def score(self, listing_id: int) -> dict:
         li = self.listing(listing_id)
@@ -112,20 +110,17 @@ def fraud_router() -> APIRouter:
     router = APIRouter(tags=["fraud"])
 
     @router.post("/v1/fraud-score")
-    def fraud_score(request: Request, req: FraudRequest) -> dict:
+    def fraud_score(svc: Svc, req: FraudRequest) -> dict:
         """Fraud score in [0, 1] and the reasons behind it, for a new listing or a live product."""
-        return fraud_service(request.app).score(req.listing_id)
+        return fraud_service(svc).score(req.listing_id)
 
     return router
 
 
-def fraud_service(app) -> FraudService:
-    svc = getattr(app.state, "fraud_service", None)
-    if svc is None or svc.state is not app.state.jaikod:
-        svc = FraudService(app.state.jaikod, vision_available(app))
-        app.state.fraud_service = svc
-    return svc
-
-
-def vision_available(app) -> bool:
-    return getattr(app.state, "vision_service", None) is not None
+def fraud_service(svc: Services) -> FraudService:
+    fs = svc.extras.get("fraud")
+    vision = svc.vision is not None and svc.vision.loaded()
+    if fs is None or fs.state is not svc.state or fs.vision_available != vision:
+        fs = FraudService(svc.state, vision)
+        svc.extras["fraud"] = fs
+    return fs

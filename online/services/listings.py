@@ -19,11 +19,10 @@ import asyncio
 import base64
 import binascii
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field, field_validator
 
 from gpu_core.clock import now_ms
@@ -38,6 +37,7 @@ from gpu_core.moderation import (
 )
 from gpu_core.schema import CATEGORIES
 from online.services.fraud import fraud_service
+from online.wiring import Services, Svc
 
 log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
@@ -65,49 +65,24 @@ class ListingRequest(BaseModel):
 
 
 # ---- the vision service, when it can be had ---------------------------------------------------------
-def get_vision(app):
-    """The vision service (``online.services.vision``) or None when it cannot be imported or loaded; a
-    failed load is retried after a minute, not on every request."""
-    svc = getattr(app.state, "vision_service", None)
-    if svc is not None:
-        return svc
-    failed = getattr(app.state, "vision_failed_at", None)
-    if failed is not None and time.monotonic() - failed < 60:
+def get_vision(svc: Services):
+    """The vision service, or None when it cannot be loaded (models/heads missing); a failed load is
+    retried after a minute, not on every request."""
+    if svc.vision is None:
         return None
     try:
-        from online.services.vision import get_service
-
-        svc = get_service()
-    except Exception as exc:  # ImportError, or models/heads missing (RegistryError)
+        return svc.vision.get_or_none()
+    except Exception as exc:  # noqa: BLE001 - models/heads missing (RegistryError), a broken model file
         log.warning("vision service unavailable for listing intake: %s", type(exc).__name__)
-        app.state.vision_failed_at = time.monotonic()
         return None
-    app.state.vision_service = svc
-    return svc
 
 
-def _text_service(app):
-    factory = getattr(app.state, "text_service", None)
-    if factory is None:
-        from online.services.text import TextService
-
-        holder: dict = {}
-
-        def factory():
-            if "svc" not in holder:
-                holder["svc"] = TextService()
-            return holder["svc"]
-
-        app.state.text_service = factory
-    return factory()
-
-
-async def _analyze_text(app, text: str, timeout_s: float) -> tuple[dict | None, str | None]:
+async def _analyze_text(svc: Services, text: str, timeout_s: float) -> tuple[dict | None, str | None]:
     """(analysis, None) or (None, why it was deferred)."""
     loop = asyncio.get_running_loop()
 
     def run() -> dict:
-        return _text_service(app).analyze(text, "listing")
+        return svc.text().analyze(text, "listing")
 
     try:
         return await asyncio.wait_for(loop.run_in_executor(_pool, run), timeout_s), None
@@ -127,8 +102,8 @@ def _decode_image(b64: str) -> bytes:
     return raw
 
 
-async def _analyze_image(app, raw: bytes, listing_id: int) -> tuple[dict | None, str | None]:
-    vision = get_vision(app)
+async def _analyze_image(svc: Services, raw: bytes, listing_id: int) -> tuple[dict | None, str | None]:
+    vision = get_vision(svc)
     if vision is None:
         return None, "image not analysed: vision service not available"
     try:
@@ -148,10 +123,9 @@ def listings_router() -> APIRouter:
     router = APIRouter(tags=["listings"])
 
     @router.post("/v1/listings", status_code=201)
-    async def create_listing(request: Request, req: ListingRequest) -> dict:
+    async def create_listing(svc: Svc, req: ListingRequest) -> dict:
         """Take in a listing: text + image analysis, moderation queue when unsafe, fraud score."""
-        app = request.app
-        state = app.state.jaikod
+        state = svc.state
         s = state.settings
         r = state.redis
         raw_image = _decode_image(req.image_base64) if req.image_base64 else None
@@ -164,8 +138,8 @@ def listings_router() -> APIRouter:
             r.set(image_key(lid), raw_image)
 
         text = f"{req.title}\n{req.description}".strip()
-        analysis, deferred = await _analyze_text(app, text, s.listing_text_timeout_ms / 1000.0)
-        image, image_note = (await _analyze_image(app, raw_image, lid)) if raw_image is not None else (None, None)
+        analysis, deferred = await _analyze_text(svc, text, s.listing_text_timeout_ms / 1000.0)
+        image, image_note = (await _analyze_image(svc, raw_image, lid)) if raw_image is not None else (None, None)
 
         scores, flags, kinds = [], [], []
         if analysis is not None:
@@ -203,7 +177,7 @@ def listings_router() -> APIRouter:
         if safety is not None:
             mapping["safety_score"] = f"{safety:.4f}"
         r.hset(listing_key(lid), mapping=mapping)
-        fraud = fraud_service(app).score(lid)
+        fraud = fraud_service(svc).score(lid)
         log.info("listing taken in", extra={"listing_id": lid, "status": status, "deferred": deferred is not None})
         return {
             "listing_id": lid, "status": status,
@@ -216,10 +190,10 @@ def listings_router() -> APIRouter:
         }
 
     @router.get("/v1/listings/{listing_id}")
-    def get_listing(request: Request, listing_id: int) -> dict:
+    def get_listing(svc: Svc, listing_id: int) -> dict:
         from gpu_core.moderation import decode_hash
 
-        raw = request.app.state.jaikod.redis.hgetall(listing_key(listing_id))
+        raw = svc.state.redis.hgetall(listing_key(listing_id))
         if not raw:
             from online.services.fraud import ListingNotFound
 

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -35,12 +34,11 @@ from gpu_core.moderation import (
     listing_key,
     write_label_parquet,
 )
-from online.api import _check_admin
 from online.errors import error_body
+from online.wiring import Admin, services
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "static"
-Token = Annotated[str | None, Header()]
 
 
 class ClaimRequest(BaseModel):
@@ -54,11 +52,12 @@ class DecisionRequest(BaseModel):
 
 
 def _queue(request: Request) -> ModerationQueue:
-    state = request.app.state.jaikod
-    q = getattr(request.app.state, "moderation_queue", None)
+    svc = services(request)
+    state = svc.state
+    q = svc.extras.get("moderation_queue")
     if q is None or q.r is not state.redis:
         q = ModerationQueue(state.redis, claim_timeout_ms=state.settings.moderation_claim_timeout_s * 1000)
-        request.app.state.moderation_queue = q
+        svc.extras["moderation_queue"] = q
     return q
 
 
@@ -88,18 +87,16 @@ def moderation_router() -> APIRouter:
                             headers={"Cache-Control": "no-store"})
 
     @router.get("/v1/admin/moderation/queue")
-    def queue(request: Request, x_admin_token: Token = None, limit: int = 200) -> dict:
-        _check_admin(request, x_admin_token)
+    def queue(request: Request, _: Admin, limit: int = 200) -> dict:
         q = _queue(request)
-        r = request.app.state.jaikod.redis
+        r = services(request).state.redis
         return {"items": _with_listing(r, q.items(limit=min(max(limit, 1), 1000))), "depth": q.depth(),
                 "review_backlog": ReviewBacklog(r).depth()}
 
     @router.post("/v1/admin/moderation/claim")
-    def claim(request: Request, req: ClaimRequest, x_admin_token: Token = None) -> dict:
-        _check_admin(request, x_admin_token)
+    def claim(request: Request, req: ClaimRequest, _: Admin) -> dict:
         q = _queue(request)
-        return {"items": _with_listing(request.app.state.jaikod.redis, q.claim(req.moderator, req.count))}
+        return {"items": _with_listing(services(request).state.redis, q.claim(req.moderator, req.count))}
 
     def _decide(request: Request, entry_id: str, decision: str, req: DecisionRequest):
         q = _queue(request)
@@ -112,7 +109,7 @@ def moderation_router() -> APIRouter:
                 raise ConfigError("entry_id is not a stream id", field="entry_id") from None
             raise
         try:
-            write_label_parquet(request.app.state.jaikod.settings.lake_dir, [label])
+            write_label_parquet(services(request).state.settings.lake_dir, [label])
             label["lake"] = True
         except OSError as exc:  # Redis holds the label; `jaikod batch review` exports it later
             log.warning("label not written to the lake yet: %s", type(exc).__name__)
@@ -121,26 +118,22 @@ def moderation_router() -> APIRouter:
         return label
 
     @router.post("/v1/admin/moderation/{entry_id}/approve")
-    def approve(request: Request, entry_id: str, req: DecisionRequest, x_admin_token: Token = None):
-        _check_admin(request, x_admin_token)
+    def approve(request: Request, entry_id: str, req: DecisionRequest, _: Admin):
         return _decide(request, entry_id, "approve", req)
 
     @router.post("/v1/admin/moderation/{entry_id}/reject")
-    def reject(request: Request, entry_id: str, req: DecisionRequest, x_admin_token: Token = None):
-        _check_admin(request, x_admin_token)
+    def reject(request: Request, entry_id: str, req: DecisionRequest, _: Admin):
         if not req.reason.strip():
             raise ConfigError("a reason is required to reject", field="reason")
         return _decide(request, entry_id, "reject", req)
 
     @router.get("/v1/admin/moderation/labels")
-    def labels(request: Request, x_admin_token: Token = None, limit: int = 50) -> dict:
-        _check_admin(request, x_admin_token)
+    def labels(request: Request, _: Admin, limit: int = 50) -> dict:
         return {"labels": _queue(request).labels(min(max(limit, 1), 1000))}
 
     @router.get("/v1/admin/listings/{listing_id}/image")
-    def listing_image(request: Request, listing_id: int, x_admin_token: Token = None):
-        _check_admin(request, x_admin_token)
-        raw = request.app.state.jaikod.redis.get(image_key(listing_id))
+    def listing_image(request: Request, listing_id: int, _: Admin):
+        raw = services(request).state.redis.get(image_key(listing_id))
         if raw is None:
             return JSONResponse(error_body("not_found", f"listing {listing_id} has no image"), status_code=404)
         media = "image/png" if raw[:4] == b"\x89PNG" else "image/jpeg" if raw[:2] == b"\xff\xd8" else \
@@ -148,19 +141,15 @@ def moderation_router() -> APIRouter:
         return Response(raw, media_type=media, headers={"Cache-Control": "no-store"})
 
     @router.get("/v1/admin/status")
-    def status(request: Request, x_admin_token: Token = None) -> dict:
-        _check_admin(request, x_admin_token)
-        app = request.app
-        state = app.state.jaikod
+    def status(request: Request, _: Admin) -> dict:
+        svc = services(request)
+        state = svc.state
         models = {}
         for alias, m in state.models.models.items():
             models[alias] = {"version": m.label, "metrics": (m.ref.metrics if m.ref else {})}
-        text = None
-        factory = getattr(app.state, "text_service", None)
-        if factory is not None and getattr(factory, "loaded", lambda: False)():
-            text = factory().model_version
+        text = svc.text().model_version if svc.text is not None and svc.text.loaded() else None
         canary_body = {"configured": False, "status": "not configured"}
-        if getattr(app.state, "canary", None) is not None and state.registry is not None:
+        if svc.canary is not None and state.registry is not None:
             try:
                 from online.canary import canary_status
 

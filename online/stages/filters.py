@@ -1,9 +1,10 @@
-"""Stage 2, hard-rule filters: out of stock (batch), banned seller, banned category (admin
-overrides) and distance > the user's max (haversine, vectorised; exact at the boundary)."""
+"""Hard-rule filters: stage 2 (before hydration) drops banned sellers and categories (admin overrides)
+and listings farther than the user's max distance (haversine, vectorised; exact at the boundary); the
+stock filter (after hydration, which reads the real-time stock flag) drops sold listings."""
 
 from __future__ import annotations
 
-from kernels.filters import banned_seller_mask, category_ban_mask, distance_mask
+from kernels.filters import banned_seller_mask, category_ban_mask, distance_mask, in_stock_mask
 from online.candidates import CandidateBatch, RequestContext
 
 
@@ -22,10 +23,23 @@ class FilterStage:
         if len(ov.banned_categories):
             batch.keep(category_ban_mask(xp.astype(cat, xp.int32), xp.asarray(ov.banned_categories), xp=xp),
                        "banned_category", ctx)
-        if ctx.geo is not None:
+        geo = ctx.user.geo
+        if geo is not None:
             # float64: float32 radians are off by ~1e-8 rad (~6 cm), enough to flip a listing at the boundary
             ll = xp.astype(xp.take(m.cols["latlong"], batch.idx, axis=0), xp.float64)
-            mask, _ = distance_mask(ctx.geo[0], ctx.geo[1], ll[:, 0], ll[:, 1], ctx.max_distance_km, xp=xp)
+            mask, _ = distance_mask(geo[0], geo[1], ll[:, 0], ll[:, 1], ctx.user.max_distance_km, xp=xp)
             batch.keep(mask, "too_far", ctx)
+        batch.compact()
+        return batch
+
+
+class StockFilterStage:
+    name = "stock"
+    budget_ms = 0.5
+
+    def run(self, ctx: RequestContext, batch: CandidateBatch, state) -> CandidateBatch:
+        if batch.cols is None:  # not hydrated (feature store over budget): no real-time stock to check
+            return batch
+        batch.keep(in_stock_mask(batch.cols["stock_status"], xp=state.be.xp), "sold", ctx)
         batch.compact()
         return batch

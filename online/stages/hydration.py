@@ -1,19 +1,22 @@
-"""Stage 3, hydration: user + product + context features for every remaining candidate.
+"""Stage 3, hydration: the per-candidate feature columns for every remaining candidate.
 
 Product batch features come from the in-memory (on-device) mirror of the live snapshot; the
 real-time product features come from Redis in ONE ``MGET`` for all candidates (the user's features
-were read in the request's first round trip). A feature store slower than its budget (100 ms; the
-Redis socket timeout) -> the ``feature_store_slow`` fallback: candidates are ranked by generic
-popularity instead of the model. Listings sold in real time are dropped here.
+were read by the user stage). Sources merged here: the admin force-boost override sets
+``is_boosted_now``; a search's own query gives ``text_match``. A feature store slower than its budget
+(100 ms; the Redis socket timeout) -> ``feature_store_slow``: no columns, and the scorer ranks by
+generic popularity. Sold listings are left to the stock filter that follows.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import redis
 
+from engines.realtime import product_realtime
 from gpu_core.device import to_host
-from gpu_core.feature_store import OnlineStore
-from online.candidates import CandidateBatch, RequestContext
+from gpu_core.feature_store import P_SLOTS, decode_bitfields
+from online.candidates import CandidateBatch, Fallback, RequestContext
 
 
 class HydrationStage:
@@ -21,29 +24,26 @@ class HydrationStage:
     budget_ms = 3.0
 
     def run(self, ctx: RequestContext, batch: CandidateBatch, state) -> CandidateBatch:
+        if not ctx.feature_store_ok:
+            return batch
         xp = state.be.xp
         m = state.mirror
         idx = to_host(batch.idx)
-        ids = m.ids[idx]
-        if "feature_store_slow" in ctx.fallbacks:
-            batch.X = None
-            return batch
         try:
-            blobs = state.redis.mget(m.rt_keys[idx].tolist()) if len(ids) else []
-        except Exception:
-            ctx.fallback("feature_store_slow")
-            batch.X = None
+            blobs = state.redis.mget(m.rt_keys[idx].tolist()) if len(idx) else []
+        except redis.RedisError:
+            ctx.fallback(Fallback.FEATURE_STORE_SLOW)
+            ctx.feature_store_ok = False
             return batch
-        rt = OnlineStore.decode_product_rt(blobs, ctx.now_ms / 1000.0)
+        rt = product_realtime(decode_bitfields(blobs, P_SLOTS), ctx.now_ms / 1000.0)
         cols = {k: xp.take(v, batch.idx, axis=0) for k, v in m.cols.items()}
         for k, v in rt.items():
             cols[k] = xp.asarray(v)
-        boosted = np.isin(ids, state.overrides.boost) if len(state.overrides.boost) else None
-        if boosted is not None:
-            cols["is_boosted_now"] = xp.maximum(cols["is_boosted_now"], xp.asarray(boosted.astype(np.float32)))
-        batch.keep(cols["stock_status"] > 0, "sold", ctx)
-        cols.update(ctx.user_columns)
+        boost = state.overrides.boost
+        if len(boost):
+            forced = np.isin(m.ids[idx], boost).astype(np.float32)
+            cols["is_boosted_now"] = xp.maximum(cols["is_boosted_now"], xp.asarray(forced))
         if ctx.query and state.indexes.keyword is not None:  # the search's own query (as in training rows)
-            cols["text_match"] = xp.asarray(state.indexes.keyword.text_match(ctx.query, ids))
+            cols["text_match"] = xp.asarray(state.indexes.keyword.text_match(ctx.query, m.ids[idx]))
         batch.cols = cols
         return batch

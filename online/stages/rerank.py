@@ -1,5 +1,6 @@
 """Stage 5, re-rank: the best candidates by final score; high fraud-risk listings demoted below the
-rest; no more than ``max_per_seller_run`` listings of one seller in a row."""
+rest; no more than ``max_per_seller_run`` listings of one seller in a row (:func:`kernels.rerank.
+seller_run_limit`, the kernel polish applies again across the sponsored slots)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ class RerankStage:
         order = top_k_indices(batch.score, k, mask=batch.alive, xp=xp)
         fraud = xp.take(state.mirror.cols["fraud_score"], batch.idx, axis=0)
         risky = fraud >= s.fraud_threshold
-        if bool(xp.any(xp.take(risky, order, axis=0))):
-            ctx.removed["fraud_demoted"] = int(xp.sum(xp.take(risky, order, axis=0)))
+        n_risky = int(xp.sum(xp.take(risky, order, axis=0)))
+        if n_risky:
+            ctx.record_removed("fraud_demoted", n_risky)  # demoted below the rest, not dropped
             order = demote_mask(order, risky, xp=xp)
         seller = xp.take(state.mirror.seller_dev, batch.idx, axis=0)
         batch.order = seller_run_limit(order, seller, max_run=s.max_per_seller_run, xp=xp)

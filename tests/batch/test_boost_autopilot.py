@@ -10,6 +10,7 @@ import pytest
 
 from batch.boost import ACTIVE, run_boost, simulate
 from engines.boost import ArmStats, BoostConfig, ThompsonBooster
+from engines.realtime import read_product_rt
 from gpu_core.feature_store import OnlineStore
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
 
@@ -67,7 +68,7 @@ def test_live_round_flags_and_feedback(redis_client, jaikod_env):
                       config=BoostConfig(candidates=10))
     assert first.boosted == 5 and first.spend == pytest.approx(100.0)  # 2400 / 24 = 100 THB = 5 slots
     active = sorted(int(x) for x in redis_client.hkeys(ACTIVE))
-    flags = store.read_product_rt(ids, now)["is_boosted_now"]
+    flags = read_product_rt(store, ids, now)["is_boosted_now"]
     assert sorted(ids[flags > 0].tolist()) == active and set(active) <= set(range(1, 11))
     # next round, an hour later: no clicks on the boosted listings -> their bids drop
     later = now + 3700
@@ -76,5 +77,5 @@ def test_live_round_flags_and_feedback(redis_client, jaikod_env):
     assert second.feedback_listings == 5 and second.feedback_clicks == 0
     arms = ThompsonBooster.from_mapping(redis_client.hgetall("jk:boost:arms")).arms
     assert all(arms[p].bid < 1.0 for p in active)
-    still = store.read_product_rt(ids, later)["is_boosted_now"]
+    still = read_product_rt(store, ids, later)["is_boosted_now"]
     assert sorted(ids[still > 0].tolist()) == sorted(int(x) for x in redis_client.hkeys(ACTIVE))

@@ -69,7 +69,7 @@ def test_dry_run_on_the_tiny_world(world_env, redis_server, redis_client, monkey
     monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)  # drift goes to db 0, not the world's db
     reset_settings()
     out = run_continuous(world_env.lake, dry_run=True)
-    from gpu_core.schema import MODEL_FEATURES
+    from kernels.features import MODEL_FEATURES
 
     assert set(out.decision.psi) == set(MODEL_FEATURES) | {"score"}
     assert all(v >= 0 for v in out.decision.psi.values())

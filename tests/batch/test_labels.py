@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from batch.etl import build_dims, read_partition, run_etl, training_rows
+from engines.realtime import read_product_rt, read_user_rt
 from gpu_core.feature_store import OnlineStore
 from gpu_core.schema import CATEGORIES
 from kernels.windows import smoothed_ctr
@@ -197,8 +198,8 @@ def test_online_ring_buffers_equal_offline_windows(window_lake, redis_client):
             store.apply_event(e.event_id, e.event_type, e.ts_ms, e.user_id, e.product_id, cat[e.product_id])
         applied += len(todo)
         now_s = r.ts_ms / 1000.0
-        prt = store.read_product_rt([r.product_id], now_s)
-        urt = store.read_user_rt(r.user_id, now_s)
+        prt = read_product_rt(store, [r.product_id], now_s)
+        urt = read_user_rt(store, r.user_id, now_s)
         assert prt["views_last_hour"][0] == r.views_last_hour
         assert prt["ctr_last_hour"][0] == pytest.approx(r.ctr_last_hour, rel=1e-6)
         assert urt["session_clicks_last_5m"] == r.session_clicks_last_5m

@@ -2,7 +2,7 @@
 the vector the online service assembles for the same user, product and time, from the Redis snapshot
 materialised for that day plus the real-time state built by replaying the events before ``t``.
 
-The online side is the service's own code: ``RankingPipeline.load_user`` (snapshot pointer, user daily
+The online side is the service's own code: the pipeline's user stage (snapshot pointer, user daily
 row, user real-time state, context), ``HydrationStage`` (product mirror + one MGET of real-time state)
 and the keyword index's ``text_match``; then ``assemble_matrix``.
 """
@@ -22,12 +22,11 @@ from batch.lake import read_events
 from batch.materialize import run_materialize
 from gpu_core.device import backend
 from gpu_core.feature_store import OnlineStore
-from gpu_core.schema import MODEL_FEATURES, assemble_matrix
 from gpu_core.settings import get_settings
+from kernels.features import MODEL_FEATURES
 
 online = pytest.importorskip("online.pipeline")
 from online.candidates import CandidateBatch, RequestContext  # noqa: E402
-from online.stages.hydration import HydrationStage  # noqa: E402
 from online.state import ServiceState  # noqa: E402
 
 EVENT_COLS = ["event_id", "event_type", "ts", "user_id", "product_id", "query"]
@@ -85,16 +84,15 @@ def test_offline_vector_equals_online_vector(tiny_world, jaikod_env, redis_clien
                              user_id=int(r0["user_id"]), lat=None, lon=None, device_type=int(r0["device_type"]),
                              limit=len(sel), query=r0["query"] or "", now_ms=int(t),
                              deadline_s=time.perf_counter() + 60)
-        pipeline.load_user(ctx)
+        pipeline.run(ctx, None, start="user", stop="user")
         pids = rows["product_id"].to_numpy(np.int64)[sel]
         idx = state.mirror.index_of(pids)
         assert (idx >= 0).all()
         xp = state.be.xp
-        batch = CandidateBatch(xp=xp, idx=xp.asarray(idx), retrieval_score=xp.zeros(len(sel), dtype=xp.float32),
-                               from_keyword=xp.zeros(len(sel), dtype=bool), alive=xp.ones(len(sel), dtype=bool))
-        batch = HydrationStage().run(ctx, batch, state)
+        batch = CandidateBatch.of(xp, idx, np.zeros(len(sel), np.int8))
+        batch = pipeline.run(ctx, batch, start="hydration", stop="hydration")
         assert batch.cols is not None, ctx.fallbacks  # hydration adds text_match for a search
-        X_online = np.asarray(assemble_matrix(batch.cols, xp=xp))
+        X_online = np.asarray(pipeline.stage("scoring").matrix(ctx, batch, xp))
         X_offline = ds.X[sel]
         for j, name in enumerate(MODEL_FEATURES):
             np.testing.assert_allclose(X_online[:, j], X_offline[:, j], rtol=1e-5, atol=1e-5,

@@ -42,7 +42,7 @@ def served_requests(world_env, redis_server, monkeypatch):
                              time.perf_counter() + 10)
         res = pipe.rank(ctx)
         assert res.batch is not None and res.batch.X is not None, ctx.fallbacks
-        _store_replay(state, ctx, res.batch, state.mirror.ids[np.asarray(res.batch.idx)])
+        _store_replay(state, ctx, res.batch)
         ids.append(ctx.request_id)
         return ctx
 
@@ -74,12 +74,12 @@ def test_a_real_skew_is_named(world_env, served_requests):
     state, ids, t_ms, rank = served_requests
     r = redis.Redis.from_url(world_env.redis_url)
     first = load(r, ids[0])
-    victim = int(first["candidate_ids"][first["alive"]][0])
+    victim = int(first.candidate_ids[first.alive][0])
     cat = int(state.mirror.cols["category"][int(np.searchsorted(state.mirror.ids, victim))])
     OnlineStore(r).apply_event("not-in-the-lake", "click", t_ms - 600_000, 999_999, victim, cat)
     for k in ids:  # only the request served after the event is compared
         r.delete(f"jk:replay:{k}")
-    rank(first["user_id"])
+    rank(first.user_id)
     report = skew_report(world_env.lake, r)
     assert report.requests == 1
     assert set(report.skewed) == {"views_last_hour", "ctr_last_hour"}, report.as_rows()

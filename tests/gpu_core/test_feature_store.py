@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engines.realtime import read_product_rt, read_user_rt
 from gpu_core.feature_store import PRODUCT_WINDOW, OnlineStore
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
 
@@ -44,23 +45,23 @@ def test_apply_event_is_idempotent_and_windowed(redis_client):
         assert store.apply_event(f"e{i}", "impression", int((t0 + i) * 1000), 1, 10, 2) == 1
     assert store.apply_event("c1", "click", int((t0 + 10) * 1000), 1, 10, 2, query="iphone") == 1
     assert store.apply_event("c1", "click", int((t0 + 10) * 1000), 1, 10, 2) == 0  # redelivery
-    rt = store.read_product_rt([10, 11], t0 + 60)
+    rt = read_product_rt(store, [10, 11], t0 + 60)
     assert rt["views_last_hour"].tolist() == [1.0, 0.0]
     assert rt["stock_status"].tolist() == [1.0, 1.0]
     assert rt["ctr_last_hour"][0] > rt["ctr_last_hour"][1]
-    user = store.read_user_rt(1, t0 + 60)
+    user = read_user_rt(store, 1, t0 + 60)
     assert user == {"session_clicks_last_5m": 1.0, "last_viewed_category": 2, "current_search_query": "iphone"}
     # an hour later the product window is empty, the session window long before
     later = t0 + PRODUCT_WINDOW.width_s * PRODUCT_WINDOW.n_buckets + 600
-    assert store.read_product_rt([10], later)["views_last_hour"].tolist() == [0.0]
-    assert store.read_user_rt(1, t0 + 400)["session_clicks_last_5m"] == 0.0
-    assert store.read_user_rt(1, t0 + 3 * 3600)["last_viewed_category"] == -1
+    assert read_product_rt(store, [10], later)["views_last_hour"].tolist() == [0.0]
+    assert read_user_rt(store, 1, t0 + 400)["session_clicks_last_5m"] == 0.0
+    assert read_user_rt(store, 1, t0 + 3 * 3600)["last_viewed_category"] == -1
 
 
 def test_order_marks_sold_and_flags(redis_client):
     store = OnlineStore(redis_client)
     store.apply_event("o1", "order", 1_700_000_000_000, 1, 10, 0)
     store.set_flags(11, boosted=True)
-    rt = store.read_product_rt([10, 11], 1_700_000_100.0)
+    rt = read_product_rt(store, [10, 11], 1_700_000_100.0)
     assert rt["stock_status"].tolist() == [0.0, 1.0]
     assert rt["is_boosted_now"].tolist() == [0.0, 1.0]

@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 
 from gpu_core import schema
-from gpu_core.schema import (
-    FEATURE_BY_NAME,
-    FEATURE_VIEWS,
-    MODEL_FEATURES,
-    PRODUCT_DAILY,
-    USER_DAILY,
-    Entity,
-    Freshness,
-    assemble_matrix,
-)
+from gpu_core.schema import FEATURE_BY_NAME, FEATURE_VIEWS, PRODUCT_DAILY, USER_DAILY, Entity, Freshness
+from kernels.features import MODEL_FEATURES, assemble_matrix
 
 SEED_TABLE = {
     Entity.USER: ({"age_group", "gender", "lifetime_spend", "top_categories_30d"},
@@ -56,13 +48,13 @@ def test_pack_unpack_roundtrip_with_defaults():
 
 
 def _columns(n, rng):
-    return {
+    return schema.with_defaults({
         "category": rng.integers(0, 12, n), "quality_score": rng.random(n), "price_thb": rng.random(n) * 1000,
         "latlong": np.stack([13 + rng.random(n), 100 + rng.random(n)], 1),
         "embedding_vector": rng.standard_normal((n, 64)), "user_embedding": rng.standard_normal(64),
         "top_categories_30d": np.array([3, 1, -1]), "user_geo_latlong": np.array([13.75, 100.5]),
         "avg_category_price_history": rng.random(12) * 500 + 1, "time_of_day": 21.5, "last_viewed_category": 3,
-    }
+    })
 
 
 def test_assemble_matrix_shape_and_derived_columns():
@@ -105,3 +97,13 @@ def test_assemble_matrix_on_array_api_strict():
 
 def test_code_of_unknown_is_default():
     assert schema.code_of(schema.CATEGORIES, ["fashion", "nope"]).tolist() == [0, -1]
+
+
+def test_a_missing_assembly_input_is_named_not_defaulted():
+    cols = _columns(5, np.random.default_rng(3))
+    del cols["seller_trust_score"]
+    with pytest.raises(KeyError, match="seller_trust_score"):
+        assemble_matrix(cols)
+    cols.pop("text_match", None)  # the one optional input (0 without a query) may be absent
+    cols["seller_trust_score"] = 0.5
+    assert assemble_matrix(cols).shape == (5, len(MODEL_FEATURES))

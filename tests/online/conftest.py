@@ -48,7 +48,7 @@ def users(served_world) -> list[int]:
 @pytest.fixture()
 def query_word(app_client) -> str:
     """A word found in many titles of the world's keyword index."""
-    kw = app_client.app.state.jaikod.indexes.keyword
+    kw = app_client.app.state.services.state.indexes.keyword
     indptr = kw.bm25.scores["indptr"]
     vocab = [(w, t) for w, t in kw.bm25.vocab_dict.items() if w and t + 1 < len(indptr)]
     best = max(vocab, key=lambda kv: (indptr[kv[1] + 1] - indptr[kv[1]], kv[0]))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpu_core import replay_log
 from online import replay
 
 STAGES = ("user", "retrieval", "filters", "hydration", "scoring", "rerank", "polish", "total")
 
 
 def test_feed_and_search_contract(app_client, users, query_word):
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     for path, extra in (("/v1/feed", {}), ("/v1/search", {"query": query_word})):
         r = app_client.post(path, json={"user_id": users[0], "limit": 20, "device_type": "ios", **extra})
         assert r.status_code == 200, r.text
@@ -68,28 +69,28 @@ def test_non_json_body_is_422(app_client):
 
 
 def test_replay_record_of_a_feed_response(app_client, users, monkeypatch):
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     monkeypatch.setattr(state.settings, "replay_sample_rate", 1.0)
     body = app_client.post("/v1/feed", json={"user_id": users[1], "limit": 20}).json()
-    rec = replay.load(state.redis, body["request_id"])
+    rec = replay_log.load(state.redis, body["request_id"])
     assert rec is not None
-    assert rec["X"].shape == (len(rec["candidate_ids"]), len(rec["features"]))
-    assert replay.digest(rec["X"]) == rec["X_sha256"]
-    assert rec["served_ids"].tolist() == [it["product_id"] for it in body["items"]]
-    assert rec["model_version"] == body["model_version"] and rec["snapshot_version"] == body["snapshot_version"]
-    assert rec["settings_digest"] == state.settings.digest()
-    assert set(rec["served_ids"].tolist()) <= set(rec["candidate_ids"].tolist())
-    assert rec["user_id"] == users[1] and "lat" not in rec  # PII-free: no coordinates stored
+    assert rec.X.shape == (len(rec.candidate_ids), len(rec.features))
+    assert rec.matrix_ok()
+    assert rec.served_ids.tolist() == [it["product_id"] for it in body["items"]]
+    assert rec.model_version == body["model_version"] and rec.snapshot_version == body["snapshot_version"]
+    assert rec.settings_digest == state.settings.digest()
+    assert set(rec.served_ids.tolist()) <= set(rec.candidate_ids.tolist())
+    assert rec.user_id == users[1] and not hasattr(rec, "lat")  # PII-free: no coordinates stored
     # unsampled responses leave no record
     monkeypatch.setattr(state.settings, "replay_sample_rate", 0.0)
     body2 = app_client.post("/v1/feed", json={"user_id": users[1]}).json()
-    assert replay.load(state.redis, body2["request_id"]) is None
+    assert replay_log.load(state.redis, body2["request_id"]) is None
 
 
 def test_replay_request_same_ranking_then_changed_input(app_client, users, monkeypatch):
     from gpu_core.feature_store import OnlineStore
 
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     monkeypatch.setattr(state.settings, "replay_sample_rate", 1.0)
     body = app_client.post("/v1/feed", json={"user_id": users[2], "limit": 20}).json()
     out = replay.replay_request(state, body["request_id"])

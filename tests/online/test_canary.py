@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +11,8 @@ from gpu_core.registry import PRODUCTION, RANKER, STAGING
 from gpu_core.settings import Settings
 from gpu_core.streams import CANARY, VERSION_STATS
 from online.canary import CanaryController, VersionStats, decide, in_canary, user_share
+from online.metrics import Metrics
+from online.wiring import Services
 
 S = Settings(canary_min_requests=1000, canary_min_impressions=200, canary_max_error_rate=0.01,
              canary_max_p99_ms=200.0, canary_ctr_tolerance=0.0)
@@ -72,8 +73,8 @@ def canary_world(tiny_world, tmp_path, monkeypatch, redis_server, redis_client):
     reg = Registry()
     prod = reg.require(RANKER, PRODUCTION)
     state = ServiceState(get_settings(), backend(), reg, redis_client)
-    app = SimpleNamespace(state=SimpleNamespace(jaikod=state))
-    yield reg, prod, state, CanaryController(app, get_settings())
+    svc = Services(settings=get_settings(), metrics=Metrics(), state=state)
+    yield reg, prod, state, CanaryController(svc, get_settings())
     reset_settings()
     reset_backend()
 

@@ -87,7 +87,7 @@ def test_bus_down_is_503_and_retry_counts_once(client, redis_server, redis_clien
         assert r.status_code == 503 and r.json()["error"]["code"] == "eventbusunavailable"
     finally:
         redis_server.start()
-    client.app.state.event_bus = None  # reconnect
+    client.app.state.services.event_bus.set(None)  # reconnect
     assert client.post("/v1/events", json={"events": [ev(0)]}).json() == {"accepted": 1, "duplicates": 0}
     assert client.post("/v1/events", json={"events": [ev(0)]}).json() == {"accepted": 0, "duplicates": 1}
 

@@ -26,7 +26,7 @@ class RaisingIndex:
 
 
 def test_vector_index_down_is_keyword_only(app_client, users, query_word):
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     state.indexes.vector = RaisingIndex(state.indexes.vector)
     r = app_client.post("/v1/search", json={"user_id": users[0], "query": query_word, "limit": 20})
     assert r.status_code == 200, r.text
@@ -36,21 +36,22 @@ def test_vector_index_down_is_keyword_only(app_client, users, query_word):
     assert len(body["items"]) == 20
     # in process: the candidates that came from retrieval are exactly keyword hits
     from online.api import _ctx
+    from online.candidates import Source
     from online.schemas import SearchRequest
 
-    ctx = _ctx(SearchRequest(user_id=users[0], query=query_word), "search", query_word, False, state)
-    res = app_client.app.state.pipeline.rank(ctx)
+    ctx = _ctx(SearchRequest(user_id=users[0], query=query_word), "search", query_word, False, state.settings)
+    res = app_client.app.state.services.pipeline.rank(ctx)
     assert "keyword_only" in ctx.fallbacks
     kw_ids = set(state.indexes.keyword.search(query_word, 1000)[0].tolist())
     batch = res.batch
-    from_kw = np.asarray(batch.from_keyword)
+    from_kw = np.asarray(batch.source) == Source.KEYWORD
     cand = state.mirror.ids[np.asarray(batch.idx)]
     assert from_kw.sum() > 0 and set(cand[from_kw].tolist()) <= kw_ids
     assert not set(cand[~from_kw].tolist()) & kw_ids  # the rest is the regional popular fill
 
 
 def test_both_indexes_down_is_popular_in_region(app_client, users, query_word):
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     state.indexes.vector = RaisingIndex(state.indexes.vector)
     state.indexes.keyword = RaisingIndex(state.indexes.keyword)
     r = app_client.post("/v1/search", json={"user_id": users[1], "query": query_word, "limit": 10})
@@ -62,7 +63,7 @@ def test_both_indexes_down_is_popular_in_region(app_client, users, query_word):
 
 
 def test_feed_with_vector_index_down_still_serves(app_client, users):
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     state.indexes.vector = RaisingIndex(state.indexes.vector)
     r = app_client.post("/v1/feed", json={"user_id": users[2]})
     assert r.status_code == 200 and len(r.json()["items"]) == 20
@@ -84,7 +85,7 @@ def _block_redis(url: str, seconds: float) -> threading.Thread:
 
 
 def test_slow_feature_store_is_popularity_ranking(app_client, users):
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     assert state.settings.feature_store_timeout_ms == 100
     t = _block_redis(state.settings.redis_url, 0.5)
     try:
@@ -126,7 +127,7 @@ def test_deadline_exceeded_is_trending_globally(served_world, monkeypatch, users
 
 
 def test_redis_down_is_local_trending_never_5xx(app_client, users, redis_server):
-    state = app_client.app.state.jaikod
+    state = app_client.app.state.services.state
     expect = state.mirror.trending[:20].tolist()
     redis_server.stop()
     try:

@@ -26,7 +26,7 @@ def test_fraud_score_ranks_planted_above_honest(served_world, monkeypatch):
     _seller(r, 900_002, False, 6)
     _seller(r, 900_003, True, 0, banned=True)
     with TestClient(create_app(refresher=False, services=True)) as c:
-        mirror = c.app.state.jaikod.mirror
+        mirror = c.app.state.services.state.mirror
         honest, fraud = [], []
         for i, (title, price) in enumerate([("Canon EOS 600D body", 7000), ("Nike Air Zoom size 42", 2200),
                                             ("IKEA Poang armchair", 2500)]):

@@ -32,7 +32,7 @@ def test_alias_move_hot_reloads_without_dropped_requests(private_registry_home, 
     reg = Registry()
     old = reg.require(RANKER, PRODUCTION)
     with TestClient(create_app(refresher=False, services=False)) as client:
-        state = client.app.state.jaikod
+        state = client.app.state.services.state
         assert state.models.get(PRODUCTION).label == old.label
         artifact_path = old.source.rsplit("/artifacts/", 1)[1]
         new = reg.register_dir(RANKER, old.run_id, artifact_path, tags={"test": "hot-reload"})

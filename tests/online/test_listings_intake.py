@@ -8,6 +8,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from gpu_core.moderation import QUEUE, REVIEW, ModerationQueue, ReviewBacklog
+from online.wiring import Lazy
 
 TOKEN = "test-admin-token"
 HONEST = {"seller_id": 3, "title": "Sony WH-1000XM4 headphones, like new",
@@ -48,7 +49,7 @@ def _client(timeout_ms: float | None = None, monkeypatch=None):
 def test_safe_listing_goes_live_unsafe_one_to_moderation(intake_env, monkeypatch):
     monkeypatch.setenv("JAIKOD_LISTING_TEXT_TIMEOUT_MS", "60000")
     with _client() as c:
-        c.app.state.text_service()  # warm the language service (model load is not the listing's latency)
+        c.app.state.services.text()  # warm the language service (model load is not the listing's latency)
         ok = c.post("/v1/listings", json=HONEST)
         assert ok.status_code == 201, ok.text
         b = ok.json()
@@ -73,7 +74,7 @@ def test_slow_text_service_defers_and_batch_review_moderates(intake_env, monkeyp
         h = c.post("/v1/listings", json=HONEST).json()
         assert b["status"] == "pending_review" and b["review"]["deferred"] is True
         assert "slower than" in b["review"]["reason"] and b["safety_score"] is None
-        r = c.app.state.jaikod.redis
+        r = c.app.state.services.state.redis
         assert ReviewBacklog(r).depth() == 2 and ModerationQueue(r).depth() == 0
     summary = run_review(r, analyzer=TextAnalyzer(None))
     assert (summary.reviewed, summary.to_moderation, summary.live) == (2, 1, 1)
@@ -90,10 +91,10 @@ def test_text_service_down_accepts_listing(intake_env):
         def down():
             raise ConnectionError("language service unreachable")
 
-        c.app.state.text_service = down
+        c.app.state.services.text = Lazy(down)
         b = c.post("/v1/listings", json=HONEST).json()
         assert b["status"] == "pending_review" and "unavailable" in b["review"]["reason"]
-        assert ReviewBacklog(c.app.state.jaikod.redis).depth() == 1
+        assert ReviewBacklog(c.app.state.services.state.redis).depth() == 1
 
 
 def test_listing_input_errors(intake_env):

@@ -106,7 +106,7 @@ def test_admin_auth_and_reason_required(admin_env):
     with TestClient(_app()) as c:
         assert c.get("/v1/admin/moderation/queue").status_code == 403
         assert c.get("/v1/admin/moderation/queue", headers={"X-Admin-Token": "wrong"}).status_code == 403
-        q = ModerationQueue(c.app.state.jaikod.redis)
+        q = ModerationQueue(c.app.state.services.state.redis)
         e = q.enqueue(5, "text", 0.2, [])
         bad = c.post(f"/v1/admin/moderation/{e}/reject", json={"moderator": "alice", "reason": " "}, headers=H)
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "reason"

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from engines.realtime import read_product_rt
 from gpu_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,18 +102,12 @@ def observed(served_world, monkeypatch, hook):
 
     from gpu_core.settings import reset_settings
     from online.app import create_app
-    from online.canary import install_canary
-    from online.events import router
-    from online.monitoring import install_monitoring
 
     monkeypatch.setenv("JAIKOD_ALERT_WEBHOOK_URL", hook.url)
     monkeypatch.setenv("JAIKOD_ALERT_MIN_REQUESTS", "5")
     monkeypatch.setenv("JAIKOD_CANARY_INTERVAL_S", "0")
     reset_settings()
-    app = create_app(refresher=False, services=False)
-    app.include_router(router)
-    install_canary(app)
-    install_monitoring(app)
+    app = create_app(refresher=False)
     with TestClient(app) as client:
         yield client
 
@@ -121,13 +116,13 @@ def test_feed_observer_tracks_versions_and_exports_gauges(observed):
     from gpu_core.streams import DRIFT_PSI, VERSION_STATS
 
     app = observed.app
-    st = app.state.jaikod
+    st = app.state.services.state
     label = st.models.get("production").label
     before = int(st.redis.hget(VERSION_STATS.format(label), "requests") or 0)
     for u in range(6):
         assert observed.post("/v1/feed", json={"user_id": u}).status_code == 200
     assert observed.post("/v1/feed", json={"user_id": -1}).status_code == 422  # caller error: not counted
-    app.state.feed_recorder.flush()
+    app.state.services.feed_recorder.flush()
     raw = {k.decode(): int(v) for k, v in st.redis.hgetall(VERSION_STATS.format(label)).items()}
     assert raw["requests"] == before + 6
     assert sum(v for k, v in raw.items() if k.startswith("lat:")) == raw["requests"]
@@ -140,22 +135,22 @@ def test_feed_observer_tracks_versions_and_exports_gauges(observed):
 
 
 def test_service_fires_the_webhook_on_fallbacks(observed, hook):
-    rec = observed.app.state.feed_recorder
+    rec = observed.app.state.services.feed_recorder
     body = orjson.dumps({"model_version": "m/1", "fallbacks_used": ["feature_store_slow"]})
     for _ in range(6):
         rec.record(200, b'{"user_id": 1}', body, 0.01)
     got = hook.wait(1)
     assert got and got[0]["event_action"] == "trigger" and "100.0%" in got[0]["text"]
-    assert observed.app.state.alerter.firing
+    assert observed.app.state.services.alerter.firing
     assert "jaikod_fallback_rate_window 1.0" in observed.get("/metrics").text
 
 
 def test_click_visible_to_the_ranking_service_within_1s(observed, tmp_path):
     from online.stream import StreamProcessor
 
-    st = observed.app.state.jaikod
+    st = observed.app.state.services.state
     pid = int(st.mirror.ids[3])
-    before = st.store.read_product_rt([pid], time.time())["views_last_hour"][0]
+    before = read_product_rt(st.store, [pid], time.time())["views_last_hour"][0]
     import redis
 
     proc = StreamProcessor(redis.Redis.from_url(st.settings.redis_url), tmp_path / "lake", "t1")
@@ -170,7 +165,7 @@ def test_click_visible_to_the_ranking_service_within_1s(observed, tmp_path):
         deadline = time.monotonic() + 1.0  # the visibility budget is the poll limit
         seen = before
         while time.monotonic() < deadline and seen == before:
-            seen = st.store.read_product_rt([pid], time.time())["views_last_hour"][0]
+            seen = read_product_rt(st.store, [pid], time.time())["views_last_hour"][0]
             time.sleep(0.01)
         assert seen == before + 1
     finally:

@@ -33,7 +33,7 @@ def _admin(client, token=TOKEN, **body):
 
 
 def test_ban_category_applies_from_next_request(admin_client, users):
-    state = admin_client.app.state.jaikod
+    state = admin_client.app.state.services.state
     before = admin_client.post("/v1/feed", json={"user_id": users[0], "limit": 50}).json()["items"]
     cats = _categories(state, before)
     top = max(set(cats), key=cats.count)

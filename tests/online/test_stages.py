@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpu_core.device import backend
-from gpu_core.feature_store import OnlineStore, rt_product_key
+from gpu_core.feature_store import OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import get_settings
 from kernels.slots import inject_slots
-from online.candidates import CandidateBatch, RequestContext
-from online.stages import FilterStage, HydrationStage, PolishStage, RerankStage
+from online.candidates import CandidateBatch, RequestContext, Source, UserState
+from online.stages import FilterStage, HydrationStage, PolishStage, RerankStage, StockFilterStage
 from online.state import Overrides, ProductMirror, ServiceState
 
 R_KM = 6371.0088
@@ -62,11 +62,14 @@ def make_ctx(**kw) -> RequestContext:
 
 
 def full_batch(state) -> CandidateBatch:
-    xp = state.be.xp
     n = len(state.mirror.ids)
-    return CandidateBatch(xp=xp, idx=xp.asarray(np.arange(n, dtype=np.int32)),
-                          retrieval_score=xp.zeros(n, dtype=xp.float32), from_keyword=xp.zeros(n, dtype=xp.bool),
-                          alive=xp.ones(n, dtype=xp.bool))
+    return CandidateBatch.of(state.be.xp, np.arange(n), np.full(n, Source.VECTOR, np.int8))
+
+
+def with_user(ctx: RequestContext, geo=None, max_km: float = 500.0) -> RequestContext:
+    """A context whose user stage ran: location ``geo`` and max distance ``max_km``."""
+    ctx.user = UserState({}, True, geo, max_km, {})
+    return ctx
 
 
 def batch_ids(state, batch, alive_only=True) -> set[int]:
@@ -84,14 +87,13 @@ def test_filters_remove_banned_seller_and_category(jaikod_env, redis_client):
     state = make_state(redis_client, make_mirror(ids, seller, category=category))
     state.overrides.banned_sellers = np.array([2, 5], np.int64)
     state.overrides.banned_categories = np.array([1, 4], np.int32)
-    ctx = make_ctx()
+    ctx = with_user(make_ctx())
     out = FilterStage().run(ctx, full_batch(state), state)
     kept = batch_ids(state, out)
     expect = {int(i) for i, s, c in zip(ids, seller, category, strict=True) if s not in (2, 5) and c not in (1, 4)}
     assert kept == expect
     assert out.n == len(expect)  # compacted
-    assert ctx.removed["banned_seller"] == 4
-    assert ctx.removed["banned_category"] == 4
+    assert ctx.removed_by_reason() == {"banned_seller": 4, "banned_category": 4}
 
 
 def test_filters_distance_exact_at_boundary(jaikod_env, redis_client):
@@ -105,8 +107,7 @@ def test_filters_distance_exact_at_boundary(jaikod_env, redis_client):
     for j in range(5):
         boundary = float(exact[j])
         for limit, kept_j in ((boundary * (1 + 1e-9), True), (boundary * (1 - 1e-6), False)):
-            ctx = make_ctx(lat=user[0], lon=user[1])
-            ctx.geo, ctx.max_distance_km = user, limit
+            ctx = with_user(make_ctx(lat=user[0], lon=user[1]), user, limit)
             out = FilterStage().run(ctx, full_batch(state), state)
             kept = batch_ids(state, out)
             assert (int(ids[j]) in kept) is kept_j, (j, limit)
@@ -116,11 +117,9 @@ def test_filters_distance_exact_at_boundary(jaikod_env, redis_client):
 
     ll64 = latlong.astype(np.float64)
     d = haversine_km(user[0], user[1], ll64[:, 0], ll64[:, 1], xp=np)
-    ctx = make_ctx()
-    ctx.geo, ctx.max_distance_km = user, float(d[2])
+    ctx = with_user(make_ctx(), user, float(d[2]))
     assert batch_ids(state, FilterStage().run(ctx, full_batch(state), state)) == {1, 2, 3}
-    ctx = make_ctx()
-    ctx.geo, ctx.max_distance_km = user, float(np.nextafter(d[2], 0))
+    ctx = with_user(make_ctx(), user, float(np.nextafter(d[2], 0)))
     assert batch_ids(state, FilterStage().run(ctx, full_batch(state), state)) == {1, 2}
 
 
@@ -128,12 +127,12 @@ def test_filters_without_location_keep_everything(jaikod_env, redis_client):
     ids = np.arange(1, 9)
     latlong = np.tile([[60.0, 10.0]], (8, 1))  # far away, but the request has no location
     state = make_state(redis_client, make_mirror(ids, ids, latlong=latlong))
-    ctx = make_ctx()
+    ctx = with_user(make_ctx())
     assert batch_ids(state, FilterStage().run(ctx, full_batch(state), state)) == set(ids.tolist())
 
 
 # ---- hydration -----------------------------------------------------------------------------------------
-def test_hydration_drops_sold_and_reads_realtime_in_one_mget(jaikod_env, redis_client):
+def test_hydration_reads_realtime_in_one_mget_and_the_stock_filter_drops_sold(jaikod_env, redis_client):
     ids = np.arange(500, 540)
     rng = np.random.default_rng(0)
     pop = rng.random(40).astype(np.float32)
@@ -144,21 +143,25 @@ def test_hydration_drops_sold_and_reads_realtime_in_one_mget(jaikod_env, redis_c
         store.set_flags(pid, sold=True)
     store.set_flags(510, boosted=True)
     state.overrides.boost = np.array([520], np.int64)
-    ctx = make_ctx()
-    ctx.user_columns = {"age_group": np.float32(2)}
+    ctx = with_user(make_ctx())
     before = redis_client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
     out = HydrationStage().run(ctx, full_batch(state), state)
     after = redis_client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
     assert after - before == 1  # all candidates' real-time features in one round trip
+    assert batch_ids(state, out) == set(ids.tolist())  # hydration fills columns; it drops nothing
+    assert np.asarray(out.cols["stock_status"]).sum() == len(ids) - len(sold)
+    ctx.stage = "stock"
+    out = StockFilterStage().run(ctx, out, state)
     assert batch_ids(state, out) == set(ids.tolist()) - set(sold)
-    assert ctx.removed["sold"] == 3
+    assert out.n == len(ids) - len(sold)  # compacted, columns with it
+    assert all(len(v) == out.n for v in out.cols.values())
+    assert ctx.removed == {"stock": {"sold": 3}}
     idx = np.asarray(out.idx)
     got_ids = state.mirror.ids[idx]
     np.testing.assert_array_equal(np.asarray(out.cols["popularity"]), state.mirror.cols["popularity"][idx])
     boosted = dict(zip(got_ids.tolist(), np.asarray(out.cols["is_boosted_now"]).tolist(), strict=True))
     assert boosted[510] == 1.0 and boosted[520] == 1.0
     assert sum(boosted.values()) == 2.0
-    assert out.cols["age_group"] == 2  # per-request columns broadcast into the batch
 
 
 def test_hydration_redis_failure_is_feature_store_slow(jaikod_env, redis_client):
@@ -167,9 +170,9 @@ def test_hydration_redis_failure_is_feature_store_slow(jaikod_env, redis_client)
     ids = np.arange(1, 6)
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.05)
     state = make_state(dead, make_mirror(ids, ids))
-    ctx = make_ctx()
+    ctx = with_user(make_ctx())
     out = HydrationStage().run(ctx, full_batch(state), state)
-    assert "feature_store_slow" in ctx.fallbacks
+    assert "feature_store_slow" in ctx.fallbacks and not ctx.feature_store_ok
     assert out.X is None and out.cols is None
 
 
@@ -289,13 +292,13 @@ def test_polish_sponsored_slots_on_fixed_batch(jaikod_env, redis_client, limit):
 
 def test_overrides_sync_reads_sets_when_version_moves(jaikod_env, redis_client):
     ov = Overrides()
-    Overrides.change(redis_client, "sadd", Overrides.BANNED_CATEGORIES, 3)
-    Overrides.change(redis_client, "sadd", Overrides.BOOST, 42, 7)
-    ov.sync(redis_client, int(redis_client.get(Overrides.VERSION)))
+    Overrides.change(redis_client, "sadd", OverrideKeys.BANNED_CATEGORIES, 3)
+    Overrides.change(redis_client, "sadd", OverrideKeys.BOOST, 42, 7)
+    ov.sync(redis_client, int(redis_client.get(OverrideKeys.VERSION)))
     assert ov.banned_categories.tolist() == [3] and ov.boost.tolist() == [7, 42]
-    redis_client.sadd(Overrides.BOOST, 99)  # without a version bump: not re-read
-    ov.sync(redis_client, int(redis_client.get(Overrides.VERSION)))
+    redis_client.sadd(OverrideKeys.BOOST, 99)  # without a version bump: not re-read
+    ov.sync(redis_client, int(redis_client.get(OverrideKeys.VERSION)))
     assert ov.boost.tolist() == [7, 42]
-    Overrides.change(redis_client, "srem", Overrides.BOOST, 7)
-    ov.sync(redis_client, int(redis_client.get(Overrides.VERSION)))
+    Overrides.change(redis_client, "srem", OverrideKeys.BOOST, 7)
+    ov.sync(redis_client, int(redis_client.get(OverrideKeys.VERSION)))
     assert ov.boost.tolist() == [42, 99]

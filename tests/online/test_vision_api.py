@@ -20,9 +20,9 @@ from PIL import Image
 
 from batch.world.images import draw_product_image
 from engines.vision.config import reset_vision_settings
-from tests.support.synthetic import draw_face, sample_face_photo
 from gpu_core.errors import JaikodError
 from online.services import vision as vs
+from tests.support.synthetic import draw_face, sample_face_photo
 
 
 def png(img: np.ndarray) -> bytes:
