@@ -20,9 +20,10 @@ from PIL import Image
 
 from batch.world.images import draw_product_image
 from engines.vision.config import reset_vision_settings
-from tests.support.synthetic import draw_face, sample_face_photo
+from engines.vision.vault import purge_cold_storage
 from gpu_core.errors import JaikodError
 from online.services import vision as vs
+from tests.support.synthetic import draw_face, sample_face_photo
 
 
 def png(img: np.ndarray) -> bytes:
@@ -278,12 +279,5 @@ def test_no_face_data_on_disk_unencrypted_and_purge(client, env, service, photo,
     assert any(service.vault.open(p) == [id_raw, *selfie_raws] for p in stored)  # the cold copy decrypts back
     old = time.time() - 31 * 86400
     os.utime(stored[0], (old, old))
-    assert vs.purge_cold_storage(service.vault.root, older_than_days=30) == 1
+    assert purge_cold_storage(service.vault.root, older_than_days=30) == 1
     assert not stored[0].exists() and all(p.exists() for p in stored[1:])
-
-
-def test_face_record_is_keyed_and_stable(service):
-    v = np.random.default_rng(0).normal(size=128).astype(np.float32)
-    v /= np.linalg.norm(v)
-    assert service.vault.record(v) == service.vault.record(v + 1e-4)  # quantised
-    assert service.vault.record(v) != service.vault.record(-v)
