@@ -40,8 +40,13 @@ class DuplicateIndex:
             self.ids.append(str(listing_id))
             self.hashes = np.append(self.hashes, np.uint64(image_hash))
 
-    def search(self, embedding: np.ndarray, image_hash: int, exclude: str | None = None) -> dict | None:
-        """``{listing_id, similarity, match}`` of the best duplicate, or None."""
+    def search(self, embedding: np.ndarray, image_hash: int, exclude: str | None = None, *,
+               similarity: float | None = None, phash_distance: int | None = None) -> dict | None:
+        """``{listing_id, similarity, match}`` of the best duplicate, or None. ``similarity`` and
+        ``phash_distance`` override the near-duplicate pair of settings (the service passes the strict
+        pair for the world's drawn images)."""
+        min_sim = self.s.duplicate_similarity if similarity is None else similarity
+        max_dist = self.s.near_duplicate_phash_distance if phash_distance is None else phash_distance
         with self._lock:
             if not self.ids:
                 return None
@@ -60,7 +65,7 @@ class DuplicateIndex:
             for sim, i in zip(sims[0], idx[0], strict=True):  # near-duplicates among faiss neighbours
                 if i < 0 or self.ids[i] == exclude:
                     continue
-                if sim >= self.s.duplicate_similarity and dist[i] <= self.s.near_duplicate_phash_distance:
+                if sim >= min_sim and dist[i] <= max_dist:
                     if best is None or sim > best[0]:
                         best = (float(sim), int(i), "embedding")
             if best is None:

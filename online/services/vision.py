@@ -33,12 +33,14 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
 from engines.vision.batching import MicroBatcher
+from engines.vision.category import IMAGENET_MODEL, WorldDomain, category_mass, decide, portrait
 from engines.vision.config import get_vision_settings
 from engines.vision.duplicates import DuplicateIndex
 from engines.vision.errors import VisionInputError, VisionRuntimeError
 from engines.vision.faces import FaceAnalyzer, liveness
 from engines.vision.imaging import b64decode_image, decode_image, phash
 from engines.vision.models import UNSAFE_LABELS, Backbone, Head, NsfwClassifier, NudityDetector, embed
+from engines.vision.quality import image_quality
 from engines.vision.vault import FaceVault
 from gpu_core.moderation import QUEUE as MODERATION_STREAM  # "jk:moderation:queue"
 from gpu_core.schema import CATEGORIES, CONDITION_GRADES
@@ -57,6 +59,17 @@ class _Heads:
     category: Head
     condition: Head
     version: str
+    domain: WorldDomain | None = None  # where the heads may answer (None: nowhere, ImageNet answers)
+
+
+def _domain(meta: dict) -> WorldDomain | None:
+    """The heads' domain when they were trained on this backbone size (features of another size differ)."""
+    if "domain" not in meta or meta.get("backbone_size") != get_vision_settings().backbone_size:
+        if meta:
+            log.warning("vision heads trained at backbone size %s, served at %s: world head disabled",
+                        meta.get("backbone_size"), get_vision_settings().backbone_size)
+        return None
+    return WorldDomain.from_json(meta["domain"])
 
 
 def load_heads(runtime: str | None = None, *, alias: str | None = None, registry=None) -> _Heads:
@@ -68,9 +81,18 @@ def load_heads(runtime: str | None = None, *, alias: str | None = None, registry
     reg = registry or Registry()
     refs = [reg.require(s.head_category_model, alias), reg.require(s.head_condition_model, alias)]
     dirs = [reg.download(r) for r in refs]
+    meta_path = dirs[0] / "meta.json"
+    meta = orjson.loads(meta_path.read_bytes()) if meta_path.is_file() else {}
     return _Heads(Head(dirs[0] / "head.onnx", list(CATEGORIES), runtime),
                   Head(dirs[1] / "head.onnx", list(CONDITION_GRADES), runtime),
-                  "+".join(r.label for r in refs))
+                  "+".join(r.label for r in refs), _domain(meta))
+
+
+def heads_from_trained(trained: dict, version: str, runtime: str | None = None) -> _Heads:
+    """Heads straight from :func:`batch.vision_heads.train_heads` (tests, benchmarks), no registry."""
+    return _Heads(Head(trained["category"].onnx_path, list(CATEGORIES), runtime),
+                  Head(trained["condition"].onnx_path, list(CONDITION_GRADES), runtime), version,
+                  _domain(trained["category"].meta))
 
 
 class VisionService:
@@ -108,32 +130,56 @@ class VisionService:
 
     # -- analyze-image -----------------------------------------------------------------------
     def analyze_batch(self, items: list[tuple[np.ndarray, str | None, bool]]) -> list[dict]:
-        """``items``: (RGB image, listing_id or None, add to the duplicate index?) -> one result each."""
+        """``items``: (RGB image, listing_id or None, add to the duplicate index?) -> one result each.
+
+        Safety: ``safety_score = 1 - max(P_nsfw, max score of unsafe nudenet detections >=
+        nudity_min_score)``; a flag is raised only for an unsafe detection >= ``nudity_flag_score`` or
+        ``P_nsfw >= nsfw_flag_score``; ``safety_score < safety_threshold`` (0.4) hands the listing to
+        moderation whether or not a flag was raised.
+        """
+        s = self.s
         images = [it[0] for it in items]
         detections = self.nudity.detect(images)
         p_nsfw = self.nsfw.predict(images)
-        feats = self.backbone.features(images)
-        cat_p = self.heads.category.predict(feats)
-        cond_p = self.heads.condition.predict(feats)
+        feats, imagenet = self.backbone.run(images)
         embs = embed(feats)
+        mass = category_mass(imagenet)
+        world = self.heads.domain is not None
+        in_domain = self.heads.domain.cosine(embs) >= self.heads.domain.min_cosine if world else \
+            np.zeros(len(items), bool)
+        cat_p = self.heads.category.predict(feats) if in_domain.any() else None
+        cond_p = self.heads.condition.predict(feats) if in_domain.any() else None
         grades = np.arange(len(CONDITION_GRADES), dtype=np.float32) / (len(CONDITION_GRADES) - 1)
         out = []
         for i, (img, listing_id, index) in enumerate(items):
-            flags = [d for d in detections[i] if d["label"] in UNSAFE_LABELS]
-            if p_nsfw[i] >= self.s.nsfw_flag_score:
+            unsafe = [d for d in detections[i] if d["label"] in UNSAFE_LABELS]
+            flags = [d for d in unsafe if d["score"] >= s.nudity_flag_score]
+            if p_nsfw[i] >= s.nsfw_flag_score:
                 flags.append({"label": "NSFW", "score": float(p_nsfw[i]), "box": None})
-            risk = max([float(p_nsfw[i])] + [d["score"] for d in flags])
+            risk = max([float(p_nsfw[i])] + [d["score"] for d in unsafe])
             h = phash(img)
             with self._index_lock:
-                dup = self.duplicates.search(embs[i], h, exclude=listing_id)
+                strict = {"similarity": s.drawn_duplicate_similarity,
+                          "phash_distance": s.drawn_near_duplicate_phash_distance} if in_domain[i] else {}
+                dup = self.duplicates.search(embs[i], h, exclude=listing_id, **strict)
                 if index and listing_id is not None:
                     self.duplicates.add(listing_id, embs[i], h)
-            c = int(cat_p[i].argmax())
+            if in_domain[i]:
+                c = int(cat_p[i].argmax())
+                category = {"category": CATEGORIES[c], "category_confidence": round(float(cat_p[i, c]), 4),
+                            "category_model": self.heads.version, "category_reason": "world_head"}
+                condition = {"condition_score": round(float(cond_p[i] @ grades), 4),
+                             "condition_grade": CONDITION_GRADES[int(cond_p[i].argmax())],
+                             "condition_model": self.heads.version}
+            else:
+                d = decide(mass[i], is_portrait=portrait(detections[i], img.shape, s), s=s)
+                category = {"category": d["category"], "category_confidence": d["category_confidence"],
+                            "category_model": IMAGENET_MODEL, "category_reason": d["reason"]}
+                condition = {"condition_score": None, "condition_grade": None, "condition_model": None}
             result = {
-                "category": CATEGORIES[c],
-                "category_confidence": round(float(cat_p[i, c]), 4),
-                "condition_score": round(float(cond_p[i] @ grades), 4),
-                "condition_grade": CONDITION_GRADES[int(cond_p[i].argmax())],
+                **category,
+                **condition,
+                "image_quality": image_quality(img, s),
                 "safety_flags": [{**f, "score": round(f["score"], 4)} for f in flags],
                 "safety_score": round(1.0 - risk, 4),
                 "duplicate_of": None if dup is None else {"listing_id": dup["listing_id"], "similarity": dup["similarity"]},
