@@ -263,7 +263,7 @@ def batch_vision_heads(
 @cli_errors
 def vision_purge(older_than_days: Annotated[int, typer.Option(help="retention in days")] = 30) -> None:
     """Delete encrypted eKYC originals older than the retention period from cold storage."""
-    from online.services.vision import purge_cold_storage
+    from engines.vision.vault import purge_cold_storage
 
     console.print(f"purged {purge_cold_storage(older_than_days=older_than_days)} file(s)")
 

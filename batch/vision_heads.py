@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.vision.models import Backbone, export_onnx
+from engines.vision.category import WorldDomain
+from engines.vision.config import get_vision_settings
+from engines.vision.models import Backbone, embed, export_onnx
 from gpu_core.schema import CATEGORIES, CONDITION_GRADES
 
 log = logging.getLogger(__name__)
@@ -156,9 +158,11 @@ def train_heads(data: ImageSet, out_dir: Path, *, test_share: float = 0.25, seed
         "condition": train_head(CONDITION_MODEL, list(CONDITION_GRADES), feats, data.condition, out_dir,
                                 test_share=test_share, seed=seed),
     }
+    # where the heads are trustworthy: near the drawn images they were trained on (engines.vision.category)
+    domain = WorldDomain.fit(embed(feats), data.category, get_vision_settings().world_domain_quantile).to_json()
     for h in heads.values():
         h.meta = {"labels": h.labels, "backbone": "mobilenet_v2_imagenet", "backbone_size": backbone.size,
-                  "source": data.source, "input": "features", "output": "probs"}
+                  "source": data.source, "input": "features", "output": "probs", "domain": domain}
     return heads
 
 

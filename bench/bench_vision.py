@@ -35,18 +35,16 @@ def percentiles(lat_s: list[float]) -> dict:
 
 def build_service(window_ms: float, max_batch: int):
     from batch.vision_heads import drawn_images, train_heads
-    from engines.vision.models import Head
     from gpu_core.errors import RegistryError
-    from gpu_core.schema import CATEGORIES, CONDITION_GRADES
     from online.services import vision as vs
 
     try:
         heads = vs.load_heads()
+        if heads.domain is None:  # registered at another backbone size: train for this one
+            raise RegistryError("heads of another backbone size")
     except RegistryError:
         out = Path(tempfile.mkdtemp(prefix="bench_vision_heads_"))
-        trained = train_heads(drawn_images(240, seed=1), out)
-        heads = vs._Heads(Head(trained["category"].onnx_path, list(CATEGORIES)),
-                          Head(trained["condition"].onnx_path, list(CONDITION_GRADES)), "bench-trained")
+        heads = vs.heads_from_trained(train_heads(drawn_images(240, seed=1), out), "bench-trained")
     return vs.VisionService(heads=heads, faces=False, window_ms=window_ms, max_batch=max_batch)
 
 
@@ -151,7 +149,12 @@ def main(argv: list[str] | None = None) -> dict:
         "stages": bench_stages(svc, images, max_batch),
         "note": "service batch path (nudenet 320 + open_nsfw 224 + MobileNetV2 + heads + duplicate index); "
                 "decode and HTTP excluded; shared 2-core machine, other jobs may run",
+        "gpu": "not measured (no GPU on this machine)" if "CUDAExecutionProvider" not in ort.get_available_providers()
+        else "onnxruntime CUDA provider",
     }
+    from bench.bench_vision_real import run as run_real
+
+    results["real_photos"] = run_real(svc, s)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
@@ -170,7 +173,75 @@ def main(argv: list[str] | None = None) -> dict:
     console = Console()
     console.print(table)
     console.print(stages)
+    real = results["real_photos"]
+    if "skipped" in real:
+        console.print(f"real photos: {real['skipped']}")
+    else:
+        _print_real(console, real, results)
+        _plot(results, args.out.with_suffix(".png"))
     return results
+
+
+def _print_real(console, real: dict, results: dict) -> None:
+    from rich.table import Table
+
+    c, d = real["category"], real["duplicates"]
+    t = Table(title=f"real photos ({real['photos']}: {c['n_product']} product, {c['n_non_product']} non-product, "
+                    f"{c['n_ambiguous']} ambiguous left out)")
+    for col in ("measure", "value", "goal"):
+        t.add_column(col, justify="right")
+    t.add_row("category top-1 (products; unknown = wrong)", f"{c['category_top1']:.2f}", ">= 0.80")
+    t.add_row("category top-1 if never unknown", f"{c['category_top1_ignoring_unknown']:.2f}", "")
+    t.add_row("world head top-1 (baseline)", f"{c['world_head_top1_baseline']:.2f}", "")
+    t.add_row("non-product answered unknown", f"{c['non_product_rejection']:.2f}", "")
+    t.add_row("safety flags on product photos", str(c["safety_flags_on_products"]), "0 (>= 0.5)")
+    t.add_row("max unsafe score on product photos", f"{c['max_unsafe_score_on_products']:.2f}", "< 0.5")
+    t.add_row("duplicate precision", f"{d['precision']:.3f}", ">= 0.95")
+    t.add_row("duplicate recall", f"{d['recall']:.3f}", ">= 0.95")
+    t.add_row("batch-1 p50 / p99 ms (drawn 256 px)",
+              f"{results['batch1']['p50_ms']:.1f} / {results['batch1']['p99_ms']:.1f}", "p99 <= 72")
+    lr = c["latency_real_photos_batch1"]
+    t.add_row("batch-1 p50 / p99 ms (real photos)", f"{lr['p50_ms']:.1f} / {lr['p99_ms']:.1f}", "")
+    t.add_row("GPU", results["gpu"], "")
+    console.print(t)
+    e = Table(title="duplicate recall per edit")
+    e.add_column("edit")
+    e.add_column("recall", justify="right")
+    for k, v in d["recall_per_edit"].items():
+        e.add_row(k, f"{v:.2f}")
+    console.print(e)
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    real = results["real_photos"]
+    c, d = real["category"], real["duplicates"]
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    names = ["top-1", "top-1 (no unknown)", "world head", "non-product rejected"]
+    vals = [c["category_top1"], c["category_top1_ignoring_unknown"], c["world_head_top1_baseline"],
+            c["non_product_rejection"]]
+    ax[0].bar(names, vals, color=["C0", "C0", "C7", "C2"])
+    ax[0].axhline(0.8, color="k", ls="--", lw=1)
+    ax[0].set_ylim(0, 1)
+    ax[0].set_title("category on real photos")
+    ax[0].tick_params(axis="x", rotation=20)
+    ax[1].bar(list(d["recall_per_edit"]), list(d["recall_per_edit"].values()))
+    ax[1].axhline(0.95, color="k", ls="--", lw=1)
+    ax[1].set_ylim(0, 1.05)
+    ax[1].set_title(f"duplicate recall per edit (P={d['precision']:.2f}, R={d['recall']:.2f})")
+    ax[1].tick_params(axis="x", rotation=30)
+    lat = [results["batch1"]["p50_ms"], results["batch1"]["p99_ms"], c["latency_real_photos_batch1"]["p50_ms"],
+           c["latency_real_photos_batch1"]["p99_ms"]]
+    ax[2].bar(["drawn p50", "drawn p99", "photo p50", "photo p99"], lat)
+    ax[2].axhline(72, color="k", ls="--", lw=1)
+    ax[2].set_title(f"batch-1 latency, ms ({results['runtime']}, {results['cpu_count']} CPU cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

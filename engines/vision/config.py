@@ -32,9 +32,23 @@ class VisionSettings(BaseSettings):
     allowed_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
 
     # --- models --------------------------------------------------------------------------------
-    backbone_size: int = 128  # MobileNetV2 input side (ImageNet weights; 64-px listing images are upsampled)
-    nudity_min_score: float = 0.25  # nudenet detections below this are ignored
+    backbone_size: int = 224  # MobileNetV2 input side (224 = its ImageNet training size; the 1000-class head needs it)
+    nudity_min_score: float = 0.25  # nudenet detections below this are ignored (they count in no score)
+    nudity_flag_score: float = 0.5  # an unsafe nudenet detection at or above this becomes a safety flag
     nsfw_flag_score: float = 0.5  # open_nsfw probability at or above which an "NSFW" flag (no box) is added
+
+    # --- category from ImageNet (engines/vision/imagenet_map.py) -------------------------------
+    category_min_confidence: float = 0.5  # mapped ImageNet probability mass below this -> "unknown"
+    pet_animals_are_listings: bool = False  # count dog/cat/... classes as the "pets" category
+    portrait_face_share: float = 0.02  # a face box (nudenet FACE_*) this share of the image or more -> a portrait
+    portrait_face_score: float = 0.5  # ... when its detection score is at least this
+    world_domain_quantile: float = 0.01  # a photo is "like the world's drawings" when its cosine to the nearest
+    #                                      drawn-class centroid is above this quantile of the training images'
+
+    # --- image quality (engines/vision/quality.py) ---------------------------------------------
+    quality_sharp_laplacian: float = 150.0  # variance of the Laplacian (grey, 512-px side) that counts as sharp
+    quality_good_side: int = 800  # shorter side in px that counts as full resolution
+    quality_clutter_edges: float = 0.25  # share of edge pixels (Canny) that counts as fully cluttered
     head_category_model: str = "jaikod-vision-category"
     head_condition_model: str = "jaikod-vision-condition"
     head_alias: str = "production"
@@ -44,9 +58,15 @@ class VisionSettings(BaseSettings):
     max_batch: int = 16
 
     # --- duplicates ----------------------------------------------------------------------------
-    duplicate_similarity: float = 0.97  # cosine of Siamese (backbone) embeddings at or above -> near-duplicate
+    # tuned two-fold on the real-photo set under crop/resize/JPEG/brightness/rotation/caption edits
+    # (bench/bench_vision_real.py): picked on one half of the photos, P/R >= 0.99 on the other half
+    duplicate_similarity: float = 0.84  # cosine of Siamese (backbone, 224 px) embeddings at or above -> near-duplicate
     duplicate_candidates: int = 10  # faiss neighbours checked per upload
-    near_duplicate_phash_distance: int = 12  # a near-duplicate by cosine must also be this close in pHash
+    near_duplicate_phash_distance: int = 28  # a near-duplicate by cosine must also be this close in pHash (of 64)
+    # the world's drawn images crowd ImageNet feature space (two different drawn products of one category
+    # sit at cosine 0.94-0.96), so images in the world heads' domain keep the strict pair below
+    drawn_duplicate_similarity: float = 0.97
+    drawn_near_duplicate_phash_distance: int = 12
     phash_max_distance: int = 6  # Hamming distance of 64-bit perceptual hashes at or below -> re-upload
 
     # --- eKYC ----------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Decode and validate uploaded images; perceptual hash for exact re-uploads.
 
-Decoding is done by Pillow with a pixel cap (decompression bombs), a full ``load()`` (truncated files
-fail here, not later) and a format whitelist. Every failure is a :class:`VisionInputError` with the
-HTTP status the API returns.
+Decoding is done by Pillow with a pixel cap (decompression bombs: the header's dimensions are
+checked before any pixel is decoded), a full ``load()`` (truncated files fail here, not later) and a
+format whitelist. Every failure is a :class:`VisionInputError` with the HTTP status the API returns.
+What is accepted is normalised to what the camera saw, as RGB ``uint8``: the EXIF orientation is
+applied, CMYK is converted, 16-bit greyscale is scaled to 8 bits (not clipped), transparency is
+composited on white, and an animated PNG/WebP is read as its first frame.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engines.vision.config import get_vision_settings
 from engines.vision.errors import VisionInputError
@@ -55,8 +58,8 @@ def decode_image(raw: bytes, *, field: str = "image") -> np.ndarray:
             if min(w, h) < s.min_image_side:
                 raise VisionInputError(f"image is {w}x{h}; at least {s.min_image_side} px a side is needed",
                                        field=field, http_status=422)
-            img.load()
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            img.load()  # the first frame of an animated image
+            rgb = _to_rgb(ImageOps.exif_transpose(img))
     except VisionInputError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
@@ -67,6 +70,19 @@ def decode_image(raw: bytes, *, field: str = "image") -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:
         raise VisionInputError("image is truncated or corrupt", field=field, http_status=400) from exc
     return np.ascontiguousarray(rgb)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: scale, don't clip at 255
+        grey = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if grey.max() > 255 else 255.0
+        grey = np.clip(grey * (255.0 / top), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[:, :, 3:4] / 255.0
+        return (rgba[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def phash(image: np.ndarray) -> int:

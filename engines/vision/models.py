@@ -96,10 +96,26 @@ def _mobilenet_v2():
             self.features = nn.Sequential(*feats)
             self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
 
-        def forward(self, x):  # pooled 1280-d features (the classifier is kept for the key names)
+        def forward(self, x):  # pooled 1280-d features
             return self.features(x).mean(dim=(2, 3))
 
     return MobileNetV2()
+
+
+def _with_logits(model):
+    """The exported graph: pooled features and the 1000 ImageNet logits from one pass."""
+    from torch import nn
+
+    class FeaturesAndLogits(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            f = self.net(x)
+            return f, self.net.classifier(f)
+
+    return FeaturesAndLogits().eval()
 
 
 def load_mobilenet_v2(weights: str | Path | None = None):
@@ -158,16 +174,17 @@ def export_onnx(module, example, path: str | Path, *, input_name: str, output_na
 
 
 def backbone_onnx_path(size: int | None = None) -> Path:
-    """The MobileNetV2 ONNX file, exported once under the artifacts dir."""
+    """The MobileNetV2 ONNX file (outputs ``features`` [n, 1280] and ``logits`` [n, 1000]), exported
+    once under the artifacts dir."""
     from gpu_core.settings import get_settings
 
     size = size or get_vision_settings().backbone_size
-    path = get_settings().artifacts_dir / "vision" / f"mobilenet_v2_{size}.onnx"
+    path = get_settings().artifacts_dir / "vision" / f"mobilenet_v2_cls_{size}.onnx"
     if not path.is_file():
         import torch
 
-        export_onnx(load_mobilenet_v2(), torch.zeros(1, 3, size, size), path, input_name="images",
-                    output_names=["features"])
+        export_onnx(_with_logits(load_mobilenet_v2()), torch.zeros(1, 3, size, size), path, input_name="images",
+                    output_names=["features", "logits"])
     return path
 
 
@@ -254,10 +271,16 @@ class Backbone:
         batch = (batch - IMAGENET_MEAN) / IMAGENET_STD
         return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
+    def run(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled ImageNet features float32 [n, 1280] and ImageNet-1k probabilities float32 [n, 1000]."""
+        feats, logits = self.engine.run({self.engine.input_names[0]: self.preprocess(images)})
+        z = logits.astype(np.float64)
+        z = np.exp(z - z.max(1, keepdims=True))
+        return feats.astype(np.float32), (z / z.sum(1, keepdims=True)).astype(np.float32)
+
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """Pooled ImageNet features, float32 [n, 1280]."""
-        (feats,) = self.engine.run({self.engine.input_names[0]: self.preprocess(images)})
-        return feats.astype(np.float32)
+        return self.run(images)[0]
 
 
 def embed(features: np.ndarray) -> np.ndarray:

@@ -8,36 +8,23 @@ backbone, the category/condition heads from the MLflow registry alias, YuNet/SFa
   batch per model. ``safety_score = 1 - max(P(nsfw), max unsafe-detection score)``; below
   ``JAIKOD_SAFETY_THRESHOLD`` (0.4) the listing is handed to ``on_flagged(listing_id, result)``
   (default: ``XADD jk:moderation:queue`` when a Redis client is given, else nothing).
-* **duplicates** — :class:`DuplicateIndex`: a faiss inner-product index over the unit-length
-  backbone embeddings (the Siamese tower: one shared backbone, cosine) plus a 64-bit perceptual hash
-  per listing. A re-upload is an image whose pHash is within ``phash_max_distance`` bits of an indexed
-  listing; a near-duplicate is a faiss neighbour with cosine >= ``duplicate_similarity`` whose pHash
-  is also within ``near_duplicate_phash_distance``. (Measured on the world's drawn images: ImageNet
-  features put two *different* products of one category at cosine 0.94-0.96, above some re-encoded
-  copies, so the embedding alone cannot decide; it retrieves, the hash verifies.)
+* **duplicates** — :class:`engines.vision.duplicates.DuplicateIndex` (faiss over the backbone
+  embeddings + perceptual hash).
 * **ekyc-match** — SFace cosine between the ID photo's face and the selfie faces (median over
-  frames), active liveness (:mod:`engines.vision.faces`), privacy by :class:`FaceVault`.
+  frames), active liveness (:mod:`engines.vision.faces`), privacy by :class:`engines.vision.vault.FaceVault`.
 
-Privacy: face images and vectors live in memory only. The stored record is
-``HMAC-SHA256(key, quantised face vector)``; with retention enabled the original uploads are
-encrypted with AES-256-GCM into the cold-storage folder and :func:`purge_cold_storage` deletes
-them after ``retention_days`` (30). Logs carry counts and timings, never images, vectors or hashes.
+The engines live in :mod:`engines.vision` (micro-batching in :mod:`engines.vision.batching`); this
+module is the service that wires them and its HTTP routes. Logs carry counts and timings, never
+images, vectors or hashes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
-import os
 import threading
-import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,191 +32,25 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
-from engines.vision.config import VisionSettings, get_vision_settings
+from engines.vision.batching import MicroBatcher
+from engines.vision.category import IMAGENET_MODEL, WorldDomain, category_mass, decide, portrait
+from engines.vision.config import get_vision_settings
+from engines.vision.duplicates import DuplicateIndex
 from engines.vision.errors import VisionInputError, VisionRuntimeError
 from engines.vision.faces import FaceAnalyzer, liveness
 from engines.vision.imaging import b64decode_image, decode_image, phash
 from engines.vision.models import UNSAFE_LABELS, Backbone, Head, NsfwClassifier, NudityDetector, embed
+from engines.vision.quality import image_quality
+from engines.vision.vault import FaceVault
 from gpu_core.moderation import QUEUE as MODERATION_STREAM  # "jk:moderation:queue"
 from gpu_core.schema import CATEGORIES, CONDITION_GRADES
 from gpu_core.settings import get_settings
 
-__all__ = [
-    "MODERATION_STREAM", "DuplicateIndex", "FaceVault", "MicroBatcher", "VisionInputError", "VisionService", "purge_cold_storage",
-    "router",
-]
+__all__ = ["MODERATION_STREAM", "VisionInputError", "VisionService", "router"]
 
 log = logging.getLogger(__name__)
 CATEGORY_MODEL = "jaikod-vision-category"
 CONDITION_MODEL = "jaikod-vision-condition"
-
-
-# ----------------------------------------------------------------------------------------------
-# Duplicate index
-class DuplicateIndex:
-    """faiss inner-product index over unit embeddings + pHash table, keyed by listing id."""
-
-    def __init__(self, dim: int = 1280, settings: VisionSettings | None = None):
-        import faiss
-
-        self.s = settings or get_vision_settings()
-        self.index = faiss.IndexFlatIP(dim)
-        self.ids: list[str] = []
-        self.hashes = np.zeros(0, dtype=np.uint64)
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def add(self, listing_id: str, embedding: np.ndarray, image_hash: int) -> None:
-        with self._lock:
-            self.index.add(np.ascontiguousarray(embedding.reshape(1, -1), dtype=np.float32))
-            self.ids.append(str(listing_id))
-            self.hashes = np.append(self.hashes, np.uint64(image_hash))
-
-    def search(self, embedding: np.ndarray, image_hash: int, exclude: str | None = None) -> dict | None:
-        """``{listing_id, similarity, match}`` of the best duplicate, or None."""
-        with self._lock:
-            if not self.ids:
-                return None
-            emb = np.ascontiguousarray(embedding.reshape(1, -1), dtype=np.float32)
-            dist = np.bitwise_count(self.hashes ^ np.uint64(image_hash)).astype(np.int32)
-            k = min(self.s.duplicate_candidates, len(self.ids))
-            sims, idx = self.index.search(emb, k)
-            best: tuple[float, int, str] | None = None
-            close = np.flatnonzero(dist <= self.s.phash_max_distance)
-            for i in close:  # exact re-uploads, anywhere in the index
-                if self.ids[i] == exclude:
-                    continue
-                sim = float(self.index.reconstruct(int(i)) @ emb[0])
-                if best is None or sim > best[0]:
-                    best = (sim, int(i), "phash")
-            for sim, i in zip(sims[0], idx[0], strict=True):  # near-duplicates among faiss neighbours
-                if i < 0 or self.ids[i] == exclude:
-                    continue
-                if sim >= self.s.duplicate_similarity and dist[i] <= self.s.near_duplicate_phash_distance:
-                    if best is None or sim > best[0]:
-                        best = (float(sim), int(i), "embedding")
-            if best is None:
-                return None
-            return {"listing_id": self.ids[best[1]], "similarity": round(min(best[0], 1.0), 4), "match": best[2]}
-
-
-# ----------------------------------------------------------------------------------------------
-# Privacy of faces
-def _key(hex_value: str | None, name: str) -> bytes:
-    """A 32-byte key: from settings (hex) or a 0600 key file under ``<home>/secrets`` created once."""
-    if hex_value:
-        return bytes.fromhex(hex_value)
-    path = get_settings().home / "secrets" / f"{name}.key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(os.urandom(32))
-    return path.read_bytes()
-
-
-class FaceVault:
-    """Keyed face records and optional encrypted retention of the uploads."""
-
-    def __init__(self, settings: VisionSettings | None = None):
-        self.s = settings or get_vision_settings()
-        self._hmac_key = _key(self.s.face_hmac_key, "face_hmac")
-        self.root = self.s.cold_storage_dir or (get_settings().home / "cold_storage" / "ekyc")
-
-    def record(self, vector: np.ndarray) -> str:
-        """HMAC-SHA256 of the face vector quantised to int8 steps of 1/16 (not reversible without the key)."""
-        q = np.clip(np.round(np.asarray(vector, np.float32) * 16), -127, 127).astype(np.int8)
-        return hmac.new(self._hmac_key, q.tobytes(), hashlib.sha256).hexdigest()
-
-    def retain(self, blobs: list[bytes]) -> Path | None:
-        """AES-256-GCM encrypt the uploads into one file (nonce || ciphertext); None when disabled."""
-        if not self.s.retention_enabled:
-            return None
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        aes = AESGCM(_key(self.s.retention_key, "cold_storage"))
-        payload = orjson.dumps([b.hex() for b in blobs])
-        nonce = os.urandom(12)
-        name = uuid.uuid4().hex
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{name}.bin"
-        path.write_bytes(nonce + aes.encrypt(nonce, payload, name.encode()))
-        return path
-
-    def open(self, path: Path) -> list[bytes]:
-        """Decrypt a retained file (for an audit)."""
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        data = Path(path).read_bytes()
-        aes = AESGCM(_key(self.s.retention_key, "cold_storage"))
-        plain = aes.decrypt(data[:12], data[12:], Path(path).stem.encode())
-        return [bytes.fromhex(h) for h in orjson.loads(plain)]
-
-
-def purge_cold_storage(root: str | Path | None = None, older_than_days: int = 30, *, now: float | None = None) -> int:
-    """Delete retained eKYC files older than ``older_than_days`` (by mtime); returns how many."""
-    root = Path(root) if root is not None else (
-        get_vision_settings().cold_storage_dir or get_settings().home / "cold_storage" / "ekyc")
-    if not root.is_dir():
-        return 0
-    cutoff = (time.time() if now is None else now) - older_than_days * 86400
-    n = 0
-    for p in root.glob("*.bin"):
-        if p.stat().st_mtime < cutoff:
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-# ----------------------------------------------------------------------------------------------
-# Micro-batching
-class MicroBatcher:
-    """Gathers concurrent calls for ``window_ms`` (or until ``max_batch``) and runs ``fn(items)`` once
-    in a worker thread; each caller awaits its own result."""
-
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, window_ms: float, max_batch: int):
-        self.fn, self.window, self.max_batch = fn, window_ms / 1000.0, max_batch
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision-batch")
-        self.batches: list[int] = []  # sizes of the batches run (for the benchmark)
-
-    async def submit(self, item: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._queue is None or self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._queue = asyncio.Queue()
-            self._task = loop.create_task(self._worker())
-        fut = loop.create_future()
-        await self._queue.put((item, fut))
-        return await fut
-
-    async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        q = self._queue
-        while True:
-            first = await q.get()
-            batch = [first]
-            deadline = loop.time() + self.window
-            while len(batch) < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(q.get(), timeout))
-                except TimeoutError:
-                    break
-            self.batches.append(len(batch))
-            try:
-                results = await loop.run_in_executor(self._pool, self.fn, [b[0] for b in batch])
-                for (_, fut), res in zip(batch, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(res)
-            except Exception as exc:  # every waiter gets the error, the worker lives on
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,6 +59,17 @@ class _Heads:
     category: Head
     condition: Head
     version: str
+    domain: WorldDomain | None = None  # where the heads may answer (None: nowhere, ImageNet answers)
+
+
+def _domain(meta: dict) -> WorldDomain | None:
+    """The heads' domain when they were trained on this backbone size (features of another size differ)."""
+    if "domain" not in meta or meta.get("backbone_size") != get_vision_settings().backbone_size:
+        if meta:
+            log.warning("vision heads trained at backbone size %s, served at %s: world head disabled",
+                        meta.get("backbone_size"), get_vision_settings().backbone_size)
+        return None
+    return WorldDomain.from_json(meta["domain"])
 
 
 def load_heads(runtime: str | None = None, *, alias: str | None = None, registry=None) -> _Heads:
@@ -249,9 +81,18 @@ def load_heads(runtime: str | None = None, *, alias: str | None = None, registry
     reg = registry or Registry()
     refs = [reg.require(s.head_category_model, alias), reg.require(s.head_condition_model, alias)]
     dirs = [reg.download(r) for r in refs]
+    meta_path = dirs[0] / "meta.json"
+    meta = orjson.loads(meta_path.read_bytes()) if meta_path.is_file() else {}
     return _Heads(Head(dirs[0] / "head.onnx", list(CATEGORIES), runtime),
                   Head(dirs[1] / "head.onnx", list(CONDITION_GRADES), runtime),
-                  "+".join(r.label for r in refs))
+                  "+".join(r.label for r in refs), _domain(meta))
+
+
+def heads_from_trained(trained: dict, version: str, runtime: str | None = None) -> _Heads:
+    """Heads straight from :func:`batch.vision_heads.train_heads` (tests, benchmarks), no registry."""
+    return _Heads(Head(trained["category"].onnx_path, list(CATEGORIES), runtime),
+                  Head(trained["condition"].onnx_path, list(CONDITION_GRADES), runtime), version,
+                  _domain(trained["category"].meta))
 
 
 class VisionService:
@@ -289,32 +130,56 @@ class VisionService:
 
     # -- analyze-image -----------------------------------------------------------------------
     def analyze_batch(self, items: list[tuple[np.ndarray, str | None, bool]]) -> list[dict]:
-        """``items``: (RGB image, listing_id or None, add to the duplicate index?) -> one result each."""
+        """``items``: (RGB image, listing_id or None, add to the duplicate index?) -> one result each.
+
+        Safety: ``safety_score = 1 - max(P_nsfw, max score of unsafe nudenet detections >=
+        nudity_min_score)``; a flag is raised only for an unsafe detection >= ``nudity_flag_score`` or
+        ``P_nsfw >= nsfw_flag_score``; ``safety_score < safety_threshold`` (0.4) hands the listing to
+        moderation whether or not a flag was raised.
+        """
+        s = self.s
         images = [it[0] for it in items]
         detections = self.nudity.detect(images)
         p_nsfw = self.nsfw.predict(images)
-        feats = self.backbone.features(images)
-        cat_p = self.heads.category.predict(feats)
-        cond_p = self.heads.condition.predict(feats)
+        feats, imagenet = self.backbone.run(images)
         embs = embed(feats)
+        mass = category_mass(imagenet)
+        world = self.heads.domain is not None
+        in_domain = self.heads.domain.cosine(embs) >= self.heads.domain.min_cosine if world else \
+            np.zeros(len(items), bool)
+        cat_p = self.heads.category.predict(feats) if in_domain.any() else None
+        cond_p = self.heads.condition.predict(feats) if in_domain.any() else None
         grades = np.arange(len(CONDITION_GRADES), dtype=np.float32) / (len(CONDITION_GRADES) - 1)
         out = []
         for i, (img, listing_id, index) in enumerate(items):
-            flags = [d for d in detections[i] if d["label"] in UNSAFE_LABELS]
-            if p_nsfw[i] >= self.s.nsfw_flag_score:
+            unsafe = [d for d in detections[i] if d["label"] in UNSAFE_LABELS]
+            flags = [d for d in unsafe if d["score"] >= s.nudity_flag_score]
+            if p_nsfw[i] >= s.nsfw_flag_score:
                 flags.append({"label": "NSFW", "score": float(p_nsfw[i]), "box": None})
-            risk = max([float(p_nsfw[i])] + [d["score"] for d in flags])
+            risk = max([float(p_nsfw[i])] + [d["score"] for d in unsafe])
             h = phash(img)
             with self._index_lock:
-                dup = self.duplicates.search(embs[i], h, exclude=listing_id)
+                strict = {"similarity": s.drawn_duplicate_similarity,
+                          "phash_distance": s.drawn_near_duplicate_phash_distance} if in_domain[i] else {}
+                dup = self.duplicates.search(embs[i], h, exclude=listing_id, **strict)
                 if index and listing_id is not None:
                     self.duplicates.add(listing_id, embs[i], h)
-            c = int(cat_p[i].argmax())
+            if in_domain[i]:
+                c = int(cat_p[i].argmax())
+                category = {"category": CATEGORIES[c], "category_confidence": round(float(cat_p[i, c]), 4),
+                            "category_model": self.heads.version, "category_reason": "world_head"}
+                condition = {"condition_score": round(float(cond_p[i] @ grades), 4),
+                             "condition_grade": CONDITION_GRADES[int(cond_p[i].argmax())],
+                             "condition_model": self.heads.version}
+            else:
+                d = decide(mass[i], is_portrait=portrait(detections[i], img.shape, s), s=s)
+                category = {"category": d["category"], "category_confidence": d["category_confidence"],
+                            "category_model": IMAGENET_MODEL, "category_reason": d["reason"]}
+                condition = {"condition_score": None, "condition_grade": None, "condition_model": None}
             result = {
-                "category": CATEGORIES[c],
-                "category_confidence": round(float(cat_p[i, c]), 4),
-                "condition_score": round(float(cond_p[i] @ grades), 4),
-                "condition_grade": CONDITION_GRADES[int(cond_p[i].argmax())],
+                **category,
+                **condition,
+                "image_quality": image_quality(img, s),
                 "safety_flags": [{**f, "score": round(f["score"], 4)} for f in flags],
                 "safety_score": round(1.0 - risk, 4),
                 "duplicate_of": None if dup is None else {"listing_id": dup["listing_id"], "similarity": dup["similarity"]},

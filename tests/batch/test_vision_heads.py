@@ -86,6 +86,7 @@ def test_register_heads_sets_production_alias(trained):
     served = load_heads()
     assert served.version == f"{versions['category']}+{versions['condition']}"
     assert served.category.predict(np.zeros((2, 1280), np.float32)).shape == (2, 12)
+    assert served.domain is not None  # meta.json carries where the world heads may answer
 
 
 def test_lake_images_reads_products_and_pngs(tmp_path):

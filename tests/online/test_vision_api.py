@@ -20,6 +20,7 @@ from PIL import Image
 
 from batch.world.images import draw_product_image
 from engines.vision.config import reset_vision_settings
+from engines.vision.vault import purge_cold_storage
 from gpu_core.errors import JaikodError
 from online.services import vision as vs
 from tests.support.synthetic import draw_face, sample_face_photo
@@ -44,7 +45,6 @@ def env(tmp_path_factory):
     home = tmp_path_factory.mktemp("vision_api_home")
     mp = pytest.MonkeyPatch()
     mp.setenv("JAIKOD_HOME", str(home))
-    mp.setenv("JAIKOD_VISION_BACKBONE_SIZE", "96")
     mp.setenv("JAIKOD_VISION_RETENTION_ENABLED", "true")
     mp.setenv("JAIKOD_VISION_BATCH_WINDOW_MS", "20")
     reset_settings()
@@ -58,12 +58,9 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def heads(env):
     from batch.vision_heads import drawn_images, train_heads
-    from engines.vision.models import Head
-    from gpu_core.schema import CATEGORIES, CONDITION_GRADES
 
     trained = train_heads(drawn_images(240, seed=9), env / "heads_out", seed=0)
-    return vs._Heads(Head(trained["category"].onnx_path, list(CATEGORIES)),
-                     Head(trained["condition"].onnx_path, list(CONDITION_GRADES)), "test-heads")
+    return vs.heads_from_trained(trained, "test-heads")
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +101,9 @@ def test_analyze_multipart_fields_and_category(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) >= {"category", "category_confidence", "condition_score", "safety_flags", "safety_score",
-                         "duplicate_of"}
+                         "duplicate_of", "category_model", "image_quality"}
     assert body["category"] == "electronics"
+    assert body["category_model"] == "test-heads"  # a world drawing: the world head answers
     assert 0 <= body["category_confidence"] <= 1 and 0 <= body["condition_score"] <= 1
     assert body["safety_score"] > 0.7 and body["safety_flags"] == []
     assert body["duplicate_of"] is None
@@ -153,7 +151,6 @@ def test_huge_dimensions_are_413(client, monkeypatch):
         assert r.status_code == 413
     finally:
         monkeypatch.undo()
-        os.environ["JAIKOD_VISION_BACKBONE_SIZE"] = "96"
         reset_vision_settings()
 
 
@@ -278,12 +275,62 @@ def test_no_face_data_on_disk_unencrypted_and_purge(client, env, service, photo,
     assert any(service.vault.open(p) == [id_raw, *selfie_raws] for p in stored)  # the cold copy decrypts back
     old = time.time() - 31 * 86400
     os.utime(stored[0], (old, old))
-    assert vs.purge_cold_storage(service.vault.root, older_than_days=30) == 1
+    assert purge_cold_storage(service.vault.root, older_than_days=30) == 1
     assert not stored[0].exists() and all(p.exists() for p in stored[1:])
 
 
-def test_face_record_is_keyed_and_stable(service):
-    v = np.random.default_rng(0).normal(size=128).astype(np.float32)
-    v /= np.linalg.norm(v)
-    assert service.vault.record(v) == service.vault.record(v + 1e-4)  # quantised
-    assert service.vault.record(v) != service.vault.record(-v)
+# ---- real photos (packaged in scikit-image / matplotlib) -----------------------------------------
+def _skimage(name: str) -> np.ndarray:
+    skimage = pytest.importorskip("skimage")
+    from pathlib import Path
+
+    return np.asarray(Image.open(Path(skimage.__file__).parent / "data" / name).convert("RGB"))
+
+
+def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
+    moto, coffee = _skimage("motorcycle_left.png"), _skimage("coffee.png")
+    res = service.analyze_batch([(moto, None, False), (coffee, None, False)])
+    assert res[0]["category"] == "vehicles_parts" and res[0]["category_confidence"] >= 0.5
+    assert res[0]["category_model"] == "mobilenet_v2_imagenet1k+imagenet_to_category"
+    for r in res:  # the world's drawn-image heads do not answer for photos
+        assert r["condition_score"] is None and r["condition_model"] is None
+        assert 0 <= r["image_quality"]["score"] <= 1 and set(r["image_quality"]) >= {"sharpness", "exposure"}
+        assert r["safety_flags"] == [] and r["safety_score"] >= 0.5  # the coffee cup is no nudity
+
+
+def test_portrait_and_animal_are_unknown(service, photo):
+    res = service.analyze_batch([(photo, None, False), (_skimage("chelsea.png"), None, False)])
+    assert res[0]["category"] == "unknown" and res[0]["category_reason"] == "person"
+    assert res[1]["category"] == "unknown"  # a cat is not a product photo (pets as animals: off by default)
+
+
+def test_blurred_photo_scores_lower_quality(service):
+    moto = _skimage("motorcycle_left.png")
+    sharp, blurred = service.analyze_batch([(moto, None, False), (cv2.GaussianBlur(moto, (0, 0), 6), None, False)])
+    assert blurred["image_quality"]["sharpness"] < 0.5 * sharp["image_quality"]["sharpness"]
+
+
+def test_exif_rotated_and_16bit_uploads_are_answered(client):
+    moto = _skimage("motorcycle_left.png")
+    stored = Image.fromarray(np.rot90(moto, k=1).copy())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", quality=90, exif=exif)
+    r = client.post("/v1/analyze-image", files={"file": ("m.jpg", buf.getvalue(), "image/jpeg")},
+                    data={"index": "false"})
+    assert r.status_code == 200 and r.json()["category"] == "vehicles_parts", r.text
+    grey16 = (cv2.cvtColor(moto, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257)
+    buf = io.BytesIO()
+    Image.fromarray(grey16).save(buf, format="PNG")
+    r = client.post("/v1/analyze-image", files={"file": ("g.png", buf.getvalue(), "image/png")},
+                    data={"index": "false"})
+    assert r.status_code == 200, r.text
+
+
+def test_decompression_bomb_upload_is_413_naming_the_field(client):
+    from tests.engines.test_vision_imaging import _png_with_header_size
+
+    r = client.post("/v1/analyze-image", files={"file": ("bomb.png", _png_with_header_size(40_000, 40_000),
+                                                         "image/png")})
+    assert r.status_code == 413 and r.json()["error"]["field"] == "file"
