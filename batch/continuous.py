@@ -37,7 +37,7 @@ from batch.etl import etl_as_of, run_etl
 from batch.lake import event_dates, table_path
 from batch.train import load_ranker, run_train, weights
 from engines.ranker import score_matrix
-from gpu_core.registry import PRODUCTION, RANKER, Registry
+from gpu_core.registry import PRODUCTION, RANKER, RankerArtifact, Registry
 from gpu_core.settings import get_settings
 from gpu_core.streams import DRIFT_META, DRIFT_PSI
 from kernels.features import MODEL_FEATURES
@@ -84,8 +84,8 @@ def last_training(registry: Registry | None = None) -> dt.date | None:
     versions = registry.versions(RANKER)
     if not versions:
         return None
-    meta = registry.download(versions[-1]) / "meta.json"
-    return dt.date.fromisoformat(json.loads(meta.read_text())["as_of"]) if meta.exists() else None
+    meta = RankerArtifact.read_meta(registry.download(versions[-1]))
+    return dt.date.fromisoformat(meta["as_of"]) if meta is not None else None
 
 
 def count_new_interactions(lake: Path, since: dt.date | None) -> int:

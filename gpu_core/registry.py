@@ -243,6 +243,12 @@ class RankerArtifact:
         (folder / RANKER_META).write_text(json.dumps({**self.meta, "features": list(self.features)}, indent=2))
         return folder
 
+    @staticmethod
+    def read_meta(folder: Path) -> dict[str, Any] | None:
+        """The artifact's metadata (``as_of``, metrics, features) without loading the boosters."""
+        p = Path(folder) / RANKER_META
+        return json.loads(p.read_text()) if p.exists() else None
+
     @classmethod
     def load(cls, folder: Path, expected_features: Sequence[str], *, device: str = "cpu",
              nthread: int | None = None) -> RankerArtifact:

@@ -45,11 +45,7 @@ def isin_sorted(values: Any, sorted_set: Any, xp: ModuleType) -> Any:
     return xp.reshape(found, values.shape)
 
 
-def to_host(a: Any) -> np.ndarray:
-    """Any array (numpy, cupy, array-api) -> numpy on the host (the kernels' only device transfer)."""
-    if isinstance(a, np.ndarray):
-        return a
-    get = getattr(a, "get", None)  # cupy
-    if callable(get):
-        return get()
-    return np.asarray(a)
+
+def host_list(a: Any) -> list:
+    """A 1-D array's values as a Python list, from any device (cupy copies once to the host)."""
+    return (a.get() if callable(getattr(a, "get", None)) else np.asarray(a)).tolist()

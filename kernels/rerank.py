@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels._xp import get_xp, to_host
+from kernels._xp import get_xp, host_list
 
 
 def _max_run_exceeded(ranked_seller: Any, max_run: int, xp: Any) -> bool:
@@ -162,12 +162,12 @@ def seller_run_limit(order: Any, seller: Any, max_run: int = 3, xp: Any = None, 
     ranked_seller = xp.take(xp.reshape(xp.asarray(seller), (-1,)), xp.astype(order, xp.int64))
     if fixed:
         n_free = (order.shape[0] if length is None else max(0, length - len(fixed)))
-        merged = _merge_fixed(to_host(ranked_seller)[:n_free].tolist(), fixed, length)
+        merged = _merge_fixed(host_list(ranked_seller)[:n_free], fixed, length)
         if not _max_run_exceeded(np.asarray(merged, dtype=np.int64), max_run, np):
             return order
     elif not _max_run_exceeded(ranked_seller, max_run, xp):
         return order
-    host_sellers = to_host(ranked_seller).tolist()
+    host_sellers = host_list(ranked_seller)
     positions = _greedy_run_limit(host_sellers, max_run, fixed, length)
     if fixed:  # the fill of the free positions first, then the rest of the pool in rank order
         used = set(positions)
