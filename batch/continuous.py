@@ -12,7 +12,7 @@ the training job, which registers the new model as ``staging`` only if its NDCG@
   training's ``as_of`` (counted from Parquet metadata, stream archives included);
 * training window = the ``settings.train_days`` days before the last training's ``as_of``; last window =
   the newest ETL day (its impressions, as training rows with the real-time features of their time);
-* monitored features = every model input column (:data:`gpu_core.schema.MODEL_FEATURES`) + ``score``.
+* monitored features = every model input column (:data:`kernels.features.MODEL_FEATURES`) + ``score``.
 
 The PSI of each feature is also written to Redis (``jk:drift:psi``) for the service's
 ``jaikod_feature_psi`` gauge.

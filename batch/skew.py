@@ -5,7 +5,7 @@ For every sampled request in the replay log (``jk:replay:*``, :mod:`gpu_core.rep
 candidates the service scored are rebuilt offline — daily features of the request's day from the
 ETL tables, real-time features from the lake's events strictly before the request time with the
 stream processor's windows (:func:`batch.etl.point_in_time_features`) — and assembled with the same
-:func:`gpu_core.schema.assemble_matrix`. The report counts, per model feature, the rows whose served
+:func:`kernels.features.assemble_matrix`. The report counts, per model feature, the rows whose served
 value differs. ``distance_km`` is skipped for requests that sent their own lat/lon (the offline side
 only knows the user's home).
 

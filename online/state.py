@@ -186,6 +186,7 @@ class ServiceState:
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.context_row: np.ndarray | None = None
+        self._sponsored_cache: tuple[tuple[str, int], np.ndarray] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,7 +196,7 @@ class ServiceState:
         overrides move (an ``isin`` per request cost a third of the polish stage)."""
         mirror, ov = self.mirror, self.overrides
         key = (mirror.version, ov.version)
-        cached = getattr(self, "_sponsored_cache", None)
+        cached = self._sponsored_cache
         if cached is None or cached[0] != key:
             cached = (key, np.isin(mirror.ids, ov.sponsored))
             self._sponsored_cache = cached
