@@ -183,6 +183,8 @@ def readyz(request: Request):
             "model_version": (m.label if (m := state.models.get("production")) else None),
             "snapshot_version": state.mirror.version if state.mirror else None,
             "model_error": state.models.error, "index_error": state.indexes.error}
+    for name, report in request.app.state.readiness_reports.items():
+        body[name] = report()  # which model answers each AI service (e.g. text: heads or rules only)
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 

@@ -45,6 +45,7 @@ def create_app(state: ServiceState | None = None, *, refresher: bool = True, ser
     app.state.jaikod = state
     app.state.pipeline = RankingPipeline(state) if state is not None else None
     app.state.metrics = Metrics()
+    app.state.readiness_reports = {}  # name -> () -> dict, one line each in /readyz (the AI services)
     install_error_handlers(app)
     app.include_router(router)
     if services:
@@ -65,7 +66,7 @@ def _mount_services(app: FastAPI) -> None:
     except ImportError as exc:  # pragma: no cover - optional at import time
         log.warning("event API / canary / monitoring not mounted: %s", exc)
     try:
-        from online.services.text import TextService, text_router
+        from online.services.text import TextService, text_readiness, text_router
 
         holder: dict = {}
         lock = threading.Lock()
@@ -79,6 +80,7 @@ def _mount_services(app: FastAPI) -> None:
 
         text_service.loaded = lambda: "svc" in holder  # type: ignore[attr-defined]
         app.state.text_service = text_service  # shared with the listing intake
+        app.state.readiness_reports["text"] = lambda: text_readiness(text_service, text_service.loaded)
         app.include_router(text_router(text_service))
     except ImportError as exc:  # pragma: no cover - optional at import time
         log.warning("language service not mounted: %s", exc)
