@@ -1,10 +1,10 @@
 """Text safety analysis: lexicon rules + pattern detectors + word lists + classifier heads on USE embeddings.
 
 A prohibited item's score is the lexicon's (``rule_term_score`` for a term, ``rule_combo_score`` for a
-combination of two cues) or the head's probability when higher; the head alone, without any lexicon cue,
-reports an item only at ``head_alone_threshold`` and only where the rules did not see an innocent use
-("ตู้แช่ไวน์" is a wine fridge) — precision first: the heads are trained on generated templates. The same
-threshold gates the offensive head next to the word lists. Without heads the rules still answer and ``model_version`` says ``rules-only``.
+combination of two cues) or the head's probability when higher. The head alone, without any lexicon cue,
+reports an item only with ``head_alone_reports`` on (off by default: precision first, the heads are trained
+on generated templates), at ``head_alone_threshold`` and only where the rules did not see an innocent use
+("ตู้แช่ไวน์" is a wine fridge). The same threshold gates the offensive head next to the word lists. Without heads the rules still answer and ``model_version`` says ``rules-only``.
 ``safety_score = 1 - max(offensive, top prohibited score, diversion risk)``, where diversion risk is
 ``diversion_penalty`` when a pattern detector found a span, else the diversion head times its weight.
 """
@@ -101,7 +101,7 @@ class TextAnalyzer:
                 head = hs.get(c, 0.0)
                 if c in rules:
                     score = max(s.rule_term_score if rules[c] == "term" else s.rule_combo_score, head)
-                elif c not in cleared and head >= s.head_alone_threshold:
+                elif s.head_alone_reports and c not in cleared and head >= s.head_alone_threshold:
                     score = head  # the head alone, where the rules saw no innocent use
                 else:
                     score = 0.0

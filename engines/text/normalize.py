@@ -19,6 +19,8 @@ _INVISIBLE = {
     "\u2064", "\u034f", "\u200e", "\u200f",
     "\ufe0e", "\ufe0f", "\u20e3",  # emoji presentation selectors and the keycap ("0\ufe0f\u20e3" -> "0")
 }
+# modifiers of the character before them: dropped, but that character's span grows over them
+_TRAILING_MODIFIERS = {"\ufe0e", "\ufe0f", "\u20e3"}
 _THAI_DIGITS = {chr(0x0E50 + i): str(i) for i in range(10)}
 
 # digit words; Thai words are matched anywhere (Thai has no spaces), English ones as whole words
@@ -168,6 +170,9 @@ def normalize(text: str) -> NormalizedText:
     spaced-out letters joined. Offsets map back to ``text``."""
     b = _Builder()
     for i, ch in enumerate(text):
+        if ch in _TRAILING_MODIFIERS and b.end and b.end[-1] == i:
+            b.end[-1] = i + 1
+            continue
         if ch in _INVISIBLE or unicodedata.category(ch) == "Cf":
             continue
         if ch in _THAI_DIGITS:
