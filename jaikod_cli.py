@@ -393,6 +393,15 @@ def serve_cmd(
     from online.app import serve
 
     s = configure(host=host, port=port, workers=workers)
+    from engines.text.settings import get_text_settings
+
+    if get_text_settings().train_missing_heads:  # never serve rules-only silently because a step was skipped
+        from batch.text_train import ensure_heads
+
+        ts = get_text_settings()
+        trained = ensure_heads(ts.model_dir or s.artifacts_dir / "text")
+        if trained is not None:
+            console.print(f"trained text heads {trained.version} (they were missing or stale)")
     if not s.admin_token:
         import secrets
 

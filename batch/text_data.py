@@ -35,7 +35,7 @@ OK_ITEMS = [
     ("ยาดมสมุนไพร", "herbal inhaler"), ("ช้างไม้แกะสลัก", "carved wooden elephant"), ("เสื้อลายเสือ", "tiger print shirt"),
     ("พระเครื่อง", "Thai amulet"), ("วิตามินซี", "vitamin C tablets"), ("ชุดมีดทำครัว", "kitchen knife set"),
     ("เครื่องเป่าลมร้อน", "heat gun"), ("ฟิล์มกันรอย", "screen protector"), ("กระเป๋าหนังแท้", "genuine leather bag"),
-    ("ต้นกัญชาด่าง", None), ("ปลากัด", "betta fish"), ("กรงนก", "bird cage"), ("ลูกแมวเปอร์เซีย", "persian kitten"),
+    ("ปลากัด", "betta fish"), ("กรงนก", "bird cage"), ("ลูกแมวเปอร์เซีย", "persian kitten"),
     ("สายชาร์จไลน์นิ่ง", "lightning cable"), ("แบตสำรอง", "power bank"), ("ไม้เทนนิส", "tennis racket"),
     ("ชุดนักเรียน", "school uniform"), ("กะปิระยอง", "shrimp paste"), ("เตารีดไอน้ำ", "steam iron"),
     ("โทรศัพท์บ้าน", "landline phone"), ("ซิมการ์ดเติมเงิน", "prepaid SIM card"), ("เครื่องพิมพ์", "printer"),
@@ -45,6 +45,15 @@ OK_ITEMS = [
     ("ตุ๊กตาช้าง", "elephant plush toy"), ("โมเดลเสือ", "tiger figurine"), ("กระเป๋าแบรนด์แท้มีใบเสร็จ", "authentic designer bag with receipt"),
     ("เครื่องพ่นไอน้ำอโรมา", "aroma diffuser"), ("ไฟแช็กซิปโป้", "Zippo lighter"),
     ("เสื้อกันหนาว", "winter jacket"), ("ลำโพง JBL", "JBL speaker"), ("แว่นกันแดด Ray-Ban แท้", "genuine Ray-Ban sunglasses"),
+    # look-alikes of the newer classes: tableware, merchandise, services and goods that are legal to sell
+    ("ชุดแก้วทรงสูง", "highball glass set"), ("ที่เปิดขวดสแตนเลส", "stainless bottle opener"),
+    ("ตู้เย็นมินิบาร์", "minibar fridge"), ("ไฟแช็กแก๊ส", "gas lighter"), ("ที่เขี่ยบุหรี่แก้ว", "glass ashtray"),
+    ("บอร์ดเกมครอบครัว", "family board game"), ("ลูกเต๋าไม้", "wooden dice"), ("ชุดชั้นในผ้าฝ้าย", "cotton underwear set"),
+    ("ชุดว่ายน้ำเด็ก", "kids swimsuit"), ("น้ำมันนวดตัว", "body massage oil"), ("วิตามินรวม", "multivitamin"),
+    ("ยาดมตราโป๊ยเซียน", "herbal nasal inhaler"), ("พลาสเตอร์ปิดแผล", "adhesive bandages"), ("ปรอทวัดไข้", "thermometer"),
+    ("เกมกระดานหมากรุก", "chess set"), ("แก้วกาแฟเซรามิก", "ceramic coffee mug"), ("ชุดปริ้นท์นามบัตร", "business card printing"),
+    ("สีทาบ้านโทนงาช้าง", "ivory wall paint"), ("เสื้อยืดโลโก้แบรนด์เบียร์", "beer brand logo t-shirt"),
+    ("ใบกระท่อมสด", None),
 ]
 PROHIBITED = {
     "weapon": [
@@ -57,9 +66,36 @@ PROHIBITED = {
     "drug": [
         ("ยาบ้า", "yaba pills"), ("ยาไอซ์", "crystal meth"), ("เฮโรอีน", "heroin"), ("โคเคน", "cocaine"),
         ("ยาอี", "ecstasy pills"), ("ยาเค", "ketamine"), ("กัญชาอัดแท่ง", "compressed weed"), ("ยาเสียสาว", "date rape drug"),
-        ("ยานอนหลับไม่ต้องใช้ใบสั่งแพทย์", "sleeping pills without prescription"), ("ยาเสพติด", "narcotics"),
+        ("ต้นกัญชาด่าง", "cannabis plant"), ("ยาเสพติด", "narcotics"),
         ("เห็ดเมา", "magic mushrooms"), ("ฝิ่น", "opium"), ("แอลเอสดี", "LSD tabs"), ("น้ำกระท่อมผสมยาแก้ไอ", "lean cough syrup"),
-        ("ยาลดน้ำหนักไซบูทรามีน", "sibutramine diet pills"), ("ยาแก้ไอทรามาดอล", "tramadol"),
+        ("ดอกกัญชาอบแห้ง", "dried cannabis buds"), ("ยาไอซ์เกล็ด", "ice crystals meth"),
+    ],
+    "prescription_medicine": [
+        ("ยานอนหลับไม่ต้องใช้ใบสั่งแพทย์", "sleeping pills without prescription"),
+        ("ยาลดน้ำหนักไซบูทรามีน", "sibutramine diet pills"), ("ยาแก้ปวดทรามาดอล", "tramadol"),
+        ("ยาไวอากร้า", "viagra tablets"), ("ยาปฏิชีวนะ", "antibiotics without prescription"), ("ยาคุมกำเนิด", "birth control pills"),
+        ("ยาฉีดลดน้ำหนัก", "weight loss injection pen"), ("ยารักษาสิวไอโซเตรติโนอิน", "isotretinoin acne pills"),
+        ("โบท็อกซ์ฉีดเอง", "botox vials"), ("สเตียรอยด์ฉีด", "anabolic steroid injection"),
+    ],
+    "alcohol": [
+        ("เหล้าขาว", "rice whisky"), ("เบียร์ยกลัง", "case of beer"), ("ไวน์แดงนำเข้า", "imported red wine"),
+        ("วิสกี้ 18 ปี", "18 year old whisky"), ("วอดก้า", "vodka"), ("สาโทหมักเอง", "homemade rice wine"),
+        ("โซจูเกาหลี", "korean soju"), ("เหล้ายาดอง", "herbal liquor"), ("แชมเปญ", "champagne bottle"),
+    ],
+    "tobacco": [
+        ("บุหรี่ซอง", "pack of cigarettes"), ("บุหรี่นอกยกคอตตอน", "carton of imported cigarettes"),
+        ("ยาเส้นมวนเอง", "rolling tobacco"), ("ซิการ์คิวบา", "cuban cigars"), ("บารากู่", "shisha hookah tobacco"),
+        ("บุหรี่หนีภาษี", "smuggled cigarettes"), ("ใบยาสูบ", "tobacco leaves"), ("ถุงนิโคติน", "nicotine pouches"),
+    ],
+    "gambling": [
+        ("เว็บบาคาร่า", "baccarat website"), ("สล็อตออนไลน์", "online slots"), ("รับแทงบอล", "football betting"),
+        ("หวยใต้ดิน", "underground lottery"), ("เว็บพนันเครดิตฟรี", "casino free credit"), ("แทงมวยออนไลน์", "muay thai betting"),
+        ("ยูสเซอร์เว็บพนัน", "betting account"), ("ไฮโลออนไลน์", "online dice betting"), ("คาสิโนออนไลน์", "online casino"),
+    ],
+    "adult": [
+        ("คลิปหลุด", "leaked sex clips"), ("หนังโป๊", "porn dvds"), ("ของเล่นผู้ใหญ่", "sex toys"), ("ไข่สั่น", "vibrator"),
+        ("ตุ๊กตายาง", "sex doll"), ("น้องรับงาน", "escort girls"), ("คลิปแอบถ่าย", "hidden camera videos"),
+        ("รูปโป๊", "nude photos"), ("ไซด์ไลน์", "sideline girls"),
     ],
     "counterfeit": [
         ("กระเป๋าแบรนด์เนมเกรดมิลเลอร์", "mirror grade designer bag"), ("นาฬิกา Rolex ก๊อปเกรดเอ", "replica Rolex"),
@@ -74,19 +110,19 @@ PROHIBITED = {
         ("งาช้าง", "elephant ivory"), ("นอแรด", "rhino horn"), ("เกล็ดตัวนิ่ม", "pangolin scales"), ("เต่าดาว", "star tortoise"),
         ("ลูกเสือโคร่ง", "tiger cub"), ("หนังเสือ", "tiger skin"), ("ลิงลม", "slow loris"), ("ชะนี", "baby gibbon"),
         ("นกเงือก", "hornbill"), ("เขี้ยวเสือ", "tiger fang"), ("ดีหมี", "bear bile"), ("กระดองเต่ากระ", "hawksbill shell"),
-        ("ลูกนากป่า", "wild otter pup"), ("นกแก้วป่า", "wild-caught parrot"), ("หูฉลาม", "shark fin"),
+        ("ลูกนากป่า", "wild otter pup"), ("นกแก้วป่า", "wild-caught parrot"),
     ],
     "vape": [
         ("บุหรี่ไฟฟ้า", "e-cigarette"), ("พอตไฟฟ้า", "vape pod"), ("น้ำยาพอต", "vape juice"), ("หัวพอต", "pod cartridge"),
         ("พอตใช้แล้วทิ้ง", "disposable vape"), ("น้ำยาบุหรี่ไฟฟ้าซอลต์นิค", "nicotine salt e-liquid"),
         ("บุหรี่ไฟฟ้า Relx", "Relx vape"), ("ไอคอสพร้อมแท่งยาสูบ", "IQOS with heets"), ("บารากู่ไฟฟ้า", "electronic hookah"),
-        ("บุหรี่หนีภาษี", "smuggled cigarettes"), ("มอดบุหรี่ไฟฟ้า", "vape mod"),
+        ("มอดบุหรี่ไฟฟ้า", "vape mod"),
     ],
     "fake_document": [
         ("บัตรประชาชนปลอม", "fake ID card"), ("ใบขับขี่ปลอม", "fake driving license"), ("รับทำวุฒิการศึกษา", "fake diploma"),
         ("ปริญญาบัตรปลอม", "fake degree certificate"), ("พาสปอร์ตปลอม", "forged passport"), ("สลิปโอนเงินปลอม", "fake bank slip"),
         ("ใบรับรองแพทย์ปลอม", "fake medical certificate"), ("ทะเบียนรถปลอม", "fake vehicle registration"),
-        ("รับทำบัญชีธนาคารม้า", "mule bank accounts for sale"), ("เอกสารวีซ่าปลอม", "forged visa documents"),
+        ("ขายบัญชีธนาคารม้า", "mule bank accounts for sale"), ("เอกสารวีซ่าปลอม", "forged visa documents"),
         ("ใบเสร็จปลอม", "fake receipts"),
     ],
 }

@@ -22,7 +22,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from batch.text_data import DATA_PATH, load_dataset
 from engines.text.embedder import TextEmbedder, get_embedder
-from engines.text.heads import CLASSES, ClassifierHeads
+from engines.text.heads import CLASSES, ClassifierHeads, TextModelError
 from engines.text.normalize import normalize
 from gpu_core.settings import get_settings
 
@@ -103,6 +103,27 @@ def train_heads(
         result.registered_version = _register(Path(out_dir), metrics, heads)
     log.info("text heads trained", extra={"version": version, "seconds": round(time.perf_counter() - t0, 2)})
     return result
+
+
+def heads_need_training(model_dir: Path | None = None) -> str | None:
+    """Why the artifact under ``model_dir`` cannot serve the current taxonomy (``None`` when it can)."""
+    model_dir = model_dir if model_dir is not None else get_settings().artifacts_dir / "text"
+    try:
+        heads = ClassifierHeads.load(model_dir)
+    except TextModelError as e:
+        return str(e)
+    if tuple(heads.classes) != CLASSES:
+        return f"heads score {len(heads.classes)} classes, the taxonomy has {len(CLASSES)}"
+    return None
+
+
+def ensure_heads(model_dir: Path | None = None, register: bool = True) -> TrainResult | None:
+    """Train the heads when they are missing or predate the taxonomy (``jaikod serve`` calls this)."""
+    reason = heads_need_training(model_dir)
+    if reason is None:
+        return None
+    log.warning("training text heads before serving", extra={"reason": reason})
+    return train_heads(out_dir=model_dir, register=register)
 
 
 def _register(model_dir: Path, metrics: dict, heads: ClassifierHeads) -> str:

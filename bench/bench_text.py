@@ -1,6 +1,14 @@
-"""Benchmark: ``POST /v1/analyze-text`` over real HTTP (uvicorn, one worker) pinned to 2 cores.
+"""Benchmark: moderation quality on the hand-written set, then ``POST /v1/analyze-text`` over real HTTP.
 
 python -m bench.bench_text [--requests 600] [--concurrency 4] [--cores 0,1] [--results bench/results]
+                           [--split test|dev|all] [--skip-http]
+
+Quality: ``bench/data/text_eval.jsonl`` (461 messages + 244 honest listings written by hand, independently
+of the generator's templates, with a dev/test split; lexicons were tuned on dev only). Per class
+precision/recall and the honest-listing false-positive rate for three systems: the lexicon-only baseline
+(rules, detectors, word lists; no model), the heads alone (the embedding classifier at
+``prohibited_threshold``, as served before the taxonomy) and the served analyzer (rules + gated heads).
+Writes ``<results>/text_quality.json`` and ``text_quality.png``.
 
 Uses the heads under ``<artifacts_dir>/text`` (trains them first if missing). The server runs in a
 subprocess pinned with ``os.sched_setaffinity`` to ``--cores``; the client (keep-alive HTTP, threads)
@@ -31,6 +39,120 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "bench" / "results"
 
 
+EVAL_PATH = ROOT / "bench" / "data" / "text_eval.jsonl"
+
+
+def load_eval_set(path: Path = EVAL_PATH) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _predicted_labels(analysis, offensive_threshold: float) -> set[str]:
+    return ({i for i, _ in analysis.prohibited} | {d.kind for d in analysis.diversion}
+            | ({"offensive"} if analysis.offensive >= offensive_threshold else set()))
+
+
+def _gold_labels(row: dict) -> set[str]:
+    return set(row["prohibited"]) | set(row["diversion"]) | ({"offensive"} if row["offensive"] else set())
+
+
+def score_predictions(rows: list[dict], predicted: list[set[str]], classes: list[str]) -> dict[str, Any]:
+    """Per-class precision/recall/support over all rows; honest-listing false-positive rate."""
+    per_class = {}
+    for c in classes:
+        tp = sum(c in p and c in _gold_labels(r) for r, p in zip(rows, predicted, strict=True))
+        fp = sum(c in p and c not in _gold_labels(r) for r, p in zip(rows, predicted, strict=True))
+        fn = sum(c not in p and c in _gold_labels(r) for r, p in zip(rows, predicted, strict=True))
+        per_class[c] = {"precision": round(tp / (tp + fp), 4) if tp + fp else None,
+                        "recall": round(tp / (tp + fn), 4) if tp + fn else None, "support": tp + fn,
+                        "false_positives": fp}
+    honest = [p for r, p in zip(rows, predicted, strict=True) if r["subset"] == "honest_listings"]
+    flagged = sum(bool(p) for p in honest)
+    return {"per_class": per_class, "honest_listings": len(honest), "honest_flagged": flagged,
+            "honest_fp_rate": round(flagged / len(honest), 4) if honest else None}
+
+
+def quality(model_dir: Path, split: str = "test") -> dict[str, Any]:
+    """The three systems on the hand-written set (``split``: test = held out from lexicon tuning)."""
+    from engines.text.analyzer import TextAnalyzer
+    from engines.text.detectors import DIVERSION_KINDS
+    from engines.text.heads import PROHIBITED_ITEMS, ClassifierHeads
+    from engines.text.settings import get_text_settings
+
+    s = get_text_settings()
+    rows = [r for r in load_eval_set() if split == "all" or r["split"] == split]
+    heads = ClassifierHeads.load(model_dir)
+    systems = {
+        "lexicon_only": TextAnalyzer(None),
+        "heads_only": TextAnalyzer(heads, use_rules=False,
+                                   settings=s.model_copy(update={"head_alone_reports": True,
+                                                                 "head_alone_threshold": s.prohibited_threshold})),
+        "served": TextAnalyzer(heads),
+    }
+    classes = [*PROHIBITED_ITEMS, *DIVERSION_KINDS, "offensive"]
+    out: dict[str, Any] = {"split": split, "rows": len(rows), "eval_set": str(EVAL_PATH.relative_to(ROOT)),
+                           "offensive_threshold": s.offensive_threshold, "systems": {}}
+    for name, analyzer in systems.items():
+        predicted: list[set[str]] = [set()] * len(rows)
+        for ctx in ("listing", "chat"):
+            idx = [i for i, r in enumerate(rows) if r["context"] == ctx]
+            for i, a in zip(idx, analyzer.analyze_batch([rows[i]["text"] for i in idx], ctx), strict=True):
+                predicted[i] = _predicted_labels(a, s.offensive_threshold)
+        out["systems"][name] = {"model_version": analyzer.model_version,
+                                **score_predictions(rows, predicted, classes)}
+    served = out["systems"]["served"]
+    p_ok = [m["precision"] is None or m["precision"] >= 0.9 for m in served["per_class"].values()]
+    r_ok = [m["recall"] is None or m["recall"] >= 0.85 for m in served["per_class"].values()]
+    out["goals"] = {"precision_ge_0.9_every_class": all(p_ok), "recall_ge_0.85_every_class": all(r_ok),
+                    "honest_fp_rate_le_0.01": (served["honest_fp_rate"] or 0.0) <= 0.01}
+    return out
+
+
+def print_quality(q: dict[str, Any], console: Console | None = None) -> None:
+    sysn = list(q["systems"])
+    table = Table(title=f"text moderation on the hand-written set, split={q['split']} ({q['rows']} rows)")
+    table.add_column("class")
+    table.add_column("support", justify="right")
+    for n in sysn:
+        table.add_column(f"{n} P / R", justify="right")
+
+    def fmt(v):
+        return "—" if v is None else f"{v:.2f}"
+
+    for c, m in q["systems"]["served"]["per_class"].items():
+        table.add_row(c, str(m["support"]), *(f"{fmt(q['systems'][n]['per_class'][c]['precision'])} / "
+                                              f"{fmt(q['systems'][n]['per_class'][c]['recall'])}" for n in sysn))
+    table.add_row("honest-listing FP rate", str(q["systems"]["served"]["honest_listings"]),
+                  *(f"{q['systems'][n]['honest_fp_rate']:.3f} ({q['systems'][n]['honest_flagged']})" for n in sysn))
+    (console or Console()).print(table)
+
+
+def plot_quality(q: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(q["systems"]["served"]["per_class"])
+    fig, axes = plt.subplots(2, 1, figsize=(13, 7), sharex=True)
+    width = 0.8 / len(q["systems"])
+    for k, metric in enumerate(("precision", "recall")):
+        ax = axes[k]
+        for j, (name, sysq) in enumerate(q["systems"].items()):
+            vals = [sysq["per_class"][c][metric] or 0.0 for c in classes]
+            ax.bar([i + j * width for i in range(len(classes))], vals, width, label=name)
+        ax.axhline(0.9 if metric == "precision" else 0.85, color="k", linestyle="--", linewidth=0.8)
+        ax.set_ylabel(metric)
+        ax.set_ylim(0, 1.05)
+    axes[0].legend(loc="lower left", fontsize=8)
+    axes[1].set_xticks([i + 0.4 - width / 2 for i in range(len(classes))], classes, rotation=45, ha="right")
+    fp = ", ".join(f"{n} {s['honest_fp_rate']:.3f}" for n, s in q["systems"].items())
+    fig.suptitle(f"text moderation, hand-written set ({q['split']}); honest-listing FP rate: {fp}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def make_app():
     """uvicorn factory: the text router on a bare app (the bench does not need the whole service)."""
     from fastapi import FastAPI
@@ -52,10 +174,9 @@ def _ensure_model() -> Path:
     from gpu_core.settings import get_settings
 
     d = get_settings().artifacts_dir / "text"
-    if not (d / "heads.npz").is_file():
-        from batch.text_train import train_heads
+    from batch.text_train import ensure_heads
 
-        train_heads(out_dir=d)
+    ensure_heads(d, register=False)  # missing or stale (older taxonomy) heads are trained first
     return d
 
 
@@ -151,12 +272,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--cores", default="0,1", help="CPU ids the server is pinned to")
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--split", default="test", choices=("test", "dev", "all"))
+    ap.add_argument("--skip-http", action="store_true", help="quality only")
     args = ap.parse_args(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    q = quality(_ensure_model(), args.split)
+    print_quality(q)
+    (args.results / "text_quality.json").write_text(json.dumps(q, indent=2, ensure_ascii=False))
+    plot_quality(q, args.results / "text_quality.png")
+    Console().print(f"wrote {args.results / 'text_quality.json'} and text_quality.png; goals: {q['goals']}")
+    if args.skip_http:
+        return q
     cores = [int(c) for c in args.cores.split(",") if c.strip()]
     cores = [c for c in cores if c in os.sched_getaffinity(0)] or sorted(os.sched_getaffinity(0))[:2]
     result = run(args.requests, args.concurrency, cores)
     print_result(result)
-    args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "text.json"
     path.write_text(json.dumps(result, indent=2))
     Console().print(f"wrote {path}")

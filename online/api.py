@@ -167,6 +167,8 @@ def readyz(svc: Svc):
             "snapshot_version": state.mirror.version if state.mirror else None,
             "registry": "unavailable" if state.models.unavailable else "ok",
             "model_error": state.models.error, "index_error": state.indexes.error}
+    for name, report in svc.readiness.items():
+        body[name] = report()  # which model answers each AI service (e.g. text: heads or rules only)
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 

@@ -28,7 +28,7 @@ from online.pipeline import RankingPipeline
 from online.services.fraud import fraud_router
 from online.services.listings import listings_router
 from online.services.moderation import moderation_router
-from online.services.text import TextService, text_router
+from online.services.text import TextService, text_readiness, text_router
 from online.services.vision import get_service as vision_service
 from online.services.vision import router as vision_router
 from online.state import ServiceState
@@ -74,6 +74,7 @@ def _mount_services(app: FastAPI, svc: Services) -> None:
     svc.canary = CanaryController(svc)
     install_monitoring(app, svc)
     svc.text = Lazy(TextService)
+    svc.readiness["text"] = lambda: text_readiness(svc.text, svc.text.loaded)
     svc.vision = Lazy(vision_service, retry_s=VISION_RETRY_S)
     app.include_router(events_router)
     app.include_router(text_router(svc.text))

@@ -88,6 +88,7 @@ class Services:
     text: Lazy[Any] | None = None  # online.services.text.TextService
     vision: Lazy[Any] | None = None  # online.services.vision.VisionService
     event_bus: Lazy[EventBus] | None = None
+    readiness: dict[str, Callable[[], dict]] = field(default_factory=dict)  # AI service -> its /readyz line
     extras: dict[str, Any] = field(default_factory=dict)  # per-router caches keyed by their module
 
     def arm_for(self, user_id: int) -> str:

@@ -17,7 +17,11 @@ from gpu_core.errors import JaikodError
 OK = "ok"
 OFFENSIVE = "offensive"
 DIVERSION = "diversion"
-PROHIBITED_ITEMS = ("weapon", "drug", "counterfeit", "wildlife", "vape", "fake_document")
+# the taxonomy (engines/text/data/prohibited.json says what each covers and the law behind it)
+PROHIBITED_ITEMS = (
+    "weapon", "drug", "counterfeit", "wildlife", "vape", "fake_document", "alcohol", "tobacco", "gambling", "adult",
+    "prescription_medicine",
+)
 CLASSES = (OK, OFFENSIVE, DIVERSION, *PROHIBITED_ITEMS)
 
 

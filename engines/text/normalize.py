@@ -17,7 +17,10 @@ from dataclasses import dataclass
 _INVISIBLE = {
     "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u180e", "\u2061", "\u2062", "\u2063",
     "\u2064", "\u034f", "\u200e", "\u200f",
+    "\ufe0e", "\ufe0f", "\u20e3",  # emoji presentation selectors and the keycap ("0\ufe0f\u20e3" -> "0")
 }
+# modifiers of the character before them: dropped, but that character's span grows over them
+_TRAILING_MODIFIERS = {"\ufe0e", "\ufe0f", "\u20e3"}
 _THAI_DIGITS = {chr(0x0E50 + i): str(i) for i in range(10)}
 
 # digit words; Thai words are matched anywhere (Thai has no spaces), English ones as whole words
@@ -41,6 +44,9 @@ _EN_NUM_RUN_RE = re.compile(
     + "|".join(ENGLISH_NUMBER_WORDS) + r"|\d+)\b){2,}"
 )
 _TRAILING_PUNCT = set(":：.,;-)")
+# letter-for-digit swaps inside digit runs ("08l-234-5678", "086 OO1 2345"): after lower-casing, l/i -> 1, o -> 0
+_SWAP = {"l": "1", "i": "1", "o": "0"}
+_DIGITISH_RUN_RE = re.compile(r"(?<![a-z0-9])[0-9oil](?:[0-9oil]|[\s\-.()](?=[0-9oil])){5,}(?![a-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -97,10 +103,19 @@ def _piecewise(nt: NormalizedText, run: re.Pattern[str], word: re.Pattern[str], 
     return b.build(nt.original)
 
 
+def _is_thai(c: str) -> bool:
+    return "\u0e00" <= c <= "\u0e7f"
+
+
 def _is_single(tok: str) -> bool:
-    """One visible character (Thai combining marks allowed), optionally followed by punctuation."""
+    """One visible character (Thai combining marks allowed), optionally followed by punctuation; a Thai
+    syllable piece of at most two letters ("ไล น์ ไอ ดี", "ศู น ย์"); or a lone Thai combining mark ("ป ื น")."""
     core = tok.rstrip("".join(_TRAILING_PUNCT)) if len(tok) > 1 else tok
     base = [c for c in core if unicodedata.category(c) not in ("Mn", "Mc")]
+    if not base:
+        return bool(core) and all(_is_thai(c) for c in core)
+    if len(base) == 2 and all(_is_thai(c) for c in core):
+        return True
     return len(base) == 1 and (base[0].isalnum() or base[0] in "@-._")
 
 
@@ -114,7 +129,8 @@ def _collapse_spaced(nt: NormalizedText) -> NormalizedText:
         while j < len(toks) and _is_single(toks[j].group(0)):
             # a token ending in punctuation closes the run
             j += 1
-            if len(toks[j - 1].group(0)) > 1:
+            last = toks[j - 1].group(0)
+            if len(last) > 1 and last[-1] in _TRAILING_PUNCT:
                 break
         if j - i >= 3:
             for k in range(i, j - 1):
@@ -131,11 +147,32 @@ def _collapse_spaced(nt: NormalizedText) -> NormalizedText:
     return b.build(nt.original)
 
 
+def _swap_letters_in_digit_runs(nt: NormalizedText) -> NormalizedText:
+    """Inside a run that is mostly digits, read l/i as 1 and o as 0 (one character for one: offsets unchanged)."""
+    chars = list(nt.text)
+    changed = False
+    for m in _DIGITISH_RUN_RE.finditer(nt.text):
+        run = m.group(0)
+        n_digits = sum(c.isdigit() for c in run)
+        n_swaps = sum(c in _SWAP for c in run)
+        if n_swaps and n_digits >= 6 and n_swaps <= 3:
+            for k, c in enumerate(run, start=m.start()):
+                if c in _SWAP:
+                    chars[k] = _SWAP[c]
+                    changed = True
+    if not changed:
+        return nt
+    return NormalizedText(nt.original, "".join(chars), nt.start, nt.end)
+
+
 def normalize(text: str) -> NormalizedText:
     """Lower-case, NFKC, invisible characters removed, Thai numerals and digit words to ASCII digits,
     spaced-out letters joined. Offsets map back to ``text``."""
     b = _Builder()
     for i, ch in enumerate(text):
+        if ch in _TRAILING_MODIFIERS and b.end and b.end[-1] == i:
+            b.end[-1] = i + 1
+            continue
         if ch in _INVISIBLE or unicodedata.category(ch) == "Cf":
             continue
         if ch in _THAI_DIGITS:
@@ -147,9 +184,10 @@ def normalize(text: str) -> NormalizedText:
             n = ch
         b.add(n, i, i + 1)
     nt = b.build(text)
+    nt = _collapse_spaced(nt)
     nt = _piecewise(nt, _THAI_NUM_RUN_RE, _THAI_NUM_RE, THAI_NUMBER_WORDS)
     nt = _piecewise(nt, _EN_NUM_RUN_RE, _EN_NUM_RE, ENGLISH_NUMBER_WORDS)
-    nt = _collapse_spaced(nt)
+    nt = _swap_letters_in_digit_runs(nt)
     return nt
 
 

@@ -64,7 +64,10 @@ def _thai_tokenizer():
     from pythainlp.corpus.common import thai_words
     from pythainlp.tokenize import Tokenizer
 
-    words = set(thai_words()) | set(load_lexicon().thai)
+    from engines.text.lexicon import get_lexicon
+
+    # the prohibited-item terms are words too: "นอแรด" (rhino horn) must not split into "นอ" + "แรด"
+    words = set(thai_words()) | set(load_lexicon().thai) | get_lexicon().thai_words()
     return Tokenizer(custom_dict=words, engine="newmm", keep_whitespace=False)
 
 

@@ -86,13 +86,19 @@ class TextService:
     ):
         self.settings = settings or get_text_settings()
         model_dir = Path(model_dir or self.settings.model_dir or get_settings().artifacts_dir / "text")
+        self.model_dir = model_dir
+        self.heads_error: str | None = None
         try:
             heads: ClassifierHeads | None = ClassifierHeads.load(model_dir)
-        except TextModelError:
-            heads = None  # rules and word lists still work; model_version says "rules-only"
-            log.warning("text heads not found; serving rules only", extra={"model_dir": str(model_dir)})
+        except TextModelError as e:
+            heads = None  # lexicon rules, detectors and word lists still answer; model_version says "rules-only"
+            self.heads_error = str(e)
+            log.warning("text heads not usable; serving rules only", extra={"model_dir": str(model_dir)})
         self.embedder = embedder or get_embedder()
         self.analyzer = TextAnalyzer(heads, self.embedder, settings=self.settings)
+        missing = self.analyzer.missing_head_items()
+        if heads is not None and missing:
+            log.warning("text heads predate the taxonomy; rules alone cover some items", extra={"items": missing})
         llm = LLMReplyAdapter(self.settings.llm_url, self.settings.llm_timeout_s) if self.settings.llm_url else None
         self.suggester = ReplySuggester(self.embedder, llm)
         self.listing_lookup = listing_lookup
@@ -101,11 +107,20 @@ class TextService:
     def model_version(self) -> str:
         return self.analyzer.model_version
 
+    def status(self) -> dict:
+        """What answers ``/v1/analyze-text`` (for ``/readyz``): never a silent downgrade to rules only."""
+        a = self.analyzer
+        return {"model_version": self.model_version, "heads": "loaded" if a.heads is not None else "missing",
+                "heads_error": self.heads_error, "rules": a.lexicon.version,
+                "items_without_head": a.missing_head_items(), "degraded": a.heads is None or bool(a.missing_head_items())}
+
     def _check_text(self, text: str, field: str) -> None:
         if not isinstance(text, str) or not text.strip():
             raise TextInputError("text must be a non-empty string", field=field)
         if len(text) > self.settings.max_text_chars:
             raise TextInputError(f"text longer than {self.settings.max_text_chars} characters", field=field)
+        if _has_surrogate(text):
+            raise TextInputError("text is not valid Unicode (a lone surrogate)", field=field)
 
     def analyze(self, text: str, context: str = "listing") -> dict:
         self._check_text(text, "text")
@@ -125,6 +140,8 @@ class TextService:
             if turn.get("role") not in ("buyer", "seller"):
                 raise TextInputError("role must be 'buyer' or 'seller'", field=f"conversation.{i}.role")
             self._check_text(turn.get("text", ""), f"conversation.{i}.text")
+        if isinstance(listing_id, str) and _has_surrogate(listing_id):
+            raise TextInputError("listing_id is not valid Unicode (a lone surrogate)", field="listing_id")
         if listing is None:
             if listing_id is None:
                 raise TextInputError("give listing facts or a listing_id", field="listing_id")
@@ -133,12 +150,51 @@ class TextService:
             listing = self.listing_lookup(str(listing_id))
             if listing is None:
                 raise TextInputError(f"unknown listing {listing_id}", field="listing_id")
+        bad = _surrogate_path(listing, "listing")
+        if bad is not None:
+            raise TextInputError("listing facts are not valid Unicode (a lone surrogate)", field=bad)
         try:
             facts = ListingFacts.from_dict(listing)
         except (TypeError, ValueError) as e:
             raise TextInputError(f"listing facts malformed: {e.__class__.__name__}", field="listing") from e
         s = self.suggester.suggest(conversation, facts)
         return {"replies": s.replies, "language": s.language, "intent": s.intent, "source": s.source}
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _surrogate_path(value, path: str) -> str | None:
+    """The dotted path of the first string under ``value`` holding a lone surrogate, else ``None``."""
+    if isinstance(value, str):
+        return path if _has_surrogate(value) else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        if isinstance(k, str) and _has_surrogate(k):
+            return f"{path}.{k.encode('utf-8', 'replace').decode()}"
+        found = _surrogate_path(v, f"{path}.{k}")
+        if found is not None:
+            return found
+    return None
+
+
+def text_readiness(service: TextService | Callable[[], TextService], loaded: Callable[[], bool] | None = None) -> dict:
+    """The language service's line in ``/readyz``; does not load the models if they are not loaded yet."""
+    if isinstance(service, TextService):
+        return {"loaded": True, **service.status()}
+    if loaded is not None and not loaded():
+        return {"loaded": False}
+    return {"loaded": True, **service().status()}
 
 
 def text_router(service: TextService | Callable[[], TextService]) -> APIRouter:

@@ -85,3 +85,29 @@ def test_registers_production_alias(tmp_path, monkeypatch):
         assert (tmp_path / "artifacts" / "text" / "heads.npz").is_file()
     finally:
         reset_settings()
+
+
+def test_stale_or_missing_heads_need_training(tmp_path, trained):
+    from batch.text_train import heads_need_training
+
+    assert heads_need_training(tmp_path / "none")
+    assert heads_need_training(trained.model_dir) is None
+    old = ClassifierHeads.load(trained.model_dir)
+    ClassifierHeads(old.classes[:9], old.coef[:9], old.intercept[:9], "old").save(tmp_path / "old")
+    assert "classes" in heads_need_training(tmp_path / "old")
+
+
+def test_hand_written_eval_set_is_independent_and_large_enough():
+    from bench.bench_text import load_eval_set
+
+    rows = load_eval_set()
+    assert sum(r["subset"] == "messages" for r in rows) >= 300
+    assert sum(r["subset"] == "honest_listings" for r in rows) >= 200
+    assert {r["split"] for r in rows} == {"dev", "test"}
+    train_texts = {r["text"] for r in load_dataset()}
+    from engines.text.lexicon import LEXICON_PATH
+
+    lexicon = LEXICON_PATH.read_text(encoding="utf-8")
+    for r in rows:
+        assert set(r["prohibited"]) <= set(PROHIBITED_ITEMS)
+        assert r["text"] not in train_texts and (len(r["text"]) < 12 or r["text"] not in lexicon), r["text"]

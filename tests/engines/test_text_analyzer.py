@@ -71,6 +71,6 @@ def test_diversion_lowers_safety_with_spans(analyzer):
 
 def test_rules_only_without_heads():
     a = TextAnalyzer(None)
-    assert a.model_version == "rules-only"
+    assert a.model_version.startswith("rules-only+")
     res = a.analyze("โทร ๐๘๑๒๓๔๕๖๗๘ ไอ้ควาย", "chat")
     assert res.prohibited == [] and res.offensive >= 0.7 and res.diversion

@@ -67,3 +67,41 @@ def test_line_id_value_inside_span():
 def test_bank_account_is_payment_not_phone():
     kinds = {d.kind for d in detect_diversion("เลขบัญชี 012-3-45678-9")}
     assert kinds == {"payment_outside"}
+
+
+def _span_text(text: str, kind: str) -> list[str]:
+    return [text[d.span[0] : d.span[1]] for d in detect_diversion(text) if d.kind == kind]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("ศู น ย์ แปด หนึ่ง 234 5678 โทรมานะ", "ศู น ย์ แปด หนึ่ง 234 5678"),
+    ("เบอร์ 08l-234-5678 ครับ", "08l-234-5678"),
+    ("my number is 086 OO1 2345", "086 OO1 2345"),
+    ("โทร 0️⃣8️⃣1️⃣2️⃣3️⃣4️⃣5️⃣6️⃣7️⃣8️⃣ นะ", "0️⃣8️⃣1️⃣2️⃣3️⃣4️⃣5️⃣6️⃣7️⃣8️⃣"),
+    ("โทร0812345678ด่วน", "0812345678"),
+    ("ติดต่อ 08 หนึ่ง 2 สาม 4 ห้า 6 เจ็ด 8", "08 หนึ่ง 2 สาม 4 ห้า 6 เจ็ด 8"),
+])
+def test_obfuscated_phone_span_is_exact(text, expected):
+    assert _span_text(text, "phone") == [expected]
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("ไล น์ ไอ ดี kaew123", "line_id"),
+    ("ติดต่อทางไลน์ค่ะ ID: ann.seller", "line_id"),
+    ("ไลนน์ : mookmook77", "line_id"),
+    ("เมล ploy.s แอท จีเมล จุด คอม", "email"),
+    ("mail me at sara [at] gmail [.] com", "email"),
+    ("สั่งที่ my-shop dot com ได้เลย", "url"),
+    ("t.me/cheapphones", "url"),
+    ("บัญชีออมสิน 0201-2345-6789 โอนแล้วแจ้ง", "payment_outside"),
+])
+def test_evasions_found(text, kind):
+    assert kind in {d.kind for d in detect_diversion(text)}, (text, detect_diversion(text))
+
+
+@pytest.mark.parametrize("text", [
+    "นัดรับ @BTS อ่อนนุช ได้ครับ", "Online course voucher", "ไลน์อัพใหม่เข้าแล้ว", "ISBN 978-616-123-456-7",
+    "เลขพัสดุ TH0123456789", "ราคา 12,500 บาท ไมล์ 98,765 กม.", "oil filter 2024 lol",
+])
+def test_look_alikes_are_not_diversion(text):
+    assert detect_diversion(text) == []

@@ -99,3 +99,35 @@ def test_auto_reply_bad_input(client, payload, field):
 def test_text_input_error_is_jaikod_422():
     e = TextInputError("bad", field="text")
     assert isinstance(e, JaikodError) and e.http_status == 422
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/analyze-text", '{"text": "\\ud800 hello", "context": "chat"}', "text"),
+    ("/v1/auto-reply", '{"conversation": [{"role": "buyer", "text": "hi \\udfff"}], "listing_id": "L1"}',
+     "conversation.0.text"),
+    ("/v1/auto-reply", '{"conversation": [{"role": "buyer", "text": "hi"}], "listing": {"title": "a\\ud83d"}}',
+     "listing.title"),
+    ("/v1/auto-reply", '{"conversation": [{"role": "buyer", "text": "hi"}], "listing_id": "L\\ud800"}',
+     "listing_id"),
+])
+def test_lone_surrogate_is_422_naming_the_field(client, path, body, field):
+    r = client.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == field
+
+
+def test_megabyte_text_is_422_and_emoji_only_is_answered(client):
+    r = client.post("/v1/analyze-text", json={"text": "ก" * 1_000_000, "context": "listing"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "text"
+    r = client.post("/v1/analyze-text", json={"text": "😀🔥💯", "context": "chat"})
+    assert r.status_code == 200 and r.json()["prohibited"] == [] and r.json()["diversion"] == []
+
+
+def test_missing_heads_rules_answer_and_say_so(tmp_path):
+    from online.services.text import text_readiness
+
+    service = TextService(model_dir=tmp_path / "nothing")
+    out = service.analyze("ขายปืนพก glock พร้อมกระสุน", "listing")
+    assert out["model_version"].startswith("rules-only+") and "weapon" in [p["item"] for p in out["prohibited"]]
+    status = text_readiness(service)
+    assert status["heads"] == "missing" and status["degraded"] and status["heads_error"]
+    assert text_readiness(lambda: service, loaded=lambda: False) == {"loaded": False}
