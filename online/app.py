@@ -84,7 +84,8 @@ def _mount_services(app: FastAPI, svc: Services) -> None:
     app.include_router(vision_router)
 
 
-def serve() -> None:
+def serve(settings: Settings | None = None) -> None:
+    """Serve the app with ``settings`` (default: the process's) — what ``jaikod serve`` runs."""
     from online.server import serve as run
 
-    run(get_settings())
+    run(settings or get_settings())

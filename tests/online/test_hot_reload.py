@@ -18,6 +18,9 @@ def private_registry_home(served_world, tmp_path, monkeypatch):
     shutil.copytree(served_world.home, home, ignore=shutil.ignore_patterns("lake"), symlinks=True)
     (home / "lake").symlink_to(served_world.lake, target_is_directory=True)
     monkeypatch.setenv("JAIKOD_HOME", str(home))
+    # this test is about the swap, not deadlines: a loaded CI machine must not turn requests into the
+    # deadline fallback (which answers without a model, as model_version "none")
+    monkeypatch.setenv("JAIKOD_REQUEST_BUDGET_MS", "5000")
     reset_settings()
     reset_backend()
     return home

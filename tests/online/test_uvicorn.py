@@ -18,15 +18,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(served_world):
+@pytest.fixture(params=["uvicorn-factory", "jaikod-serve-2-workers"])
+def server(served_world, request):
+    """The app over real HTTP: as ``uvicorn --factory`` runs it, and as ``jaikod serve`` (what ``make run``
+    ends with) runs it with two worker processes that receive the settings object."""
     port = _free_port()
     env = {**os.environ, "JAIKOD_HOME": str(served_world.home), "JAIKOD_REDIS_URL": served_world.redis_url,
-           "JAIKOD_DEVICE": os.environ.get("JAIKOD_DEVICE", "cpu")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "online.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+           "JAIKOD_DEVICE": os.environ.get("JAIKOD_DEVICE", "cpu"), "JAIKOD_TEXT_TRAIN_MISSING_HEADS": "false"}
+    if request.param == "uvicorn-factory":
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "online.app:create_app", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-c", "from jaikod_cli import main; main()", "serve", "--port", str(port),
+               "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
