@@ -1,6 +1,8 @@
 # JaiKod Intelligence Layer — two commands on a fresh Debian machine (Python 3.11, root):
 #   make run    install into .venv, make sure Redis answers, build the demo world, train, register,
-#               materialize and serve
+#               materialize (skipped when var/ already holds a world; FRESH=1 rebuilds), then start the
+#               deployment under honcho (Procfile): API workers, stream processor, scheduler, Prometheus.
+#               Ctrl-C stops all of them.
 #   make test   install and run the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -14,6 +16,16 @@ WORLD_SIZE ?= demo
 # the demo world ends yesterday, so live events (jaikod stream) continue it without a gap
 START_DATE ?= $(shell date -u -d '30 days ago' +%F)
 STAMP := $(VENV)/.installed
+# the deployment's processes (Procfile) read these
+export JAIKOD_BIN := $(CURDIR)/$(JAIKOD)
+export JAIKOD_WORKERS ?= 2
+export JAIKOD_METRICS_PORT ?= 9101
+export JAIKOD_READY_REQUIRES_STREAM ?= true
+export PROMETHEUS_ADDR ?= 127.0.0.1:9090
+# demo-sized canary: decide after 100 staging requests (5 % of the traffic driver's users); production
+# keeps the defaults of gpu_core/settings.py (1,000 requests)
+export JAIKOD_CANARY_MIN_REQUESTS ?= 100
+FRESH ?=
 
 .PHONY: run test bench lint redis install world nightly serve clean
 
@@ -27,11 +39,14 @@ redis:
 	bash scripts/ensure_redis.sh "$(JAIKOD_REDIS_URL)" "$(JAIKOD_HOME)/redis"
 
 run: install redis
-	$(JAIKOD) world build --size $(WORLD_SIZE) --seed 7 --out "$(JAIKOD_HOME)/lake" --start-date $(START_DATE)
-	$(JAIKOD) batch nightly --lake "$(JAIKOD_HOME)/lake"
-	$(JAIKOD) batch text-heads
-	$(JAIKOD) batch vision-heads --lake "$(JAIKOD_HOME)/lake"
-	$(JAIKOD) serve
+	@if [ -n "$(FRESH)" ] || [ ! -f "$(JAIKOD_HOME)/lake/_world.json" ] || [ ! -f "$(JAIKOD_HOME)/mlflow/mlflow.db" ]; then \
+	  set -e; \
+	  $(JAIKOD) world build --size $(WORLD_SIZE) --seed 7 --out "$(JAIKOD_HOME)/lake" --start-date $(START_DATE); \
+	  $(JAIKOD) batch nightly --lake "$(JAIKOD_HOME)/lake"; \
+	  $(JAIKOD) batch text-heads; \
+	  $(JAIKOD) batch vision-heads --lake "$(JAIKOD_HOME)/lake"; \
+	else echo "world and models found under $(JAIKOD_HOME) (FRESH=1 rebuilds)"; fi
+	$(VENV)/bin/honcho start -f Procfile --no-colour
 
 test: install redis
 	bash scripts/run_tests.sh

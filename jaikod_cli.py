@@ -30,10 +30,23 @@ SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="dask.dist
 
 
 def _apply_common(lake: Path | None = None, scheduler: str | None = None) -> None:
-    """The common options become this process's settings (never through ``os.environ``)."""
-    from gpu_core.settings import configure
+    """The common options become this process's settings (never through ``os.environ``), on top of the
+    ones :func:`main` resolved (the state's home)."""
+    from gpu_core.settings import configure, get_settings
 
-    configure(lake=lake, scheduler=scheduler)
+    configure(get_settings(), lake=lake, scheduler=scheduler)
+
+
+def default_home() -> Path | None:
+    """Where the CLI's state lives when ``JAIKOD_HOME`` is not set: ``var/`` of the checkout this CLI runs
+    from (found from this file, not from the working directory), so every command finds the same state
+    from any directory. ``None`` (the settings' default) for an installed, non-editable copy."""
+    import os
+
+    if os.environ.get("JAIKOD_HOME"):
+        return None
+    root = Path(__file__).resolve().parent
+    return root / "var" if (root / "pyproject.toml").is_file() and (root / "gpu_core").is_dir() else None
 
 
 def cli_errors(fn):
@@ -292,8 +305,14 @@ def batch_skew(lake: LakeOpt = None,
 @cli_errors
 def model_status() -> None:
     """Registered ranker versions, their NDCG@20 and aliases."""
+    from gpu_core.errors import RegistryError
     from gpu_core.registry import RANKER, Registry
+    from gpu_core.settings import get_settings
 
+    s = get_settings()
+    if not s.mlflow_uri and not (s.home / "mlflow" / "mlflow.db").exists():
+        raise RegistryError(f"no model registry under {s.home.resolve()} (set JAIKOD_HOME, or run "
+                            "`jaikod batch nightly` first)")
     reg = Registry()
     aliases = reg.aliases(RANKER)
     by_version: dict[str, list[str]] = {}
@@ -343,6 +362,19 @@ def model_promote(version: Annotated[str | None, typer.Argument(help="version (d
     console.print(f"production -> version {new}" + (f" (previous: {old})" if old else ""))
 
 
+@model_app.command("canary-check")
+@cli_errors
+def model_canary_check() -> None:
+    """One canary decision now (the scheduler runs this every ``schedule_canary_s``)."""
+    from gpu_core.registry import Registry
+    from gpu_core.settings import get_settings
+    from online.canary import check_once
+
+    d = check_once(get_settings(), Registry())
+    console.print("canary: nothing to decide (no staging model)" if d is None
+                  else f"canary: {d.action} - {d.reason}")
+
+
 @model_app.command("rollback")
 @cli_errors
 def model_rollback() -> None:
@@ -366,7 +398,11 @@ def boost_run(rounds_per_day: Annotated[int, typer.Option(help="rounds (runs) pe
     from batch.boost import run_boost
 
     _apply_common()
-    print_table("boost run", run_boost(rounds_per_day=rounds_per_day, daily_budget=budget, seed=seed).as_rows())
+    out = run_boost(rounds_per_day=rounds_per_day, daily_budget=budget, seed=seed)
+    print_table("boost run", out.as_rows())
+    if out.listing_ids:
+        console.print("boosted: " + ", ".join(f"{pid} ({bid:.2f} THB)" for pid, bid in
+                                              zip(out.listing_ids, out.bids, strict=True)))
 
 
 @boost_app.command("simulate")
@@ -389,10 +425,10 @@ def serve_cmd(
     workers: Annotated[int | None, typer.Option(help="uvicorn worker processes")] = None,
 ) -> None:
     """Serve the ranking API (uvicorn): /v1/feed, /v1/search, /healthz, /readyz, /metrics, /docs."""
-    from gpu_core.settings import configure
+    from gpu_core.settings import configure, get_settings
     from online.app import serve
 
-    s = configure(host=host, port=port, workers=workers)
+    s = configure(get_settings(), host=host, port=port, workers=workers)
     from engines.text.settings import get_text_settings
 
     if get_text_settings().train_missing_heads:  # never serve rules-only silently because a step was skipped
@@ -468,7 +504,61 @@ def replay_cmd(request_id: Annotated[str, typer.Argument(help="request id of a l
     print_table("replay", rows)
 
 
+@app.command("scheduler")
+@cli_errors
+def scheduler_cmd(
+    run_now: Annotated[list[str] | None, typer.Option("--run-now", help="job(s) to run once at start "
+                                                                        "(e.g. continuous)")] = None,
+) -> None:
+    """The periodic jobs of a deployment (APScheduler): nightly, continuous training, canary, boost,
+    review backlog, retention purge; each run recorded for /readyz and /v1/admin/status."""
+    from deploy.scheduler import Scheduler, job_specs
+    from gpu_core.errors import ConfigError
+    from gpu_core.settings import get_settings
+
+    names = {j.name for j in job_specs(get_settings())}
+    unknown = sorted(set(run_now or ()) - names)
+    if unknown:
+        raise ConfigError(f"--run-now: unknown job(s) {', '.join(unknown)}; jobs: {', '.join(sorted(names))}",
+                          field="run_now")
+    Scheduler(run_now=run_now or ()).run()
+
+
+@app.command("simulate")
+@cli_errors
+def simulate_cmd(
+    users: Annotated[int, typer.Option(help="simulated users (drawn from the world by activity)")] = 200,
+    minutes: Annotated[float, typer.Option(help="how long to play")] = 10.0,
+    url: Annotated[str | None, typer.Option(help="API base URL (default http://<host>:<port>)")] = None,
+    rps: Annotated[float, typer.Option(help="feed/search requests per second, all users together")] = 10.0,
+    search_share: Annotated[float, typer.Option(help="share of requests that are searches")] = 0.2,
+    drift_category: Annotated[str | None, typer.Option(help="category whose appeal surges (drift)")] = None,
+    drift_after_minutes: Annotated[float, typer.Option(help="when the surge starts")] = 0.0,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    lake: LakeOpt = None,
+) -> None:
+    """Traffic driver: the world's hidden preference model plays users against the running API (feed and
+    search, then impressions, clicks, carts and orders echoing request_id and model_version)."""
+    from batch.simulate import SimConfig, run_simulation
+    from gpu_core.settings import get_settings
+
+    _apply_common(lake)
+    s = get_settings()
+    cfg = SimConfig(users=users, minutes=minutes, url=url or f"http://{s.host}:{s.port}", rps=rps,
+                    search_share=search_share, drift_category=drift_category,
+                    drift_after_s=drift_after_minutes * 60.0, seed=seed)
+    report = run_simulation(_lake(lake), cfg, announce=err_console.print)
+    print_table("simulation", report.as_rows())
+    if report.by_version:
+        print_table("CTR per model version (this run)", report.by_version)
+
+
 def main() -> None:
+    from gpu_core.settings import configure
+
+    home = default_home()
+    if home is not None:
+        configure(home=home)
     try:
         app()
     except KeyboardInterrupt:

@@ -49,6 +49,8 @@ class BoostRunSummary:
     feedback_listings: int
     feedback_clicks: int
     seconds: float
+    listing_ids: tuple[int, ...] = ()  # what this round boosted, with its bid each
+    bids: tuple[float, ...] = ()
 
     def as_rows(self) -> dict:
         return {"boosted now": self.boosted, "un-boosted": self.unboosted, "spent this round (THB)": round(self.spend, 2),
@@ -113,7 +115,7 @@ def run_boost(client: redis.Redis | None = None, *, rounds_per_day: int = 24, da
     pipe.execute()
     return BoostRunSummary(len(new), len(set(prev) - set(new)), alloc.spend,
                            max(budget - spent_today - alloc.spend, 0.0), len(prev), fb_clicks,
-                           time.perf_counter() - t0)
+                           time.perf_counter() - t0, tuple(new), tuple(new.values()))
 
 
 # ---- simulation on the synthetic world -----------------------------------------------------------------

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     ndcg_k: int = 20
     retrain_interactions: int = 100_000
     psi_threshold: float = 0.2
+    drift_reference_days: int = 7  # PSI reference: the last 7 days the model was trained/evaluated on
     canary_share: float = 0.05
     safety_threshold: float = 0.4
 
@@ -101,6 +102,18 @@ class Settings(BaseSettings):
     alert_window_s: float = 300.0  # sliding window of the fallback-rate alert
     alert_min_requests: int = 20  # ... with at least this many requests in the window
 
+    # --- deployment (`make run`): the scheduler's jobs and the process reports -------------------
+    schedule_nightly_utc: str = "02:00"  # HH:MM UTC, daily: `jaikod batch nightly`
+    schedule_continuous_s: float = 120.0  # `jaikod batch continuous` (the retrain trigger) every 2 min
+    schedule_canary_s: float = 30.0  # `jaikod model canary-check` (one canary decision) every 30 s
+    schedule_boost_s: float = 3600.0  # `jaikod boost run` (one autopilot round) hourly
+    schedule_review_s: float = 300.0  # `jaikod batch review` (post-hoc review backlog) every 5 min
+    schedule_purge_utc: str = "03:30"  # HH:MM UTC, daily: `jaikod vision-purge` (30-day eKYC retention)
+    job_timeout_s: float = 3600.0  # a scheduled job running longer is killed and recorded as failed
+    ready_requires_stream: bool = False  # /readyz is 503 without an attached stream processor (make run: true)
+    prometheus_url: str | None = "http://127.0.0.1:9090"  # the admin console's charts query it (via the API)
+    metrics_port: int | None = None  # each API worker also serves /metrics on metrics_port + worker index
+
     @property
     def lake_dir(self) -> Path:
         return self.lake if self.lake is not None else self.home / "lake"
@@ -125,7 +138,9 @@ class Settings(BaseSettings):
 
 
 DIGEST_EXCLUDED = ("admin_token", "alert_webhook_url", "alert_routing_key", "host", "port", "workers", "home",
-                   "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests")
+                   "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests", "metrics_port",
+                   "ready_requires_stream", "job_timeout_s", "prometheus_url", "schedule_nightly_utc", "schedule_continuous_s",
+                   "schedule_canary_s", "schedule_boost_s", "schedule_review_s", "schedule_purge_utc")
 _current: Settings | None = None
 
 

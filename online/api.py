@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
+import redis
 from fastapi import APIRouter, BackgroundTasks, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gpu_core import replay_log
+from gpu_core import ops, replay_log
 from gpu_core.clock import new_request_id, now_ms
 from gpu_core.device import to_host
 from gpu_core.errors import ConfigError
@@ -55,7 +56,9 @@ def _rank(svc: Services, req: FeedRequest, kind: str, query: str, explain_: bool
             k: v for k, v in e.items() if k != "all_contributions"}} for (i, _), e in zip(organic, ex, strict=True)]
         background.add_task(_log_explanations, ctx.request_id, ctx.model_version, body["explanations"])
     svc.metrics.observe(kind, body, ctx.removed_by_reason())
-    if batch is not None and batch.X is not None and _sampled(state.settings.replay_sample_rate, ctx.request_id):
+    sampled = batch is not None and batch.X is not None and _sampled(state.settings.replay_sample_rate, ctx.request_id)
+    body["replay_sampled"] = sampled  # kept in the replay log: `jaikod replay <request_id>` works for it
+    if sampled:
         background.add_task(_store_replay, state, ctx, batch)
     if state.settings.log_requests:
         log.info(orjson.dumps({"event": "ranked", "request_id": ctx.request_id, "kind": kind,
@@ -129,6 +132,17 @@ def get_overrides(svc: Svc, _: Admin):
             "version": int(r.get(OverrideKeys.VERSION) or 0)}
 
 
+class UnknownId(ConfigError):
+    http_status = 404
+
+
+def _known_listing(svc: Services, product_id: int) -> bool:
+    """A listing the ranking can serve: one of the live snapshot's listings (force-boost and sponsored
+    inventory act on candidates, and only those can become candidates)."""
+    m = svc.state.mirror
+    return m is not None and int(m.index_of(np.asarray([product_id], np.int64))[0]) >= 0
+
+
 @router.post("/v1/admin/overrides", tags=["admin"])
 def post_override(svc: Svc, req: OverrideRequest, _: Admin):
     """Global overrides, applied from the next request: force-boost a listing, ban a category or seller,
@@ -138,6 +152,8 @@ def post_override(svc: Svc, req: OverrideRequest, _: Admin):
     if a in ("boost", "unboost", "sponsor", "unsponsor"):
         if req.product_id is None:
             raise ConfigError(f"product_id is required for {a}", field="product_id")
+        if a in ("boost", "sponsor") and not _known_listing(svc, req.product_id):
+            raise UnknownId(f"listing {req.product_id} is not in the live snapshot", field="product_id")
         key = OverrideKeys.BOOST if a.endswith("boost") else OverrideKeys.SPONSORED
         Overrides.change(r, "srem" if a.startswith("un") else "sadd", key, req.product_id)
     elif a in ("ban_category", "unban_category"):
@@ -148,8 +164,45 @@ def post_override(svc: Svc, req: OverrideRequest, _: Admin):
     else:
         if req.seller_id is None:
             raise ConfigError(f"seller_id is required for {a}", field="seller_id")
+        if a == "ban_seller" and read_seller(r, req.seller_id) is None:
+            raise UnknownId(f"seller {req.seller_id} is unknown", field="seller_id")
         Overrides.change(r, "srem" if a.startswith("un") else "sadd", OverrideKeys.BANNED_SELLERS, req.seller_id)
     return {"ok": True, "action": a, "version": int(r.get(OverrideKeys.VERSION) or 0)}
+
+
+class PrometheusUnavailable(ConfigError):
+    http_status = 503
+
+
+@router.get("/v1/admin/prometheus/{kind}", tags=["admin"])
+def prometheus_query(svc: Svc, _: Admin, kind: str, query: Annotated[str, Query(max_length=2000)],
+                     start: float | None = None, end: float | None = None, step: float | None = None):
+    """The admin console's charts: a PromQL ``query`` (``kind`` = ``query`` | ``query_range``) forwarded
+    to the deployment's Prometheus (``settings.prometheus_url``), its JSON answer returned as is."""
+    import httpx
+
+    if kind not in ("query", "query_range"):
+        raise ConfigError("kind must be query or query_range", field="kind")
+    base = svc.settings.prometheus_url
+    if not base:
+        raise PrometheusUnavailable("no Prometheus configured (settings.prometheus_url)", field="prometheus_url")
+    params: dict[str, Any] = {"query": query}
+    if kind == "query_range":
+        now = time.time()
+        params.update(start=start or now - 900, end=end or now, step=step or 15)
+    try:
+        resp = httpx.get(f"{base.rstrip('/')}/api/v1/{kind}", params=params, timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise PrometheusUnavailable(f"Prometheus at {base} does not answer ({type(exc).__name__})",
+                                    field="prometheus_url") from None
+    if resp.status_code in (400, 422):  # a PromQL mistake is the caller's: name the field
+        try:
+            msg = resp.json().get("error", "bad query")
+        except ValueError:
+            msg = "bad query"
+        raise ConfigError(f"Prometheus rejected the query: {msg}", field="query")
+    return Response(resp.content, status_code=resp.status_code if resp.status_code < 500 else 502,
+                    media_type="application/json")
 
 
 # ---- operations ------------------------------------------------------------------------------------
@@ -158,11 +211,33 @@ def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
+def process_reports(svc: Services) -> dict[str, Any]:
+    """The stream consumer(s) and the scheduler, from their reports in Redis (:mod:`gpu_core.ops`)."""
+    r = svc.state.redis
+    out: dict[str, Any] = {}
+    try:
+        try:
+            lag = svc.event_bus().lag() if svc.event_bus is not None else {}
+        except Exception as exc:  # noqa: BLE001 - the bus (Kafka) may be away; the report still renders
+            lag = {"error": type(exc).__name__}
+        out["stream"] = ops.stream_report(r, lag)
+        out["scheduler"] = ops.scheduler_report(r)
+    except redis.RedisError as exc:
+        out["error"] = f"redis: {type(exc).__name__}"
+    return out
+
+
 @router.get("/readyz", tags=["ops"])
 def readyz(svc: Svc):
+    """Ready when Redis, the production model, the snapshot and the indexes are there (and, with
+    ``ready_requires_stream``, a stream processor is attached); reports the stream consumer (attached,
+    lag, last applied) and the scheduler (each job's last run, result and next run)."""
     state = svc.state
     checks = state.ready()
-    body = {"ready": all(checks.values()), "checks": checks,
+    procs = process_reports(svc)
+    if state.settings.ready_requires_stream:
+        checks["stream_consumer"] = bool(procs.get("stream", {}).get("attached"))
+    body = {"ready": all(checks.values()), "checks": checks, **procs,
             "model_version": (m.label if (m := state.models.get("production")) else None),
             "snapshot_version": state.mirror.version if state.mirror else None,
             "registry": "unavailable" if state.models.unavailable else "ok",

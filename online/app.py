@@ -54,13 +54,22 @@ def create_app(state: ServiceState | None = None, *, settings: Settings | None =
             svc.state.startup()
         if refresher:
             svc.state.start_refresher(settings.refresh_interval_s)
+        metrics_server = None
+        if settings.metrics_port:  # this worker's own /metrics (Prometheus scrapes each worker)
+            from prometheus_client import start_http_server
+
+            metrics_server, _ = start_http_server(settings.metrics_port, settings.host, registry=svc.metrics.registry)
         yield
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if svc.canary is not None:
             svc.canary.stop()
         svc.state.stop()
 
-    app = FastAPI(title="JaiKod Intelligence Layer", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="JaiKod Intelligence Layer", version="0.1.0", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.services = svc
+    _mount_docs(app)
     install_error_handlers(app)
     app.include_router(router)
     if services:
@@ -68,12 +77,28 @@ def create_app(state: ServiceState | None = None, *, settings: Settings | None =
     return app
 
 
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's assets from the ``swagger-ui-bundle`` package (no CDN: works offline)."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API docs",
+                                   swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger/swagger-ui.css",
+                                   swagger_favicon_url="/static/swagger/favicon-32x32.png")
+
+
 def _mount_services(app: FastAPI, svc: Services) -> None:
     """The event API, the canary, monitoring and the shared AI services (language and vision load lazily
     on their first request; one load even when the first requests arrive together)."""
     svc.canary = CanaryController(svc)
     install_monitoring(app, svc)
-    svc.text = Lazy(TextService)
+    svc.text = Lazy(lambda: TextService(listing_lookup=lambda lid: _listing_facts(svc, lid)))
     svc.readiness["text"] = lambda: text_readiness(svc.text, svc.text.loaded)
     svc.vision = Lazy(vision_service, retry_s=VISION_RETRY_S)
     app.include_router(events_router)
@@ -82,6 +107,20 @@ def _mount_services(app: FastAPI, svc: Services) -> None:
     app.include_router(moderation_router())
     app.include_router(fraud_router())
     app.include_router(vision_router)
+
+
+def _listing_facts(svc: Services, listing_id: str) -> dict | None:
+    """The auto-reply's listing facts from the live catalogue or intake (None: unknown listing)."""
+    from online.catalogue import listing_record
+
+    try:
+        rec = listing_record(svc.state.redis, svc.state.catalogue, int(listing_id))
+    except ValueError:
+        return None
+    if rec is None:
+        return None
+    return {"title": rec.get("title"), "price_thb": rec.get("price_thb"), "available": rec.get("status") == "live",
+            "condition": rec.get("condition_grade")}
 
 
 def serve(settings: Settings | None = None) -> None:

@@ -127,37 +127,10 @@ class CanaryController:
         registry = registry or (st.registry if st is not None else None)
         if st is None or registry is None:
             return None
-        r = st.redis
-        lock_ms = int(max(self.s.canary_interval_s, 1.0) * 1000)
-        if not r.set(LOCK, "1", nx=True, px=lock_ms):
-            return None
-        try:
-            staging = registry.get(RANKER, STAGING)
-            prod = registry.get(RANKER, PRODUCTION)
-            if staging is None or prod is None or staging.version == prod.version:
-                return None
-            s_stats, p_stats = read_stats(r, staging.label), read_stats(r, prod.label)
-            d = decide(p_stats, s_stats, self.s)
-            record = {"at_ms": int(time.time() * 1000), "staging": staging.label, "production": prod.label,
-                      **asdict(d), "staging_stats": s_stats.row(), "production_stats": p_stats.row()}
-            if d.action == "promote":
-                promote(registry, staging.version)
-            elif d.action == "rollback":
-                reject(registry, staging.version)
-            pipe = r.pipeline(transaction=False)
-            pipe.hset(CANARY, mapping={"staging": staging.label, "production": prod.label, "action": d.action,
-                                       "reason": d.reason, "at_ms": record["at_ms"]})
-            if d.action != "wait":
-                pipe.lpush(CANARY_LOG, orjson.dumps(record))
-                pipe.ltrim(CANARY_LOG, 0, 99)
-            pipe.execute()
-            if d.action != "wait":
-                log.info(orjson.dumps({"event": "canary_" + d.action, "staging": staging.label,
-                                       "production": prod.label, "reason": d.reason}).decode())
-                st.models.refresh()
-            return d
-        finally:
-            r.delete(LOCK)
+        d = check(st.redis, registry, self.s)
+        if d is not None and d.action != "wait":
+            st.models.refresh()
+        return d
 
     def start(self) -> None:
         if self._thread is not None:
@@ -175,6 +148,47 @@ class CanaryController:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def check(r: redis.Redis, registry: Registry, s: Settings) -> CanaryDecision | None:
+    """One canary check under the Redis lock (None: another check runs, or nothing to decide): read both
+    arms' stats, :func:`decide`, apply the decision to the registry and record it."""
+    lock_ms = int(max(s.canary_interval_s, 1.0) * 1000)
+    if not r.set(LOCK, "1", nx=True, px=lock_ms):
+        return None
+    try:
+        staging = registry.get(RANKER, STAGING)
+        prod = registry.get(RANKER, PRODUCTION)
+        if staging is None or prod is None or staging.version == prod.version:
+            return None
+        s_stats, p_stats = read_stats(r, staging.label), read_stats(r, prod.label)
+        d = decide(p_stats, s_stats, s)
+        record = {"at_ms": int(time.time() * 1000), "staging": staging.label, "production": prod.label,
+                  **asdict(d), "staging_stats": s_stats.row(), "production_stats": p_stats.row()}
+        if d.action == "promote":
+            promote(registry, staging.version)
+        elif d.action == "rollback":
+            reject(registry, staging.version)
+        pipe = r.pipeline(transaction=False)
+        pipe.hset(CANARY, mapping={"staging": staging.label, "production": prod.label, "action": d.action,
+                                   "reason": d.reason, "at_ms": record["at_ms"]})
+        if d.action != "wait":
+            pipe.lpush(CANARY_LOG, orjson.dumps(record))
+            pipe.ltrim(CANARY_LOG, 0, 99)
+        pipe.execute()
+        if d.action != "wait":
+            log.info(orjson.dumps({"event": "canary_" + d.action, "staging": staging.label,
+                                   "production": prod.label, "reason": d.reason}).decode())
+        return d
+    finally:
+        r.delete(LOCK)
+
+
+def check_once(s: Settings, registry: Registry) -> CanaryDecision | None:
+    """``jaikod model canary-check``: one :func:`check` against the deployment's Redis (the API workers
+    hot-reload the models when the aliases move)."""
+    r = redis.Redis.from_url(s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    return check(r, registry, s)
 
 
 def canary_status(r: redis.Redis, registry: Registry) -> dict[str, Any]:

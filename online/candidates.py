@@ -38,6 +38,7 @@ class Source(IntEnum):
     KEYWORD = 0
     VECTOR = 1
     POPULAR = 2
+    BOOSTED = 3  # an admin force-boost (online.stages.boosted), added when retrieval did not find it
 
 
 @dataclass

@@ -28,6 +28,12 @@ class Metrics:
                                    "Share of feed responses with a fallback over the alert's sliding window",
                                    registry=r)
 
+        # every HTTP response by route template and status code (online.monitoring.HttpMetrics)
+        self.http_requests = Counter("jaikod_http_requests_total", "HTTP responses by route and status code",
+                                     ["method", "route", "status"], registry=r)
+        self.http_latency = Histogram("jaikod_http_request_duration_seconds", "HTTP request latency by route",
+                                      ["route"], buckets=LATENCY_BUCKETS, registry=r)
+
     def observe(self, endpoint: str, body: dict, removed: dict[str, int]) -> None:
         self.requests.labels(endpoint, "ok", body["model_version"]).inc()
         t = body["timings_ms"]

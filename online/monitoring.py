@@ -26,6 +26,7 @@ import httpx
 import orjson
 from prometheus_client.core import GaugeMetricFamily
 
+from gpu_core import ops
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import DRIFT_PSI, STREAM_STATS, VERSION_STATS, latency_bucket
 
@@ -210,6 +211,35 @@ class FeedObserver:
             raise
         self.recorder.submit(status[0], b"".join(req_body), b"".join(resp_body), time.perf_counter() - t0)
 
+class HttpMetrics:
+    """Pure ASGI middleware: every HTTP response counted by method, route template (``/v1/listings/{listing_id}``,
+    not the raw path, so the label set stays small; ``unmatched`` for 404s of unknown paths) and status code,
+    and its latency by route."""
+
+    def __init__(self, app: Any, metrics: Any):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def snd(msg):
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, snd)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.http_requests.labels(scope.get("method", ""), route, str(status[0])).inc()
+            self.metrics.http_latency.labels(route).observe(time.perf_counter() - t0)
+
+
 class StoreCollector:
     """Prometheus gauges read from Redis when /metrics is scraped."""
 
@@ -230,6 +260,8 @@ class StoreCollector:
         mreq = GaugeMetricFamily("jaikod_model_requests", "Feed requests served per model version",
                                  labels=["model_version", "kind"])
         lag = GaugeMetricFamily("jaikod_stream_lag", "Event stream entries not yet processed", labels=["kind"])
+        attached = GaugeMetricFamily("jaikod_stream_consumers_attached", "Stream processors with a fresh heartbeat")
+        age = GaugeMetricFamily("jaikod_stream_last_applied_age_seconds", "Seconds since an event was last applied")
         try:
             for k, v in r.hgetall(DRIFT_PSI).items():
                 psi.add_metric([k.decode()], float(v))
@@ -245,9 +277,13 @@ class StoreCollector:
             stats = {k.decode(): int(v) for k, v in r.hgetall(STREAM_STATS).items()}
             for kind in ("applied", "archived"):
                 lag.add_metric([f"{kind}_total"], float(stats.get(kind, 0)))
+            rep = ops.stream_report(r)
+            attached.add_metric([], float(sum(c["attached"] for c in rep["consumers"])))
+            if rep["last_applied_age_s"] is not None:
+                age.add_metric([], rep["last_applied_age_s"])
         except Exception as exc:  # a scrape never fails because Redis is slow
             log.warning("store metrics unavailable: %s", type(exc).__name__)
-        yield from (psi, ctr, mreq, lag)
+        yield from (psi, ctr, mreq, lag, attached, age)
 
 
 def install_monitoring(app: Any, services: Services) -> FeedRecorder:
@@ -256,4 +292,5 @@ def install_monitoring(app: Any, services: Services) -> FeedRecorder:
     recorder = FeedRecorder(services)
     services.feed_recorder = recorder
     app.add_middleware(FeedObserver, recorder=recorder)
+    app.add_middleware(HttpMetrics, metrics=services.metrics)
     return recorder

@@ -27,6 +27,7 @@ import redis
 from gpu_core.device import to_host
 from online.candidates import CandidateBatch, Fallback, RequestContext, Source
 from online.stages import (
+    BoostedStage,
     FilterStage,
     HydrationStage,
     PolishStage,
@@ -41,7 +42,7 @@ from online.state import ServiceState
 
 log = logging.getLogger(__name__)
 
-STAGES: tuple[Stage, ...] = (UserStage(), RetrievalStage(), FilterStage(), HydrationStage(), StockFilterStage(),
+STAGES: tuple[Stage, ...] = (UserStage(), RetrievalStage(), BoostedStage(), FilterStage(), HydrationStage(), StockFilterStage(),
                              ScoringStage(), RerankStage(), PolishStage())
 SOURCE_NAMES = {int(s): s.name.lower() for s in Source}
 
@@ -124,7 +125,14 @@ class RankingPipeline:
             if source is not None:
                 item["retrieved_by"] = SOURCE_NAMES[int(source[pos])]
             out.append(item)
+        self._decorate(ctx, out)
         return out
+
+    def _decorate(self, ctx: RequestContext, items: list[dict[str, Any]]) -> None:
+        """Title, price, category, image URL and distance of each item from the live catalogue."""
+        cat = self.state.catalogue
+        if cat is not None:
+            cat.decorate(items, ctx.user.geo if ctx.user is not None else None)
 
     def _list_items(self, ctx: RequestContext, ids: np.ndarray) -> list[dict[str, Any]]:
         m = self.state.mirror
@@ -137,6 +145,7 @@ class RankingPipeline:
                     seller = int(m.seller[j])
             out.append({"product_id": int(pid), "seller_id": seller, "position": i + 1, "score": 0.0,
                         "sponsored": False})
+        self._decorate(ctx, out)
         return out
 
     def trending_items(self, ctx: RequestContext) -> list[dict[str, Any]]:

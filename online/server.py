@@ -43,6 +43,13 @@ def _worker(settings: Settings) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _for_worker(settings: Settings, i: int) -> Settings:
+    """Worker ``i``'s settings: its own metrics port (``metrics_port + i``) when one is set."""
+    if not settings.metrics_port:
+        return settings
+    return Settings(**{**settings.model_dump(), "metrics_port": settings.metrics_port + i})
+
+
 def serve(settings: Settings | None = None) -> None:
     """Serve with ``settings`` (default: the process's): one process, or ``settings.workers`` spawned workers
     that each receive the settings object."""
@@ -57,7 +64,7 @@ def serve(settings: Settings | None = None) -> None:
                     access_log=False)
         return
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(settings,), name=f"jaikod-worker-{i}")
+    procs = [ctx.Process(target=_worker, args=(_for_worker(settings, i),), name=f"jaikod-worker-{i}")
              for i in range(settings.workers)]
     for p in procs:
         p.start()

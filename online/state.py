@@ -22,6 +22,7 @@ from gpu_core.feature_store import OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings
+from online.catalogue import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class ServiceState:
         self.indexes = IndexHolder(settings.artifacts_dir / "index")
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
+        self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up
         self.context_row: np.ndarray | None = None
         self._sponsored_cache: tuple[tuple[str, int], np.ndarray] | None = None
         self._lock = threading.Lock()
@@ -223,6 +225,8 @@ class ServiceState:
             return new
 
     def startup(self) -> None:
+        if self.catalogue is None:
+            self.catalogue = Catalogue.load(self.settings.lake_dir)
         try:
             self.ensure_snapshot(self.store.current_version())
         except Exception as exc:

@@ -35,6 +35,7 @@ import numpy as np
 import orjson
 import redis
 
+from gpu_core import ops
 from gpu_core.feature_store import OnlineStore
 from gpu_core.lake import commit_file, events_table, partition_dir, stage_file, staged_path
 from gpu_core.schema import PRODUCT_DAILY
@@ -106,6 +107,10 @@ class StreamProcessor:
         self.duplicates = 0
         self.archived = 0
         self._last_claim = 0.0
+        self.started_ms = int(time.time() * 1000)
+        self.last_applied_ms: int | None = None
+        self.last_event_ts_ms: int | None = None
+        self._last_beat = 0.0
 
     # ---- apply -------------------------------------------------------------------------------
     def apply(self, entries: list[BusEntry]) -> int:
@@ -135,6 +140,9 @@ class StreamProcessor:
         pipe.execute()
         self.applied += new
         self.duplicates += len(entries) - new
+        if new:
+            self.last_applied_ms = int(time.time() * 1000)
+            self.last_event_ts_ms = int(entries[-1].event["ts"])
         return new
 
     # ---- archive -----------------------------------------------------------------------------
@@ -205,6 +213,20 @@ class StreamProcessor:
         return n
 
     # ---- the loop ----------------------------------------------------------------------------
+    def beat(self, every_s: float = 1.0) -> None:
+        """Report this consumer in ``jk:ops:stream`` (read by /readyz and the admin status), at most
+        once per ``every_s``; never fails the loop."""
+        now = time.monotonic()
+        if now - self._last_beat < every_s:
+            return
+        self._last_beat = now
+        try:
+            ops.write_beat(self.r, ops.ConsumerBeat(
+                self.consumer, os.getpid(), self.started_ms, int(time.time() * 1000), self.applied,
+                self.duplicates, self.archived, self.last_applied_ms, self.last_event_ts_ms))
+        except redis.RedisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+
     def _take(self, entries: list[BusEntry]) -> None:
         if not entries:
             return
@@ -250,12 +272,19 @@ class StreamProcessor:
         stop = stop or threading.Event()
         self.start()
         idle_since = time.monotonic()
-        while not stop.is_set():
-            if self.step():
-                idle_since = time.monotonic()
-            elif max_idle_s is not None and time.monotonic() - idle_since >= max_idle_s and not self.buffer:
-                break
-        self.flush()
+        try:
+            while not stop.is_set():
+                self.beat()
+                if self.step():
+                    idle_since = time.monotonic()
+                elif max_idle_s is not None and time.monotonic() - idle_since >= max_idle_s and not self.buffer:
+                    break
+            self.flush()
+        finally:
+            try:
+                ops.remove_beat(self.r, self.consumer)
+            except redis.RedisError:
+                pass
         return {"applied": self.applied, "duplicates": self.duplicates, "archived": self.archived}
 
 

@@ -39,3 +39,33 @@ def test_world_build_tiny_prints_summary(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "events").is_dir() and (out / "products").exists()
     assert "tiny" in result.output
+
+
+def test_registry_mistakes_are_one_line_and_change_nothing(world_env):
+    from gpu_core.registry import RANKER, Registry
+
+    before = Registry().aliases(RANKER)
+    for args in (["model", "promote", "7"], ["model", "promote"]):
+        result = runner.invoke(app, args)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert Registry().aliases(RANKER) == before  # nothing to promote changes nothing
+
+
+def test_model_status_without_a_registry_creates_nothing(tmp_path, jaikod_env):
+    result = runner.invoke(app, ["model", "status"])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "no model registry under" in lines[0]
+    assert not (jaikod_env / "mlflow").exists()
+
+
+def test_the_cli_finds_the_checkout_state_from_any_directory(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    import jaikod_cli
+
+    monkeypatch.delenv("JAIKOD_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert jaikod_cli.default_home() == Path(jaikod_cli.__file__).resolve().parent / "var"
+    monkeypatch.setenv("JAIKOD_HOME", str(tmp_path))
+    assert jaikod_cli.default_home() is None  # the environment wins

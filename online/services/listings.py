@@ -191,18 +191,34 @@ def listings_router() -> APIRouter:
 
     @router.get("/v1/listings/{listing_id}")
     def get_listing(svc: Svc, listing_id: int) -> dict:
-        from gpu_core.moderation import decode_hash
+        """A listing, from intake (``POST /v1/listings``) or the catalogue, with its current status."""
+        from online.catalogue import listing_record
+        from online.services.fraud import ListingNotFound
 
-        raw = svc.state.redis.hgetall(listing_key(listing_id))
-        if not raw:
-            from online.services.fraud import ListingNotFound
-
+        rec = listing_record(svc.state.redis, svc.state.catalogue, listing_id)
+        if rec is None:
             raise ListingNotFound(f"listing {listing_id} is unknown", field="listing_id")
-        h = decode_hash(raw)
-        return {"listing_id": listing_id, "status": h.get("status"), "seller_id": int(h.get("seller_id", -1)),
-                "title": h.get("title"), "price_thb": float(h.get("price_thb", 0)), "category": h.get("category"),
-                "safety_score": float(h["safety_score"]) if h.get("safety_score") else None,
-                "fraud_score": float(h["fraud_score"]) if h.get("fraud_score") else None,
-                "moderation": h.get("moderation")}
+        return rec
+
+    @router.get("/v1/listings/{listing_id}/image")
+    def get_listing_image(svc: Svc, listing_id: int):
+        """The listing's photo: the catalogue's image, or an intake listing's once it is live."""
+        from fastapi.responses import FileResponse, Response
+
+        from online.catalogue import intake_record
+        from online.services.fraud import ListingNotFound
+
+        state = svc.state
+        rec = intake_record(state.redis, listing_id)
+        if rec is not None:
+            raw = state.redis.get(image_key(listing_id)) if rec["status"] == "live" else None
+            if raw is None:
+                raise ListingNotFound(f"listing {listing_id} has no public image", field="listing_id")
+            media = "image/png" if raw[:4] == b"\x89PNG" else "image/jpeg"
+            return Response(raw, media_type=media)
+        path = state.catalogue.image_path(listing_id) if state.catalogue is not None else None
+        if path is None:
+            raise ListingNotFound(f"listing {listing_id} has no image", field="listing_id")
+        return FileResponse(path, media_type="image/png")
 
     return router

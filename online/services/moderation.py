@@ -142,6 +142,8 @@ def moderation_router() -> APIRouter:
 
     @router.get("/v1/admin/status")
     def status(request: Request, _: Admin) -> dict:
+        from online.api import process_reports
+
         svc = services(request)
         state = svc.state
         models = {}
@@ -158,7 +160,7 @@ def moderation_router() -> APIRouter:
                 canary_body = {"configured": True, "status": f"unavailable: {type(exc).__name__}"}
         return {"ready": state.ready(), "models": models, "model_error": state.models.error,
                 "snapshot_version": state.mirror.version if state.mirror else None, "text_model": text,
-                "canary": canary_body, "moderation_depth": _queue(request).depth(),
+                "canary": canary_body, **process_reports(svc), "moderation_depth": _queue(request).depth(),
                 "review_backlog": ReviewBacklog(state.redis).depth()}
 
     return router

@@ -3,6 +3,7 @@
 (the :class:`~online.stages.base.Stage` protocol)."""
 
 from online.stages.base import Stage
+from online.stages.boosted import BoostedStage
 from online.stages.filters import FilterStage, StockFilterStage
 from online.stages.hydration import HydrationStage
 from online.stages.polish import PolishStage
@@ -11,5 +12,5 @@ from online.stages.retrieval import RetrievalStage
 from online.stages.scoring import ScoringStage
 from online.stages.user import UserStage
 
-__all__ = ["Stage", "UserStage", "RetrievalStage", "FilterStage", "HydrationStage", "StockFilterStage",
+__all__ = ["Stage", "UserStage", "RetrievalStage", "BoostedStage", "FilterStage", "HydrationStage", "StockFilterStage",
            "ScoringStage", "RerankStage", "PolishStage"]

@@ -133,3 +133,15 @@ def test_psi_repeated_values_give_fewer_bins(xp):
     edges = np.asarray(quantile_edges(ref, 10))
     assert len(edges) < 9 and len(np.unique(edges)) == len(edges)
     assert psi(ref, ref) == 0.0
+
+
+def test_psi_of_a_distribution_with_itself_is_zero_and_samples_of_one_stay_low():
+    """The continuous-training trigger's PSI (quantile bins of the reference) never fires on no drift."""
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(size=50_000), rng.exponential(size=50_000), np.r_[np.zeros(30_000), rng.random(20_000)],
+              rng.integers(0, 3, 50_000).astype(float)):
+        assert psi(x, x, bins=10, xp=np) == 0.0
+        y = rng.permutation(x)
+        assert psi(y[:25_000], y[25_000:], bins=10, xp=np) < 0.01  # two halves of one sample
+    shifted = rng.normal(0.7, 1.0, 50_000)
+    assert psi(rng.normal(size=50_000), shifted, bins=10, xp=np) > 0.2

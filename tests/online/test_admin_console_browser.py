@@ -126,7 +126,7 @@ def test_console_approve_reject_and_overrides(server, served_world):
         page.select_option("#ban-cat", "pets")
         page.click("#ban-btn")
         expect(page.locator("#msg")).to_contain_text("ban_category applied")
-        expect(page.locator("#overrides")).to_contain_text('"pets"')
+        expect(page.locator("#overrides-table")).to_contain_text("pets")
         expect(page.locator("#canary")).not_to_have_text("unknown")
         expect(page.locator("#ready")).to_contain_text("Ready")
         page.screenshot(path=str(ARTIFACTS / "admin_console.png"), full_page=True)

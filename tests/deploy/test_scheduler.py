@@ -1,0 +1,55 @@
+"""The deployment's scheduler: jobs from settings, each run a real `jaikod` process recorded in Redis."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from deploy.scheduler import JobSpec, Scheduler, job_specs
+from gpu_core import ops
+from gpu_core.errors import ConfigError
+from gpu_core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_jobs_follow_the_settings():
+    specs = {j.name: j for j in job_specs(Settings(schedule_boost_s=0, schedule_continuous_s=60))}
+    assert set(specs) == {"nightly", "continuous", "canary", "review", "retention_purge"}  # boost disabled
+    assert specs["continuous"].schedule == "every 60 s" and specs["nightly"].schedule == "daily 02:00 UTC"
+    assert specs["canary"].executor == "light" and specs["continuous"].executor == "heavy"
+    with pytest.raises(ConfigError, match="HH:MM"):
+        job_specs(Settings(schedule_nightly_utc="25:00"))
+
+
+def test_a_run_is_recorded_with_its_result_and_next_run(redis_server, redis_client, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    s = Settings(redis_url=redis_server.url)
+    lines: list[str] = []
+    specs = [JobSpec("help", ("model", "--help"), "interval", every_s=3600),
+             JobSpec("broken", ("model", "no-such-command"), "interval", every_s=3600)]
+    sched = Scheduler(s, redis_client, specs, out=lines.append, background=True)
+    sched.setup()
+    sched.sched.start(paused=True)  # next run times are computed; nothing runs by itself
+    try:
+        assert sched.run_job(specs[0]) == "ok"
+        assert sched.run_job(specs[1]).startswith("failed (exit 2)")
+        sched.beat()
+    finally:
+        sched.sched.shutdown(wait=False)
+    jobs = {j["name"]: j for j in ops.scheduler_report(redis_client)["jobs"]}
+    assert jobs["help"]["last_result"] == "ok" and jobs["help"]["runs"] == 1
+    assert jobs["help"]["next_run_ms"] > jobs["help"]["last_end_ms"]
+    assert jobs["broken"]["failures"] == 1 and "no-such-command" in jobs["broken"]["last_message"]
+    assert any(line.startswith("[help] ") for line in lines)  # each output line tagged with its job
+    assert ops.scheduler_report(redis_client)["running"]
+
+
+def test_deploy_imports_only_gpu_core():
+    for p in (ROOT / "deploy").rglob("*.py"):
+        tree = ast.parse(p.read_text())
+        mods = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        mods |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not mods & {"online", "batch", "engines", "kernels"}, p

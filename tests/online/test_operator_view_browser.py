@@ -1,0 +1,123 @@
+"""The operator view in real Chromium: a real Prometheus (Debian's package) scrapes a real uvicorn; the
+admin console draws its charts from Prometheus (through /v1/admin/prometheus), shows canary, overrides
+and processes as tables, and bans/unbans a seller and adds sponsored inventory from the UI. Screenshot
+in ``test-artifacts/operator_view.png``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+TOKEN = "operator-view-token"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what} did not start: {(proc.stderr.read() or b'').decode()[-2000:]}")
+        time.sleep(0.3)
+
+
+@pytest.fixture()
+def stack(served_world, tmp_path):
+    if not (os.path.exists(CHROMIUM) and shutil.which("prometheus")):
+        pytest.skip("chromium or prometheus not installed (scripts/install.sh installs both as root)")
+    pytest.importorskip("playwright.sync_api")
+    api_port, prom_port = _free_port(), _free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{ROOT / 'monitoring' / 'alerts.yml'}']\n"
+        f"scrape_configs: [{{job_name: jaikod-api, static_configs: [{{targets: ['127.0.0.1:{api_port}']}}]}}]\n")
+    prom = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
+                             "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAIKOD_HOME": str(served_world.home),
+           "JAIKOD_REDIS_URL": served_world.redis_url, "JAIKOD_ADMIN_TOKEN": TOKEN, "JAIKOD_DEVICE": "cpu",
+           "JAIKOD_PROMETHEUS_URL": f"http://127.0.0.1:{prom_port}"}
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "online.app:create_app", "--host",
+                            "127.0.0.1", "--port", str(api_port), "--log-level", "warning"], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait(f"http://127.0.0.1:{prom_port}/-/ready", prom, "prometheus")
+        _wait(f"http://127.0.0.1:{api_port}/healthz", api, "uvicorn")
+        yield f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prom_port}"
+    finally:
+        for p in (api, prom):
+            p.terminate()
+            p.wait(timeout=20)
+
+
+def test_operator_view_charts_tables_and_controls(stack, users):
+    from playwright.sync_api import sync_playwright
+
+    base, prom = stack
+    with httpx.Client(base_url=base, timeout=10) as c:
+        for i in range(60):  # traffic for the charts, two scrapes apart
+            c.post("/v1/feed", json={"user_id": users[i % len(users)]})
+            c.get("/v1/listings/987654321")
+            time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            q = c.get("/v1/admin/prometheus/query", params={"query": "sum(jaikod_http_requests_total)"},
+                      headers={"X-Admin-Token": TOKEN}).json()
+            if q["data"]["result"] and float(q["data"]["result"][0]["value"][1]) >= 100:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"prometheus never scraped the API: {q}")
+        bad = c.get("/v1/admin/prometheus/query", params={"query": "sum("}, headers={"X-Admin-Token": TOKEN})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "query"
+        seller = c.post("/v1/feed", json={"user_id": users[0]}).json()["items"][0]["seller_id"]
+        sponsor = c.post("/v1/feed", json={"user_id": users[1]}).json()["items"][3]["product_id"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.goto(f"{base}/admin")
+        page.fill("#token", TOKEN)
+        page.click("#save-token")
+        # the latency chart's legend shows p50/p95/p99 values read from Prometheus
+        page.wait_for_function("document.querySelector('#chart-latency .legend')?.textContent.includes('p99')",
+                               timeout=30_000)
+        page.wait_for_function("document.querySelector('#chart-status .legend')?.textContent.includes('404')",
+                               timeout=30_000)
+        assert "Prometheus unavailable" not in page.inner_text("#prom-note")
+        assert "stream" in page.inner_text("#processes") and "scheduler" in page.inner_text("#processes")
+        page.fill("#seller-id", str(seller))
+        page.click("#ban-seller-btn")
+        page.wait_for_function(f"document.querySelector('#overrides-table').textContent.includes('{seller}')")
+        page.fill("#sponsor-id", str(sponsor))
+        page.click("#sponsor-btn")
+        page.wait_for_function("document.querySelector('#msg').textContent.includes('sponsor applied')")
+        page.screenshot(path=str(ARTIFACTS / "operator_view.png"), full_page=True)
+        page.click("#unban-seller-btn")
+        page.wait_for_function("document.querySelector('#msg').textContent.includes('unban_seller applied')")
+        browser.close()
+    with httpx.Client(base_url=base, timeout=10) as c:
+        got = c.get("/v1/admin/overrides", headers={"X-Admin-Token": TOKEN}).json()
+    assert seller not in got["banned_sellers"] and got["sponsored_products"] >= 1
