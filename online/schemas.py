@@ -53,6 +53,7 @@ class RankResponse(BaseModel):
     timings_ms: dict[str, float]
     snapshot_version: str | None = None
     explanations: list[dict] | None = None
+    query_understanding: dict | None = None  # search: normalised text, tagged terms, fixes, suggestion
 
 
 class OverrideRequest(BaseModel):
