@@ -198,8 +198,8 @@ class SearchIndex:
     def _layout_fixed(self, query: str) -> ParsedQuery | None:
         from pythainlp.util import eng_to_thai, thai_to_eng
 
-        text = clean(query)
-        thai = sum("\u0e00" <= ch <= "\u0e7f" for ch in text)
+        text = "".join(ch for ch in query if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF)  # case kept:
+        thai = sum("\u0e00" <= ch <= "\u0e7f" for ch in text)  # shifted keys are other letters
         latin = sum(ch.isascii() and ch.isalpha() for ch in text)
         if not thai and not latin:
             return None
