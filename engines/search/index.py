@@ -18,8 +18,10 @@ required term is in no title, the query typed on the wrong keyboard layout (pyth
 part holding such a term is corrected to the closest indexed word by Damerau-Levenshtein distance
 (``rapidfuzz``; 1 edit up to 5 characters, 2 above; none under 4) — ``fuzzy_match``, with the
 corrected text as ``suggestion``. Retrieval requires every informative term (any spelling of each);
-when that finds fewer than ``min_hits`` listings the rarest required term alone widens it
-(``relaxed_to_rarest_term``, full matches first); a query with a term no title has, or with no hit at
+when that finds some but fewer than ``min_hits`` listings the rarest required term alone widens it
+(``relaxed_to_rarest_term``, full matches first); when no listing has them all the answer is
+``no_match`` with the rarest term as ``suggestion`` (a query whose terms never meet is not filled
+with listings that miss one); a query with a term no title has, or with no hit at
 all, answers ``no_match`` with no listings (and, where the other words do match, a ``suggestion``
 without the unknown ones). Condition words (มือสอง, like new) are never required unless the query has
 nothing else: they are the ``text_condition_match`` feature.
@@ -257,6 +259,10 @@ class SearchIndex:
         for s in sets[1:]:
             rows = np.intersect1d(rows, s, assume_unique=True)
         rows = rows[self.eligible[rows]]
+        if not len(rows):  # no listing has them all: say so (and suggest the rarest term), never fill
+            rarest = min(range(len(req)), key=lambda i: (len(sets[i]), i))
+            plan = QueryPlan(plan.query, plan.parsed, plan.fixes, plan.suggestion or req[rarest].text, plan.unknown)
+            return SearchHits(empty, np.empty(0, np.float32), plan, (*steps, NO_MATCH))
         if len(rows) < min_hits and len(req) > 1:
             rarest = min(range(len(req)), key=lambda i: (len(sets[i]), i))
             more = sets[rarest][self.eligible[sets[rarest]]]
