@@ -387,6 +387,39 @@ def model_rollback() -> None:
 boost_app = typer.Typer(help="Auto-boost autopilot (Thompson-sampling bandit over trending slots).",
                         no_args_is_help=True)
 app.add_typer(boost_app, name="boost")
+search_app = typer.Typer(help="Listing search: evaluation on judged queries.", no_args_is_help=True)
+app.add_typer(search_app, name="search")
+
+
+@search_app.command("eval")
+@cli_errors
+def search_eval_cmd(
+    lake: LakeOpt = None,
+    size: Annotated[str, typer.Option(help="world size whose catalogue is judged when the lake has none")] = "demo",
+    seed: Annotated[int, typer.Option(help="its seed (make run builds seed 7)")] = 7,
+    out: Annotated[Path, typer.Option(help="folder for search.json + search.png")] = Path("bench/results"),
+) -> None:
+    """Judged queries (176, seven groups) against the index before issue 11 and today's: P@20, NDCG@10,
+    zero-result and false-fill rate per group, p50/p99 latency, cold vs warm first search."""
+    from batch import search_eval as se
+
+    _apply_common(lake)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as prog:
+        task = prog.add_task("judged queries", total=None)
+        res = se.evaluate(lake, size, seed, progress=lambda _s, d, t: prog.update(task, completed=d, total=t))
+    print_table(f"search on {res['catalogue']} ({res['listings']} listings)", se.table_rows(res))
+    lat = res["latency_ms"]
+    console.print(f"latency in process: baseline p50 {lat['baseline']['p50']:.2f} ms p99 {lat['baseline']['p99']:.2f} ms;"
+                  f" search p50 {lat['search']['p50']:.2f} ms p99 {lat['search']['p99']:.2f} ms")
+    if "cold_start" in res:
+        for mode, v in res["cold_start"].items():
+            console.print(f"cold start ({mode}): first {v['first_ms']:.1f} ms vs warm {v['warm_ms']:.1f} ms "
+                          f"(x{v['ratio']}), load {v['load_s']:.2f} s")
+    for goal, ok in res["goals"].items():
+        console.print(f"{'[green]met[/]' if ok else '[red]missed[/]'}  {goal}")
+    j, png = se.write_results(res, out)
+    console.print(f"wrote {j} and {png}")
 
 
 @boost_app.command("run")

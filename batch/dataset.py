@@ -20,7 +20,7 @@ from batch.etl import features_dir, index_of, read_partition
 from batch.fraud import score_products
 from gpu_core.errors import LakeError
 from gpu_core.schema import CATEGORIES, FEATURE_BY_NAME, TOP_CATEGORIES
-from kernels.features import assemble_matrix
+from kernels.features import TEXT_FEATURES, assemble_matrix
 
 
 @dataclass
@@ -125,7 +125,7 @@ def row_columns(rows: pd.DataFrame, views: DailyViews) -> dict[str, np.ndarray]:
     cols["holiday_calendar"] = np.full(len(rows), views.context["holiday_calendar"], dtype=np.float32)
     cols["avg_category_price_history"] = views.context["avg_category_price_history"]
     for k in ("views_last_hour", "ctr_last_hour", "session_clicks_last_5m", "last_viewed_category",
-              "text_match", "device_type", "time_of_day"):
+              *TEXT_FEATURES, "device_type", "time_of_day"):
         cols[k] = rows[k].to_numpy()
     cols["is_boosted_now"] = np.zeros(len(rows), dtype=np.float32)
     return cols

@@ -41,7 +41,7 @@ from batch.lake import (
     table_path,
     write_partition,
 )
-from engines.text.tokenize import text_match, tokenize
+from engines.search.index import SearchIndex
 from gpu_core.calendar import is_holiday, time_of_day
 from gpu_core.errors import LakeError
 from gpu_core.feature_store import LAST_VIEWED_TTL_S, PRODUCT_WINDOW, USER_WINDOW
@@ -56,6 +56,7 @@ from gpu_core.schema import (
     code_of,
 )
 from gpu_core.settings import get_settings
+from kernels.features import TEXT_FEATURES
 from kernels.trust import seller_trust
 from kernels.windows import smoothed_ctr, sort_events, window_count_sorted
 
@@ -243,7 +244,15 @@ def daily_features(days: list[dt.date], aggs: dict[dt.date, dict], products: pd.
 
 # ------------------------------------------------------------------------------------------------
 # Training rows (one Dask task per date): labels + point-in-time real-time features
-def training_rows(lake: Path, day: dt.date, products: pd.DataFrame, attribution_s: int) -> pd.DataFrame:
+def search_index(products: pd.DataFrame) -> SearchIndex:
+    """The catalogue's search index, built exactly as the materialiser builds the served one (same
+    products dimension, same statistics), so text-relevance features are equal offline and online."""
+    return SearchIndex.build(products["product_id"].to_numpy(), products["title"].to_numpy(),
+                             products["category"].to_numpy())
+
+
+def training_rows(lake: Path, day: dt.date, products: pd.DataFrame, attribution_s: int,
+                  search: SearchIndex | None = None) -> pd.DataFrame:
     cols = ["event_type", "ts", "user_id", "product_id", "request_id", "position", "device_type", "query"]
     ev = read_events(lake, [day - dt.timedelta(days=1), day, day + dt.timedelta(days=1)], cols)
     if ev.empty:
@@ -265,18 +274,20 @@ def training_rows(lake: Path, day: dt.date, products: pd.DataFrame, attribution_
         m = pd.merge_asof(imp[["ts_ms", "user_id", "product_id"]], follow, left_on="ts_ms", right_on="follow_ms",
                           by=["user_id", "product_id"], direction="forward", tolerance=win_ms)
         imp[label] = m["follow_ms"].notna().to_numpy().astype(np.int8)
-    imp = point_in_time_features(imp, ev, products)
+    imp = point_in_time_features(imp, ev, products, search)
     keep = ["request_id", "user_id", "product_id", "ts_ms", "position", "query", "device_type", "time_of_day",
             "label_click", "label_conv", "views_last_hour", "ctr_last_hour", "session_clicks_last_5m",
-            "last_viewed_category", "text_match"]
+            "last_viewed_category", *TEXT_FEATURES]
     return imp[keep].reset_index(drop=True)
 
 
-def point_in_time_features(rows: pd.DataFrame, ev: pd.DataFrame, products: pd.DataFrame) -> pd.DataFrame:
+def point_in_time_features(rows: pd.DataFrame, ev: pd.DataFrame, products: pd.DataFrame,
+                           search: SearchIndex | None = None) -> pd.DataFrame:
     """The request-time features of ``rows`` (user_id, product_id, ts_ms, query, device_type), from the
     events ``ev`` (event_type, user_id, product_id, ts_ms) that happened strictly before each row's time —
     with the stream processor's window definitions. Used for training rows and for the skew check of
-    what the service served."""
+    what the service served. ``search`` is the catalogue's index (:func:`search_index`, built once by
+    the caller; built here when not given)."""
     imp = rows
     et = ev["event_type"].to_numpy()
     t_s = imp["ts_ms"].to_numpy() / 1000.0
@@ -311,15 +322,20 @@ def point_in_time_features(rows: pd.DataFrame, ev: pd.DataFrame, products: pd.Da
     fresh = m["click_ms"].notna().to_numpy() & (now_min - np.nan_to_num(last_min, nan=-1e18)
                                                 <= LAST_VIEWED_TTL_S // USER_WINDOW.width_s)
     imp["last_viewed_category"] = np.where(fresh, np.nan_to_num(m["cat"].to_numpy(), nan=-1), -1).astype(np.int32)
-    # ---- context of the request
-    titles = products["title"].to_numpy()
+    # ---- context of the request: text relevance of each listing to the request's query (the function
+    # and statistics the service's hydration uses), one query plan per distinct query
     queries = imp["query"].fillna("").astype(str).to_numpy()
-    tm = np.zeros(len(imp), dtype=np.float32)
-    for i in np.flatnonzero(queries != ""):
-        j = imp_pidx[i]
-        if j >= 0:
-            tm[i] = text_match(tokenize(queries[i]), tokenize(titles[j]))
-    imp["text_match"] = tm
+    text = {k: np.zeros(len(imp), dtype=np.float32) for k in TEXT_FEATURES}
+    has_q = queries != ""
+    if has_q.any():
+        search = search if search is not None else search_index(products)
+        pids = imp["product_id"].to_numpy(np.int64)
+        for q in np.unique(queries[has_q]):
+            sel = np.flatnonzero(queries == q)
+            for k, v in search.relevance(search.plan(q), pids[sel]).items():
+                text[k][sel] = v
+    for k, v in text.items():
+        imp[k] = v
     imp["device_type"] = code_of(DEVICE_TYPES, imp["device_type"].fillna("").tolist())
     imp["time_of_day"] = time_of_day(imp["ts_ms"].to_numpy()).astype(np.float32)
     return imp
@@ -364,8 +380,9 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     report("training rows", 0, len(used))
     rows_total = 0
     products_d = _shared(products, client)
-    tasks = [dask.delayed(_training_partition)(lake, d, products_d, settings.attribution_window_s, out / "training")
-             for d in used]
+    search_d = _shared(search_index(products), client)
+    tasks = [dask.delayed(_training_partition)(lake, d, products_d, settings.attribution_window_s, out / "training",
+                                               search_d) for d in used]
     for i, n in enumerate(_compute_in_order(tasks, client)):
         rows_total += n
         report("training rows", i + 1, len(used))
@@ -393,8 +410,9 @@ def check_lake(lake: Path, as_of: str | dt.date | None = None) -> tuple[list[dt.
     return dates, as_of
 
 
-def _training_partition(lake: Path, day: dt.date, products: pd.DataFrame, attribution_s: int, root: Path) -> int:
-    df = training_rows(lake, day, products, attribution_s)
+def _training_partition(lake: Path, day: dt.date, products: pd.DataFrame, attribution_s: int, root: Path,
+                        search: SearchIndex | None = None) -> int:
+    df = training_rows(lake, day, products, attribution_s, search)
     if not df.empty:
         write_partition(df, root, day)
     return len(df)

@@ -21,7 +21,8 @@ import redis
 from batch.dataset import daily_views
 from batch.etl import etl_as_of
 from batch.lake import atomic_dir
-from engines.index import KeywordIndex, VectorIndex, write_manifest
+from engines.index import VectorIndex, write_manifest
+from engines.search.index import SearchIndex
 from gpu_core.feature_store import VERSIONS, OnlineStore, OverrideKeys, SellerRecord
 from gpu_core.feature_store import write_sellers as write_seller_records
 from gpu_core.geo import N_REGIONS
@@ -79,7 +80,9 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     with atomic_dir(root / version) as tmp:
         ids = views.product_ids[eligible]
         VectorIndex.build(ids, views.product["embedding_vector"][eligible]).save(tmp)
-        KeywordIndex.build(ids, extra["title"].to_numpy()[eligible].tolist()).save(tmp)
+        # the whole catalogue's statistics (as the ETL's features see them), eligible listings retrievable
+        SearchIndex.build(views.product_ids, extra["title"].to_numpy(), extra["category"].to_numpy(),
+                          eligible=eligible).save(tmp)
         write_manifest(tmp, version=version, day=day, products=int(eligible.sum()))
     # 2. the Redis snapshot, then the pointer
     store = OnlineStore(client or redis.Redis.from_url(settings.redis_url))

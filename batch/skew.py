@@ -24,7 +24,7 @@ import redis
 
 from batch.dataset import daily_views, read_dims, row_columns
 from batch.embeddings import read_product_vectors
-from batch.etl import point_in_time_features
+from batch.etl import point_in_time_features, search_index
 from batch.lake import read_events
 from gpu_core.errors import LakeError
 from gpu_core.replay_log import scan
@@ -55,6 +55,7 @@ def skew_report(lake: Path, client: redis.Redis, limit: int = 200, rtol: float =
     dims = read_dims(lake)
     vectors = read_product_vectors(lake)
     products = dims[0]
+    search = search_index(products)  # the catalogue's index, as the materialiser built the served one
     report = SkewReport()
     views_by_day: dict[dt.date, object] = {}
     for _request_id, rec in scan(client):
@@ -82,7 +83,7 @@ def skew_report(lake: Path, client: redis.Redis, limit: int = 200, rtol: float =
                              "device_type": device})
         ev = read_events(lake, [day - dt.timedelta(days=1), day], ["event_type", "ts", "user_id", "product_id"])
         ev = ev.assign(ts_ms=_ms(ev["ts"])) if len(ev) else ev.assign(ts_ms=np.zeros(0, np.int64))
-        rows = point_in_time_features(rows, ev, products)
+        rows = point_in_time_features(rows, ev, products, search)
         X_off = assemble_matrix(row_columns(rows, views), xp=np)
         X_srv = rec.X[alive]
         report.requests += 1

@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-ORDER = ("world", "batch", "ltr", "online", "text", "vision", "stream", "boost")
+ORDER = ("world", "batch", "ltr", "online", "search", "text", "vision", "stream", "boost")
 ROOT = Path(__file__).resolve().parents[1]
 
 

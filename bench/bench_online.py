@@ -371,9 +371,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env = {k: os.environ[k] for k in ("JAIKOD_HOME", "JAIKOD_REDIS_URL", "JAIKOD_DEVICE") if k in os.environ}
         env["JAIKOD_REPLAY_SAMPLE_RATE"] = "0"
         bodies = [{"user_id": u, "limit": 20} for u in users]
+        words = ("iphone มือสอง", "ไอโฟน", "กล้อง", "โซฟา ikea", "sony camera", "รองเท้า nike", "iphnoe", "zzzzqqq")
+        search_bodies = [{**b, "query": words[i % len(words)]} for i, b in enumerate(bodies)]
         http: dict[str, Any] = {}
         with uvicorn_server("online.app:create_app", env) as base:
+            # the first search after /readyz said ready (the cold start), then both endpoints in turn
+            t0 = time.perf_counter()
+            import httpx
+
+            httpx.post(f"{base}/v1/search", json=search_bodies[0], timeout=30)
+            http["first_search_ms"] = (time.perf_counter() - t0) * 1000
             http["feed_sequential"] = http_sequential(base, "/v1/feed", bodies, args.http_n)
+            http["search_sequential"] = http_sequential(base, "/v1/search", search_bodies, args.http_n)
+            http["search_p99_over_feed_p99"] = http["search_sequential"]["p99_ms"] / http["feed_sequential"]["p99_ms"]
             http["sweep_feed"] = sweep(base, "/v1/feed", bodies, args.max_requests, args.max_s)
         if args.workers > 1:  # the same sweep with one uvicorn worker per core
             with uvicorn_server("online.app:create_app", env, workers=args.workers) as base:

@@ -3,11 +3,13 @@
 * :class:`VectorIndex` — faiss inner-product search over L2-normalised product vectors: exact
   ``IndexFlatIP`` for small catalogues, ``IndexIVFFlat`` above ``ivf_threshold`` (nprobe setting);
   moved to the GPU (faiss-gpu) when the backend is a GPU and faiss was built with CUDA.
-* :class:`KeywordIndex` — BM25 (``bm25s``) over titles tokenised by :func:`engines.text.tokenize.tokenize`
-  (pythainlp ``newmm`` for Thai, words for English).
+* :class:`KeywordIndex` — the keyword index before issue 11: BM25 (``bm25s``) over titles tokenised by
+  :func:`engines.text.tokenize.tokenize` (pythainlp ``newmm`` for Thai, words for English). The service
+  now serves :class:`engines.search.index.SearchIndex`; this one is kept as the baseline the search
+  evaluation (``jaikod search eval``) prints side by side.
 
-On disk, one folder per snapshot version: ``vectors.faiss``, ``vector_ids.npy``, ``keyword/``,
-``keyword_ids.npy``, ``manifest.json``.
+On disk, one folder per snapshot version: ``vectors.faiss``, ``vector_ids.npy``, ``search/`` (the
+keyword index), ``manifest.json``.
 """
 
 from __future__ import annotations

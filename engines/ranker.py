@@ -18,24 +18,29 @@ import numpy as np
 
 from gpu_core.registry import ModelRef, RankerArtifact
 from kernels.features import MODEL_FEATURES, feature_index
-from kernels.scoring import final_score
+from kernels.scoring import final_score, relevance_tier
 
 _TRUST = feature_index("seller_trust_score")
 _BOOSTED = feature_index("is_boosted_now")
+_ALL_REQUIRED = feature_index("text_all_required")
+_COVERAGE = feature_index("text_coverage")
+_CONDITION = feature_index("text_condition_match")
 
 
 @dataclass(frozen=True)
 class ScoreWeights:
-    """FinalScore = pCTR*w_ctr + pCVR*w_cvr + SellerTrust*w_trust + boosted*boost_multiplier."""
+    """FinalScore = pCTR*w_ctr + pCVR*w_cvr + SellerTrust*w_trust + boosted*boost_multiplier
+    + relevance_tier*tier_gap (the tier is 0 for a feed)."""
 
     w_ctr: float
     w_cvr: float
     w_trust: float
     boost_multiplier: float
+    tier_gap: float = 0.0
 
     @classmethod
     def from_settings(cls, s: Any) -> ScoreWeights:
-        return cls(s.w_ctr, s.w_cvr, s.w_trust, s.boost_multiplier)
+        return cls(s.w_ctr, s.w_cvr, s.w_trust, s.boost_multiplier, s.search_tier_gap)
 
 
 @dataclass(frozen=True)
@@ -98,9 +103,14 @@ class Scores:
 
 
 def score_matrix(model: Ranker, X: Any, weights: ScoreWeights, xp: Any = np) -> Scores:
-    """pCTR, pCVR and FinalScore for the model matrix ``X`` (seller trust and the boost flag are its
-    own columns, so nothing outside the matrix enters the score)."""
+    """pCTR, pCVR and FinalScore for the model matrix ``X`` (seller trust, the boost flag and the text
+    relevance are its own columns, so nothing outside the matrix enters the score). A search's listings
+    are ordered by relevance tier first (:func:`kernels.scoring.relevance_tier`), by the model inside a
+    tier: personalisation cannot lift a listing that misses a query term over one that matches."""
     p_ctr, p_cvr = model.predict(X, xp)
     final = final_score(p_ctr, p_cvr, X[:, _TRUST], X[:, _BOOSTED], weights.w_ctr, weights.w_cvr, weights.w_trust,
                         weights.boost_multiplier, xp=xp)
+    if weights.tier_gap:
+        final = final + weights.tier_gap * relevance_tier(X[:, _ALL_REQUIRED], X[:, _COVERAGE], X[:, _CONDITION],
+                                                          xp=xp)
     return Scores(p_ctr, p_cvr, final)

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     n_candidates: int = 1000  # candidates retrieved per request
     max_distance_km: float = 500.0  # default when the user has none
     embedding_dim: int = 64
+    search_min_hits: int = 10  # a search whose listings hold every required term finds fewer -> rarest term too
+    search_tier_gap: float = 10.0  # FinalScore += relevance tier * gap (> any score spread: tiers never mix)
 
     # --- scoring -------------------------------------------------------------------------
     w_ctr: float = 1.0  # FinalScore = pCTR*w1 + pCVR*w2 + SellerTrust*w3 + BoostMultiplier

@@ -23,7 +23,11 @@ from kernels._xp import get_xp
 from kernels.geo import haversine_km
 
 TOP_CATEGORY_WEIGHTS = (1.0, 0.67, 0.33)  # affinity of the user's 1st / 2nd / 3rd top category
-OPTIONAL_INPUTS: dict[str, float] = {"text_match": 0.0}
+# Text relevance of a listing to the request's query (engines.search.index.SearchIndex.relevance computes
+# them, for training rows and served candidates alike); 0 without a query (the feed).
+TEXT_FEATURES: tuple[str, ...] = ("text_bm25", "text_coverage", "text_all_required", "text_phrase",
+                                  "text_brand_match", "text_category_match", "text_condition_match")
+OPTIONAL_INPUTS: dict[str, float] = dict.fromkeys(TEXT_FEATURES, 0.0)
 
 
 class _Env:
@@ -153,7 +157,13 @@ FEATURE_TABLE: tuple[ModelFeature, ...] = (
     ModelFeature("hour_sin", ("time_of_day",), lambda e: e.xp.sin(_hour_angle(e))),
     ModelFeature("hour_cos", ("time_of_day",), lambda e: e.xp.cos(_hour_angle(e))),
     ModelFeature("is_holiday", ("holiday_calendar",), lambda e: e.row("holiday_calendar")),
-    _plain("text_match", "share of query tokens found in the title (0 without a query)"),
+    _plain("text_bm25", "BM25 of the title field: per required/condition term, its best spelling"),
+    _plain("text_coverage", "IDF-weighted share of the query's required terms the listing has"),
+    _plain("text_all_required", "1 when every required term (any synonym) is in the title or category"),
+    _plain("text_phrase", "1 when the query's required words appear together, in order, in the title"),
+    _plain("text_brand_match", "share of the query's brands the title names"),
+    _plain("text_category_match", "1 when the listing's category is one the query's words imply"),
+    _plain("text_condition_match", "share of the query's condition words (มือสอง, like new) in the title"),
 )
 MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURE_TABLE)
 N_MODEL_FEATURES = len(MODEL_FEATURES)

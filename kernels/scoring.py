@@ -37,6 +37,18 @@ def final_score(
     return p_ctr * w_ctr + p_cvr * w_cvr + trust * w_trust + boost * boost_multiplier
 
 
+def relevance_tier(all_required: Any, coverage: Any, condition_match: Any, xp: Any = None) -> Any:
+    """Relevance tier of a listing for a search (0..7, float32): ``4·all required terms matched +
+    2·some matched + 1·every condition word matched``. FinalScore adds ``tier·gap`` with a gap larger than
+    any score spread, so personalisation re-orders listings inside a tier but never lifts a listing
+    that misses a query term above one that has them all. Every input is 0 for a feed (tier 0)."""
+    xp = get_xp(all_required, coverage, condition_match, xp=xp)
+    a = xp.astype(xp.asarray(all_required) > 0.5, xp.float32)
+    c = xp.astype(xp.asarray(coverage) > 0, xp.float32)
+    m = xp.astype(xp.asarray(condition_match) >= 1.0, xp.float32)
+    return 4.0 * a + 2.0 * c + m
+
+
 def top_k_indices(scores: Any, k: int, mask: Any = None, xp: Any = None) -> Any:
     """Indices (int64) of the ``k`` highest ``scores`` among ``mask == True``, best first.
 

@@ -52,6 +52,9 @@ def create_app(state: ServiceState | None = None, *, settings: Settings | None =
             svc.pipeline = RankingPipeline(svc.state)
         if svc.state.mirror is None:
             svc.state.startup()
+        if not svc.state.warm and svc.state.mirror is not None:
+            svc.pipeline.warm_up()  # /readyz says ready only after a search and a feed ran every stage
+        svc.state.on_snapshot = svc.pipeline.warm_up  # and again for each new snapshot's indexes
         if refresher:
             svc.state.start_refresher(settings.refresh_interval_s)
         metrics_server = None

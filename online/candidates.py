@@ -30,6 +30,12 @@ class Fallback(StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"  # no ranker loaded -> popularity scores
     DEADLINE_EXCEEDED = "deadline_exceeded"  # whole request over budget -> "Trending Globally"
     REDIS_DOWN = "redis_down"  # Redis unreachable -> in-process trending list
+    # search (engines.search.index): query understanding and the retrieval fallback chain
+    KEYBOARD_LAYOUT_FIXED = "keyboard_layout_fixed"  # typed on the wrong layout; searched as converted
+    FUZZY_MATCH = "fuzzy_match"  # a word in no title was corrected to the closest indexed word
+    RELAXED_TO_RAREST_TERM = "relaxed_to_rarest_term"  # too few full matches: the rarest term widened it
+    CONDITION_ONLY_QUERY = "condition_only_query"  # only condition words (มือสอง, like new): those are required
+    NO_MATCH = "no_match"  # nothing matches the query: no items (never a silent feed)
 
 
 class Source(IntEnum):
@@ -79,6 +85,7 @@ class RequestContext:
     feature_store_ok: bool = True  # False once the feature store was over budget: no more calls
     snapshot_version: str | None = None
     model: Any = None  # the engines.ranker.Ranker that scored (SHAP explains this one)
+    query_plan: Any = None  # the engines.search.index.QueryPlan retrieval understood (hydration reuses it)
     # what the executor and stages report
     stage: str = ""  # the stage running now (removal records are filed under it)
     fallbacks: list[str] = field(default_factory=list)

@@ -63,6 +63,8 @@ class RankedResponse:
                "fallbacks_used": c.fallbacks, "timings_ms": {k: round(v, 3) for k, v in c.timings_ms.items()},
                "budget_overruns_ms": {k: round(v, 3) for k, v in c.overruns_ms.items()},
                "snapshot_version": c.snapshot_version}
+        if c.query_plan is not None:
+            out["query_understanding"] = c.query_plan.body()
         if c.explain:
             out["removed"] = c.removed
         return out
@@ -111,6 +113,23 @@ class RankingPipeline:
             batch, items = None, self.local_trending_items(ctx)
         ctx.timings_ms["total"] = (time.perf_counter() - t_start) * 1000
         return RankedResponse(ctx, items, batch)
+
+    def warm_up(self) -> bool:
+        """One search and one feed through every stage before the service says it is ready, so the first
+        real request does not pay for dictionaries, tries, xgboost's first predict or numpy's first calls.
+        True when both ran without a fallback-worthy error."""
+        ok = True
+        for kind, query in (("search", "ไอโฟน มือสอง"), ("search", "iphnoe"), ("feed", "")):
+            ctx = RequestContext(request_id="warmup" + "0" * 26, kind=kind, user_id=0, lat=13.75, lon=100.5,
+                                 device_type=0, limit=20, query=query, now_ms=int(time.time() * 1000),
+                                 deadline_s=time.perf_counter() + 30.0)
+            try:
+                self.items(ctx, self.run(ctx))
+            except Exception as exc:  # a cold service still serves; /readyz tells
+                log.warning("warm-up %s failed: %s", kind, exc)
+                ok = False
+        self.state.warm = ok
+        return ok
 
     def items(self, ctx: RequestContext, batch: CandidateBatch) -> list[dict[str, Any]]:
         m = self.state.mirror

@@ -27,14 +27,18 @@ class FeedRequest(BaseModel):
 
 
 class SearchRequest(FeedRequest):
-    query: str = Field(min_length=1, max_length=200, description="search text (Thai or English)")
+    query: str = Field(min_length=1, max_length=200, description=(
+        "search text (Thai or English, 1..200 characters). Control, zero-width and lone-surrogate characters "
+        "are dropped; a query left without text is a 422 naming `query`. Emoji-only or unknown words answer "
+        "`no_match` with no items; condition words only (มือสอง, like new) answer `condition_only_query`."))
 
     @field_validator("query")
     @classmethod
     def _not_blank(cls, v: str) -> str:
+        v = "".join(ch for ch in v if not 0xD800 <= ord(ch) <= 0xDFFF and (ch.isprintable() or ch.isspace()))
         if not v.strip():
-            raise ValueError("query must not be empty")
-        return v.strip()
+            raise ValueError("query must contain text (it is empty, blank or only control characters)")
+        return " ".join(v.split())
 
 
 class Item(BaseModel):
@@ -53,6 +57,7 @@ class RankResponse(BaseModel):
     timings_ms: dict[str, float]
     snapshot_version: str | None = None
     explanations: list[dict] | None = None
+    query_understanding: dict | None = None  # search: normalised text, tagged terms, fixes, suggestion
 
 
 class OverrideRequest(BaseModel):

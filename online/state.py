@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from engines.index import KeywordIndex, VectorIndex
+from engines.index import VectorIndex
 from engines.ranker import Ranker, ScoreWeights
+from engines.search.index import SearchIndex
 from gpu_core.device import Backend
 from gpu_core.errors import FeatureStoreError, RegistryError, RegistryUnavailable
 from gpu_core.feature_store import OnlineStore, OverrideKeys, rt_product_key
@@ -115,7 +116,7 @@ class IndexHolder:
         self.root = root
         self.version: str | None = None
         self.vector: VectorIndex | None = None
-        self.keyword: KeywordIndex | None = None
+        self.keyword: SearchIndex | None = None
         self.error: str | None = None
 
     def load(self, version: str) -> None:
@@ -126,7 +127,8 @@ class IndexHolder:
         except Exception as exc:
             vector, _ = None, errors.append(f"vector: {exc}")
         try:
-            keyword = KeywordIndex.load(folder)
+            keyword = SearchIndex.load(folder)
+            keyword.warm()  # analyzer dictionaries, tries and the fuzzy vocabulary before it serves
         except Exception as exc:
             keyword, _ = None, errors.append(f"keyword: {exc}")
         self.vector, self.keyword, self.version = vector, keyword, version
@@ -187,6 +189,8 @@ class ServiceState:
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up
+        self.warm = False  # set by RankingPipeline.warm_up: a search and a feed ran through every stage
+        self.on_snapshot: Any = None  # called by the refresher after it loaded a new snapshot (warm-up)
         self.context_row: np.ndarray | None = None
         self._sponsored_cache: tuple[tuple[str, int], np.ndarray] | None = None
         self._lock = threading.Lock()
@@ -242,6 +246,7 @@ class ServiceState:
         checks["model"] = self.models.get(PRODUCTION) is not None
         checks["snapshot"] = self.mirror is not None
         checks["indexes"] = self.indexes.vector is not None and self.indexes.keyword is not None
+        checks["warm"] = self.warm
         return checks
 
     # ---- background refresh (model hot-reload, snapshot pointer) ------------------------------
@@ -253,7 +258,9 @@ class ServiceState:
             while not self._stop.wait(every_s):
                 try:
                     self.models.refresh()
-                    self.ensure_snapshot(self.store.current_version())
+                    before = self.mirror
+                    if self.ensure_snapshot(self.store.current_version()) is not before and self.on_snapshot:
+                        self.on_snapshot()  # warm the new snapshot's indexes through every stage
                 except Exception as exc:  # keep serving what we have
                     log.warning("refresh failed: %s", exc)
 

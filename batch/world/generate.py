@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dask.callbacks import Callback
 
-from batch.world.hidden import HiddenModel, sample_user_preferences
+from batch.world.hidden import HiddenModel, is_match, query_matches, sample_user_preferences
 from batch.world.images import write_product_images
 from batch.world.lexicon import DRIFT_QUERIES, EN_ADJECTIVES, QUERIES, TH_ADJECTIVES, TITLE_WORDS
 from gpu_core.errors import ConfigError, LakeError
@@ -277,6 +277,9 @@ class _EventContext:
     drift_count: np.ndarray
     drift_category: int
     drift_from_day: int
+    query_code: np.ndarray  # [Q] code of each query_flat entry in the relevance keys
+    drift_code: np.ndarray  # [D] same for drift_flat
+    match_keys: np.ndarray  # sorted query_code * P + product index of relevant (query, listing) pairs
 
 
 def _groups(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -347,17 +350,21 @@ def generate_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int) -
     q_cat = np.where(rng.random(r_total) < 0.8, pref_cat, rand_cat)
     feed_cat = np.where(rng.random(r_total) < 0.6, pref_cat, rand_cat)  # legacy's guess from history
     q_pick = rng.random(r_total)
-    query = ctx.query_flat[ctx.query_start[q_cat] + (q_pick * ctx.query_count[q_cat]).astype(np.int64)]
+    q_idx = ctx.query_start[q_cat] + (q_pick * ctx.query_count[q_cat]).astype(np.int64)
+    query = ctx.query_flat[q_idx]
+    q_code = ctx.query_code[q_idx]
     boost = None
     if drift:
         surge = rng.random(r_total) < 0.35
         is_search |= surge
         q_cat = np.where(surge, ctx.drift_category, q_cat)
-        d_query = ctx.drift_flat[ctx.drift_start[q_cat] + (q_pick * ctx.drift_count[q_cat]).astype(np.int64)]
-        query = np.where(surge, d_query, query)
+        d_idx = ctx.drift_start[q_cat] + (q_pick * ctx.drift_count[q_cat]).astype(np.int64)
+        query = np.where(surge, ctx.drift_flat[d_idx], query)
+        q_code = np.where(surge, ctx.drift_code[d_idx], q_code)
         boost = np.zeros(N_CAT)
         boost[ctx.drift_category] = 0.8
     query = np.where(is_search, query, "")
+    q_code = np.where(is_search, q_code, -1)
     r_cat = np.where(is_search, q_cat, feed_cat)
 
     # Legacy ranker: candidates from popular / category / local / random sources, noisy order.
@@ -394,9 +401,10 @@ def generate_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int) -
     i_ms = r_ms[i_req]
 
     # Clicks (hidden model, position bias included), then add-to-cart and order.
-    q_code = np.where(is_search, q_cat, -1)[i_req]
+    q_cat_i = np.where(is_search, q_cat, -1)[i_req]
+    relevant = is_match(ctx.match_keys, q_code[i_req], i_prod, n_products)  # title matches the query
     p_click = model.click_prob(
-        i_user, i_prod, i_pos, r_hour[i_req], query_category=q_code, category_boost=boost
+        i_user, i_prod, i_pos, r_hour[i_req], query_category=q_cat_i, category_boost=boost, query_match=relevant
     )
     c = np.flatnonzero(rng.random(len(i_req)) < p_click)
     mix = rng.random(len(c))
@@ -410,10 +418,11 @@ def generate_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int) -
         ),
     )
     c_ms = i_ms[c] + delay.astype(np.int64)
-    a = c[rng.random(len(c)) < model.cart_prob(i_user[c], i_prod[c])]
+    searched = q_cat_i >= 0
+    a = c[rng.random(len(c)) < model.cart_prob(i_user[c], i_prod[c], np.where(searched[c], relevant[c], False))]
     a_sel = np.searchsorted(c, a)
     a_ms = c_ms[a_sel] + (5_000.0 + rng.exponential(120_000.0, len(a))).astype(np.int64)
-    o_mask = rng.random(len(a)) < model.order_prob(i_user[a], i_prod[a])
+    o_mask = rng.random(len(a)) < model.order_prob(i_user[a], i_prod[a], np.where(searched[a], relevant[a], False))
     o = a[o_mask]
     o_ms = a_ms[o_mask] + (30_000.0 + rng.exponential(600_000.0, len(o))).astype(np.int64)
 
@@ -580,6 +589,19 @@ def build_world(
     return summary
 
 
+def catalogue(size: str = "demo", seed: int = 7, start_date: str = "2026-10-01") -> pd.DataFrame:
+    """The products table a ``build_world(size, seed, start_date=...)`` writes, without building the
+    rest of the world (the search evaluation judges queries against it)."""
+    if size not in SIZES:
+        raise ConfigError(f"unknown world size {size!r}; choose one of {sorted(SIZES)}", field="size")
+    spec = SIZES[size]
+    start_ms = _ms(pd.Timestamp(start_date, tz="UTC").normalize())
+    _, s_sellers, s_products, _, _ = np.random.SeedSequence(seed).spawn(5)
+    _, s = _sellers(np.random.default_rng(s_sellers), spec.n_sellers, start_ms)
+    products, _ = _products(np.random.default_rng(s_products), spec.n_products, s, start_ms, max(spec.image_every, 1))
+    return products.to_pandas()
+
+
 def _remove_partial(tmp: Path, settle_s: float = 0.3, max_s: float = 10.0) -> None:
     """Remove a failed build's folder. Tasks already running on the scheduler's threads may finish a
     write just after the failure, so remove until the folder has stayed gone for ``settle_s``."""
@@ -624,6 +646,8 @@ def _build_into(
     )
     qf, qs, qc = _flat(QUERIES)
     df_, ds, dc = _flat(DRIFT_QUERIES)
+    all_queries = sorted(set(qf.tolist()) | set(df_.tolist()))
+    code_of_query = {q: i for i, q in enumerate(all_queries)}
     ctx = _EventContext(
         seed=seed,
         start_ms=start_ms,
@@ -651,6 +675,9 @@ def _build_into(
         drift_count=dc,
         drift_category=drift_code,
         drift_from_day=drift_from_day if drift_from_day is not None else days,
+        query_code=np.array([code_of_query[q] for q in qf], dtype=np.int64),
+        drift_code=np.array([code_of_query[q] for q in df_], dtype=np.int64),
+        match_keys=query_matches(all_queries, products.column("title").to_pylist()),
     )
 
     # The Dask graph: static tables, image chunks, one task per (day, chunk) of events.

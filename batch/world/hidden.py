@@ -16,10 +16,14 @@ Click logit of user ``u`` shown product ``p`` at 1-based ``position`` and Bangko
           - w_position  * log(position)                          # position bias
           + HOUR_PROFILE[cat[p], hour]                            # e.g. electronics in the evening
           + w_query * (cat[p] == query_category) - w_query_miss * (query given and no match)
+          + w_text * query_match - w_text_miss * (query given and not query_match)   # title relevance
           + category_boost[cat[p]]                                # drift injection
 
-Probabilities are ``sigmoid(logit)``. Add-to-cart (after a click) and order (after a cart) are
-driven by price fit; orders are impossible for out-of-stock listings.
+``query_match`` is the search's query-listing relevance (1 when the listing's title contains what was
+searched, case-insensitive; :func:`query_matches`). Probabilities are ``sigmoid(logit)``. Add-to-cart
+(after a click) and order (after a cart) are driven by price fit and, for a search, by the same
+relevance (nobody buys the sofa they did not search for); orders are impossible for out-of-stock
+listings.
 
     >>> model = HiddenModel.load("var/world")       # from a built lake
     >>> p = model.click_prob(user_idx, product_idx, position, hour)
@@ -96,12 +100,16 @@ class HiddenParams:
     w_position: float = 0.45
     w_query: float = 0.9
     w_query_miss: float = 0.6
+    w_text: float = 1.2
+    w_text_miss: float = 0.4
     cart_bias: float = -1.5
     cart_w_price: float = 0.9
     cart_w_quality: float = 1.0
     order_bias: float = -0.8
     order_w_price: float = 0.8
     order_w_trust: float = 1.2
+    cart_w_text: float = 0.8
+    order_w_text: float = 0.5
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -195,12 +203,14 @@ class HiddenModel:
         *,
         query_category=None,
         category_boost: np.ndarray | None = None,
+        query_match=None,
     ) -> np.ndarray:
         """Vectorised click logit (float32) for impressions (all arguments broadcast).
 
         ``position`` is 1-based; ``hour`` is the Bangkok hour (0..23, fractional allowed, floored);
         ``query_category`` is the category code a search was about (-1 = feed, no query);
-        ``category_boost`` [12] adds a per-category term (drift injection).
+        ``category_boost`` [12] adds a per-category term (drift injection); ``query_match`` (bool, with
+        ``query_category``) says whether the listing's title matches the search's query.
         """
         p = self.params
         u = np.asarray(user_idx, dtype=np.int64)
@@ -223,6 +233,9 @@ class HiddenModel:
             has_q = q >= 0
             logit = logit + np.where(has_q & (q == cat), p.w_query, 0.0)
             logit = logit - np.where(has_q & (q != cat), p.w_query_miss, 0.0)
+            if query_match is not None:
+                m = np.asarray(query_match, dtype=bool)
+                logit = logit + np.where(has_q & m, p.w_text, 0.0) - np.where(has_q & ~m, p.w_text_miss, 0.0)
         if category_boost is not None:
             logit = logit + np.asarray(category_boost, dtype=np.float64)[cat]
         return logit.astype(np.float32)
@@ -230,22 +243,28 @@ class HiddenModel:
     def click_prob(self, user_idx, product_idx, position, hour, **kw) -> np.ndarray:
         return sigmoid(self.click_logit(user_idx, product_idx, position, hour, **kw).astype(np.float64))
 
-    def cart_prob(self, user_idx, product_idx) -> np.ndarray:
-        """P(add_to_cart | click): cheaper-than-usual listings fit price-sensitive users."""
+    def cart_prob(self, user_idx, product_idx, query_match=None) -> np.ndarray:
+        """P(add_to_cart | click): cheaper-than-usual listings fit price-sensitive users; a search's
+        matching listings (``query_match``, bool; None for a feed) are carted more."""
         p = self.params
         u = np.asarray(user_idx, dtype=np.int64)
         i = np.asarray(product_idx, dtype=np.int64)
         fit = -self.price_sensitivity[u] * self.product_log_price_ratio[i]
         z = p.cart_bias + p.cart_w_price * fit + p.cart_w_quality * (self.product_quality[i] - 0.5)
+        if query_match is not None:
+            z = z + p.cart_w_text * np.asarray(query_match, dtype=np.float64)
         return sigmoid(z.astype(np.float64))
 
-    def order_prob(self, user_idx, product_idx) -> np.ndarray:
-        """P(order | add_to_cart): price fit and seller trust; 0 for out-of-stock listings."""
+    def order_prob(self, user_idx, product_idx, query_match=None) -> np.ndarray:
+        """P(order | add_to_cart): price fit, seller trust and (a search) relevance; 0 for out-of-stock
+        listings."""
         p = self.params
         u = np.asarray(user_idx, dtype=np.int64)
         i = np.asarray(product_idx, dtype=np.int64)
         fit = -self.price_sensitivity[u] * self.product_log_price_ratio[i]
         z = p.order_bias + p.order_w_price * fit + p.order_w_trust * (self.product_trust[i] - 0.5)
+        if query_match is not None:
+            z = z + p.order_w_text * np.asarray(query_match, dtype=np.float64)
         return sigmoid(z.astype(np.float64)) * self.product_in_stock[i]
 
     # ------------------------------------------------------------------------------------------
@@ -308,6 +327,29 @@ class HiddenModel:
             product_in_stock=products["in_stock"].to_numpy(bool),
             params=params or HiddenParams(),
         )
+
+
+def query_matches(queries, titles) -> np.ndarray:
+    """Sorted int64 keys ``query_code * n_titles + title_index`` of every (query, title) pair where the
+    title contains the query (case-insensitive): the world's notion of a relevant listing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(list(titles), type=pa.string())
+    n = len(arr)
+    keys = [q * n + np.flatnonzero(pc.match_substring(arr, pattern=str(text), ignore_case=True).to_numpy(
+        zero_copy_only=False)) for q, text in enumerate(queries)]
+    return np.sort(np.concatenate(keys)).astype(np.int64) if keys else np.empty(0, np.int64)
+
+
+def is_match(keys: np.ndarray, query_code, product_idx, n_products: int) -> np.ndarray:
+    """Whether listing ``product_idx`` matches query ``query_code`` (-1 = no query: False)."""
+    q = np.asarray(query_code, dtype=np.int64)
+    k = q * n_products + np.asarray(product_idx, dtype=np.int64)
+    if not len(keys):
+        return np.zeros(k.shape, bool)
+    pos = np.clip(np.searchsorted(keys, k), 0, len(keys) - 1)
+    return (q >= 0) & (keys[pos] == k)
 
 
 def _codes(values: np.ndarray, vocab: tuple[str, ...]) -> np.ndarray:

@@ -1,5 +1,7 @@
-"""Title/query tokenisation shared by the keyword index (online) and the text-match feature (batch):
-Thai with pythainlp ``newmm``, English lower-cased words; punctuation dropped."""
+"""Word tokenisation of titles and queries: Thai with pythainlp ``newmm``, English lower-cased words;
+punctuation dropped. The search analyzer (:mod:`engines.search.analyzer`) runs it after its
+normalisation; the baseline :class:`engines.index.KeywordIndex` (the index before issue 11, kept for
+the search evaluation's side-by-side) runs it on the raw text."""
 
 from __future__ import annotations
 

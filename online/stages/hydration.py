@@ -3,7 +3,9 @@
 Product batch features come from the in-memory (on-device) mirror of the live snapshot; the
 real-time product features come from Redis in ONE ``MGET`` for all candidates (the user's features
 were read by the user stage). Sources merged here: the admin force-boost override sets
-``is_boosted_now``; a search's own query gives ``text_match``. A feature store slower than its budget
+``is_boosted_now``; a search's own query gives the text-relevance columns (``TEXT_FEATURES``) from
+:meth:`engines.search.index.SearchIndex.relevance` — the function the ETL calls for training rows —
+over the query plan retrieval understood (or the same plan built here when retrieval did not run). A feature store slower than its budget
 (100 ms; the Redis socket timeout) -> ``feature_store_slow``: no columns, and the scorer ranks by
 generic popularity. Sold listings are left to the stock filter that follows.
 """
@@ -43,7 +45,10 @@ class HydrationStage:
         if len(boost):
             forced = np.isin(m.ids[idx], boost).astype(np.float32)
             cols["is_boosted_now"] = xp.maximum(cols["is_boosted_now"], xp.asarray(forced))
-        if ctx.query and state.indexes.keyword is not None:  # the search's own query (as in training rows)
-            cols["text_match"] = xp.asarray(state.indexes.keyword.text_match(ctx.query, m.ids[idx]))
+        index = state.indexes.keyword
+        if ctx.query and index is not None:  # the search's own query (as in training rows)
+            plan = ctx.query_plan if ctx.query_plan is not None else index.plan(ctx.query)
+            for k, v in index.relevance(plan, m.ids[idx]).items():
+                cols[k] = xp.asarray(v)
         batch.cols = cols
         return batch

@@ -1,7 +1,19 @@
-"""Stage 1, retrieval: faiss vector search (user vector) + BM25 keyword search (query), merged and
-de-duplicated to at most ``n_candidates``; each candidate remembers the path that found it
-(:class:`~online.candidates.Source`). Vector index failing -> keyword only; both failing or empty ->
-popular listings of the user's region (the snapshot's list, else the in-process one)."""
+"""Stage 1, retrieval.
+
+A **search** is answered from the keyword index alone (:class:`engines.search.index.SearchIndex`): the
+query is understood once (segmentation, tags, synonyms, keyboard-layout and spelling fixes; the plan
+is kept on ``ctx.query_plan`` for hydration's relevance features and for the response), listings must
+hold every informative term, and each step of the fallback chain is named in ``fallbacks_used``
+(``keyboard_layout_fixed``, ``fuzzy_match``, ``relaxed_to_rarest_term``, ``condition_only_query``). A
+query that matches nothing answers ``no_match`` with **no items** — never the feed, never popular
+listings. Only when the keyword index itself is down does a search fall back to the user's vector and
+the region's popular listings (``keyword_index_down``, ``popular_in_region``).
+
+A **feed** is faiss vector search (user vector), seasoned with keyword hits of the session's last
+query, filled with the region's popular listings; merged and de-duplicated to at most
+``n_candidates``; each candidate remembers the path that found it (:class:`~online.candidates.Source`).
+Vector index failing -> keyword only; both failing or empty -> popular listings of the user's region.
+"""
 
 from __future__ import annotations
 
@@ -31,26 +43,22 @@ class RetrievalStage:
             try:
                 if state.indexes.keyword is None:
                     raise RuntimeError(state.indexes.error or "keyword index not loaded")
-                ids, _ = state.indexes.keyword.search(query, n)
+                if ctx.kind == "search":
+                    return self.search(ctx, state, n)
+                ids, _ = state.indexes.keyword.search(query, n // 5)  # the session's last query seasons the feed
                 keyword_ok = True
-                if ctx.kind == "feed":  # the session's last query only seasons the feed
-                    ids = ids[: n // 5]
                 ids_parts.append(ids)
                 src_parts.append(np.full(len(ids), Source.KEYWORD, np.int8))
             except Exception as exc:
                 log.warning("keyword index failed: %s", exc)
                 ctx.fallback(Fallback.KEYWORD_INDEX_DOWN)
         uvec = user.vector
-        # a search is answered from its keyword hits; the user's vector only widens a search with few hits
-        narrow = ctx.kind == "search" and sum(len(p) for p in ids_parts) >= 2 * ctx.limit
         if uvec is not None and np.any(uvec):
             try:
                 if state.indexes.vector is None:
                     raise RuntimeError(state.indexes.error or "vector index not loaded")
                 ids, _ = state.indexes.vector.search(uvec, n)
                 vector_ok = True
-                if narrow:
-                    ids = ids[:0]
                 ids_parts.append(ids)
                 src_parts.append(np.full(len(ids), Source.VECTOR, np.int8))
             except Exception as exc:
@@ -62,8 +70,7 @@ class RetrievalStage:
         if vector_failed and keyword_ok and not vector_ok:
             ctx.fallback(Fallback.KEYWORD_ONLY)
         total = sum(len(p) for p in ids_parts)
-        # fill (or, when both paths failed, replace) with the region's popular listings; a search with
-        # enough hits is not diluted by listings that do not match it
+        # fill (or, when both paths failed, replace) with the region's popular listings
         if total < (n if ctx.kind == "feed" else 2 * ctx.limit):
             if total == 0 and (query or (uvec is not None and np.any(uvec))):
                 ctx.fallback(Fallback.POPULAR_IN_REGION)
@@ -77,6 +84,19 @@ class RetrievalStage:
         idx = state.mirror.index_of(ids[first])
         ok = idx >= 0
         return CandidateBatch.of(state.be.xp, idx[ok], src[first][ok])
+
+    @staticmethod
+    def search(ctx: RequestContext, state, n: int) -> CandidateBatch:
+        """A search's candidates: the keyword index's hits for the understood query, or none."""
+        index = state.indexes.keyword
+        plan = index.plan(ctx.query)
+        ctx.query_plan = plan
+        hits = index.retrieve(plan, n, min_hits=state.settings.search_min_hits)
+        for step in hits.steps:
+            ctx.fallback(Fallback(step))
+        idx = state.mirror.index_of(hits.ids)
+        ok = idx >= 0
+        return CandidateBatch.of(state.be.xp, idx[ok], np.full(int(ok.sum()), Source.KEYWORD, np.int8))
 
     @staticmethod
     def popular(ctx: RequestContext, state) -> np.ndarray:

@@ -18,8 +18,8 @@ import pytest
 from batch.etl import build_dims, read_partition, run_etl, training_rows
 from batch.lake import event_dates
 
-FEATURES = ["views_last_hour", "ctr_last_hour", "session_clicks_last_5m", "last_viewed_category", "text_match",
-            "device_type", "time_of_day", "position", "query"]
+FEATURES = ["views_last_hour", "ctr_last_hour", "session_clicks_last_5m", "last_viewed_category", "text_bm25",
+            "text_coverage", "text_all_required", "device_type", "time_of_day", "position", "query"]
 LABELS = ["label_click", "label_conv"]
 KEEP_DAYS = 8
 

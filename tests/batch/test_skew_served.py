@@ -33,7 +33,9 @@ def served_requests(world_env, redis_server, monkeypatch):
     users = [int(k.decode().rsplit(":", 1)[1]) for k in
              list(state.redis.scan_iter(match=f"jk:s:{state.mirror.version}:u:*", count=1000))[:4]]
     kw = state.indexes.keyword
-    word = max(kw.bm25.vocab_dict, key=lambda w: (len(w) > 2, kw.bm25.vocab_dict[w] >= 0))
+    words = [w for w in sorted(kw.bm25.vocab_dict) if len(w) > 2 and w.isalpha()  # title words, no condition
+             and not kw.plan(w).parsed.condition_only]
+    word = max(words, key=lambda w: len(kw.search(w, 2000)[0]))  # the most frequent: near listings match it
     ids = []
 
     def rank(user, query="", unknown=False):
@@ -41,7 +43,7 @@ def served_requests(world_env, redis_server, monkeypatch):
                              10**9 + user if unknown else user, None, None, 1, 20, query, t_ms,
                              time.perf_counter() + 10)
         res = pipe.rank(ctx)
-        assert res.batch is not None and res.batch.X is not None, ctx.fallbacks
+        assert res.batch is not None and res.batch.X is not None and len(res.batch.X), ctx.fallbacks
         _store_replay(state, ctx, res.batch)
         ids.append(ctx.request_id)
         return ctx

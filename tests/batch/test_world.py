@@ -168,6 +168,15 @@ def test_clicks_follow_the_hidden_model(world):
     assert by_pos.loc[1:5].mean() > 1.5 * by_pos.loc[16:20].mean()
     assert np.corrcoef(by_pos.index, by_pos.to_numpy())[0, 1] < -0.7
 
+    # searches: listings whose title contains the query are clicked far more than the others shown
+    q = pd.read_parquet(out / "events", columns=["event_type", "request_id", "product_id", "query"])
+    q = q[(q.event_type == "impression") & (q["query"] != "")].drop(columns="event_type")
+    q = q.merge(imp[["request_id", "product_id", "clicked"]], on=["request_id", "product_id"])
+    titles = _read(out, "products").set_index("product_id")["title"]
+    match = np.array([s.lower() in t.lower() for s, t in zip(q["query"], titles.loc[q["product_id"]], strict=True)])
+    assert match.sum() > 1_000 and (~match).sum() > 5_000
+    assert q["clicked"][match].mean() > 2.0 * q["clicked"][~match].mean()
+
     dist = model.distance_km(u, p)
     near, far = dist < 50, dist > 300
     assert near.sum() > 3_000 and far.sum() > 3_000
@@ -222,6 +231,12 @@ def test_hidden_model_factors():
     assert model.click_logit(0, 5, 1, 12, category_boost=boost) > model.click_logit(0, 5, 1, 12)
     q = model.click_logit(0, 5, 1, 12, query_category=5) - model.click_logit(0, 6, 1, 12, query_category=5)
     assert q > 1.0
+    # query-listing relevance: a search's matching title is clicked, carted and bought more
+    rel = model.click_logit(0, 5, 1, 12, query_category=5, query_match=True)
+    assert rel > model.click_logit(0, 5, 1, 12, query_category=5, query_match=False) + 1.0
+    assert model.click_logit(0, 5, 1, 12, query_category=-1, query_match=True) == model.click_logit(0, 5, 1, 12)
+    assert model.cart_prob(0, 5, True) > model.cart_prob(0, 5, False) == model.cart_prob(0, 5)
+    assert model.order_prob(0, 5, True) > model.order_prob(0, 5, False) == model.order_prob(0, 5)
     probs = model.click_prob(
         rng.integers(0, n_u, 100), rng.integers(0, n_p, 100), rng.integers(1, 21, 100), 10
     )

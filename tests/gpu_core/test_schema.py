@@ -7,7 +7,7 @@ import pytest
 
 from gpu_core import schema
 from gpu_core.schema import FEATURE_BY_NAME, FEATURE_VIEWS, PRODUCT_DAILY, USER_DAILY, Entity, Freshness
-from kernels.features import MODEL_FEATURES, assemble_matrix
+from kernels.features import MODEL_FEATURES, OPTIONAL_INPUTS, assemble_matrix
 
 SEED_TABLE = {
     Entity.USER: ({"age_group", "gender", "lifetime_spend", "top_categories_30d"},
@@ -104,6 +104,7 @@ def test_a_missing_assembly_input_is_named_not_defaulted():
     del cols["seller_trust_score"]
     with pytest.raises(KeyError, match="seller_trust_score"):
         assemble_matrix(cols)
-    cols.pop("text_match", None)  # the one optional input (0 without a query) may be absent
+    for name in OPTIONAL_INPUTS:  # the text-relevance inputs (0 without a query) may be absent
+        cols.pop(name, None)
     cols["seller_trust_score"] = 0.5
     assert assemble_matrix(cols).shape == (5, len(MODEL_FEATURES))

@@ -21,33 +21,52 @@ class RaisingIndex:
     def search(self, *_a, **_k):
         raise RuntimeError("index unavailable")
 
-    def text_match(self, *a, **k):
-        return self.real.text_match(*a, **k)
+    retrieve = search
+
+    def __getattr__(self, name):  # plan / relevance of the real index keep working
+        return getattr(self.real, name)
 
 
-def test_vector_index_down_is_keyword_only(app_client, users, query_word):
+def test_search_is_answered_by_the_keyword_index_alone(app_client, users, query_word):
+    """A search never uses the user's vector: a failing vector index changes nothing, and every
+    candidate is a keyword hit."""
     state = app_client.app.state.services.state
     state.indexes.vector = RaisingIndex(state.indexes.vector)
     r = app_client.post("/v1/search", json={"user_id": users[0], "query": query_word, "limit": 20})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert "vector_index_down" in body["fallbacks_used"] and "keyword_only" in body["fallbacks_used"]
-    assert "popular_in_region" not in body["fallbacks_used"]
+    assert not {"vector_index_down", "keyword_only", "popular_in_region"} & set(body["fallbacks_used"])
     assert len(body["items"]) == 20
-    # in process: the candidates that came from retrieval are exactly keyword hits
     from online.api import _ctx
     from online.candidates import Source
     from online.schemas import SearchRequest
 
     ctx = _ctx(SearchRequest(user_id=users[0], query=query_word), "search", query_word, False, state.settings)
     res = app_client.app.state.services.pipeline.rank(ctx)
-    assert "keyword_only" in ctx.fallbacks
     kw_ids = set(state.indexes.keyword.search(query_word, 1000)[0].tolist())
     batch = res.batch
+    cand = state.mirror.ids[np.asarray(batch.idx)]
+    assert (np.asarray(batch.source) == Source.KEYWORD).all() and set(cand.tolist()) <= kw_ids
+
+
+def test_vector_index_down_feed_with_a_session_query_is_keyword_only(app_client, users, query_word):
+    state = app_client.app.state.services.state
+    state.indexes.vector = RaisingIndex(state.indexes.vector)
+    from online.api import _ctx
+    from online.candidates import Source
+    from online.schemas import FeedRequest
+
+    ctx = _ctx(FeedRequest(user_id=users[0]), "feed", "", False, state.settings)
+    pipe = app_client.app.state.services.pipeline
+    pipe.run(ctx, None, start="user", stop="user")
+    ctx.user.features["current_search_query"] = query_word  # the session's last search
+    batch = pipe.run(ctx, None, start="retrieval", stop="retrieval")
+    assert "vector_index_down" in ctx.fallbacks and "keyword_only" in ctx.fallbacks
+    kw_ids = set(state.indexes.keyword.search(query_word, 1000)[0].tolist())
     from_kw = np.asarray(batch.source) == Source.KEYWORD
     cand = state.mirror.ids[np.asarray(batch.idx)]
     assert from_kw.sum() > 0 and set(cand[from_kw].tolist()) <= kw_ids
-    assert not set(cand[~from_kw].tolist()) & kw_ids  # the rest is the regional popular fill
+    assert (np.asarray(batch.source)[~from_kw] == Source.POPULAR).all()  # the rest is the regional popular fill
 
 
 def test_both_indexes_down_is_popular_in_region(app_client, users, query_word):

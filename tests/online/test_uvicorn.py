@@ -74,11 +74,12 @@ def test_feed_and_search_over_real_http(server, users, query_word_of_world):
 def query_word_of_world(served_world) -> str:
     import redis
 
-    from engines.index import KeywordIndex
+    from engines.search.index import SearchIndex
     from gpu_core.settings import get_settings
 
     version = redis.Redis.from_url(served_world.redis_url).get("jk:snapshot:current").decode()
-    kw = KeywordIndex.load(get_settings().artifacts_dir / "index" / version)
+    kw = SearchIndex.load(get_settings().artifacts_dir / "index" / version)
     indptr = kw.bm25.scores["indptr"]
-    vocab = [(w, t) for w, t in kw.bm25.vocab_dict.items() if w and t + 1 < len(indptr)]
+    vocab = [(w, t) for w, t in kw.bm25.vocab_dict.items()  # title words, not parts/concepts/conditions
+             if w and w[0] not in "#=@" and w.isalpha() and t + 1 < len(indptr) and not kw.plan(w).parsed.condition_only]
     return max(vocab, key=lambda kv: (indptr[kv[1] + 1] - indptr[kv[1]], kv[0]))[0]
