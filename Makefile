@@ -15,7 +15,7 @@ WORLD_SIZE ?= demo
 START_DATE ?= $(shell date -u -d '30 days ago' +%F)
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint redis install world nightly serve clean
+.PHONY: run test bench bench-publish bench-peers lint redis install world nightly serve clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh "$(PYTHON)" "$(VENV)"
@@ -36,8 +36,17 @@ run: install redis
 test: install redis
 	bash scripts/run_tests.sh
 
-bench: install redis
+# `make bench` writes bench/results/latest/ (ignored by git); only `make bench-publish` replaces the
+# committed bench/results/*.json|png that the README's table and plots come from
+bench: install redis bench-peers
 	$(PY) -m bench
+
+bench-peers:
+	bash bench/peers/setup.sh feast
+	bash bench/peers/setup.sh trees
+
+bench-publish:
+	$(PY) -m bench._meta publish
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,6 @@
 """``python -m bench`` (``make bench``): every benchmark in turn; each prints a table and writes JSON
-(and a PNG) under bench/results/. ``python -m bench world batch`` runs a subset."""
+(and a PNG) under bench/results/latest/ (``make bench-publish`` copies them over the committed
+bench/results/). ``python -m bench world batch`` runs a subset."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-ORDER = ("world", "batch", "ltr", "online", "text", "vision", "stream", "boost")
+ORDER = ("world", "batch", "ltr", "online", "feast", "scaling", "retrieval", "text", "vision", "stream", "boost")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,7 +18,7 @@ def _argv(name: str) -> list[str]:
     """The online benchmark measures the demo world of `make run` when there is one (1,000-candidate
     requests), else it builds a tiny world of its own."""
     home = Path(os.environ.get("JAIKOD_HOME", ROOT / "var"))
-    if name == "online" and (home / "lake" / "features").is_dir():
+    if name in ("online", "feast", "scaling", "retrieval") and (home / "lake" / "features").is_dir():
         return ["--home", str(home)]
     return []
 

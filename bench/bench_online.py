@@ -44,19 +44,21 @@ def pct(xs, q) -> float:
 
 
 @contextlib.contextmanager
-def private_redis(tmp: Path):
+def private_redis(tmp: Path, dbfilename: str | None = None):
+    """A redis-server of this benchmark on a free port (``dbfilename``: start from that RDB in ``tmp``)."""
     port = _free_port()
+    extra = ["--dbfilename", dbfilename] if dbfilename else []
     proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import redis
 
     url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
+    for _ in range(3000):  # loading a copied RDB takes a few seconds
         try:
             redis.Redis.from_url(url).ping()
             break
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.BusyLoadingError):
             time.sleep(0.02)
     try:
         yield url
