@@ -10,7 +10,8 @@ import sys
 import traceback
 from pathlib import Path
 
-ORDER = ("world", "batch", "ltr", "online", "feast", "scaling", "retrieval", "text", "vision", "stream", "boost")
+ORDER = ("world", "batch", "etl_scale", "ltr", "online", "feast", "scaling", "retrieval", "text", "vision", "stream",
+         "boost")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench._meta import LATEST, ROOT, write_result
-from bench.bench_online import make_state, pct, private_redis, user_ids
+from bench.bench_online import make_state, open_world, pct, private_redis, user_ids
 
 FEAST_VENV = ROOT / ".venv-feast"
 
@@ -151,25 +150,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     feast_py = ensure_feast()
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jk-bench-feast-")))
-        if args.home is None:
-            from bench.bench_online import build_tiny_world
-
-            url = stack.enter_context(private_redis(tmp))
-            os.environ.update(JAIKOD_HOME=str(tmp / "home"), JAIKOD_REDIS_URL=url)
-            reset_settings()
-            build_tiny_world(tmp / "home")
-            world = "tiny (seed 3), built by this benchmark"
-        else:
-            os.environ["JAIKOD_HOME"] = str(args.home.resolve())
-            reset_settings()
+        tmp, world = open_world(stack, args.home, "jk-bench-feast-")
+        if args.home is not None:  # both sides read a private copy of the world's Redis (never written)
             src = get_settings().redis_url
-            url = stack.enter_context(redis_copy(src, tmp))
-            os.environ["JAIKOD_REDIS_URL"] = url
+            os.environ["JAIKOD_REDIS_URL"] = stack.enter_context(redis_copy(src, tmp))
+            reset_settings()
+            reset_backend()
             world = f"{args.home} (its Redis {src} copied into a private redis-server; both sides read the copy)"
-        os.environ.setdefault("JAIKOD_DEVICE", "cpu")
-        reset_settings()
-        reset_backend()
+        url = get_settings().redis_url
         state = make_state()
         rng = np.random.default_rng(16)
         m = state.mirror

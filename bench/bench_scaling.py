@@ -26,7 +26,6 @@ import copy
 import json
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench._meta import LATEST, ROOT, write_result
-from bench.bench_online import make_state, pct, private_redis, user_ids
+from bench.bench_online import make_state, open_world, pct, user_ids
 
 SIZES = (100, 1000, 5000, 10000)
 TREES_VENV = ROOT / ".venv-trees"
@@ -326,26 +325,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, default=LATEST)
     args = ap.parse_args(argv)
 
-    from gpu_core.device import reset_backend
-    from gpu_core.settings import reset_settings
-
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jk-bench-scaling-")))
-        if args.home is None:
-            from bench.bench_online import build_tiny_world
-
-            url = stack.enter_context(private_redis(tmp))
-            os.environ.update(JAIKOD_HOME=str(tmp / "home"), JAIKOD_REDIS_URL=url)
-            reset_settings()
-            build_tiny_world(tmp / "home")
-            world = "tiny (seed 3), built by this benchmark"
-        else:
-            os.environ["JAIKOD_HOME"] = str(args.home.resolve())
-            world = str(args.home)
-        os.environ.setdefault("JAIKOD_DEVICE", "cpu")
+        tmp, world = open_world(stack, args.home, "jk-bench-scaling-")
         os.environ["JAIKOD_REPLAY_SAMPLE_RATE"] = "0"
-        reset_settings()
-        reset_backend()
         state = make_state()
         users = user_ids(state)
         pool = pools(state, users)
