@@ -24,6 +24,14 @@ def _argv(name: str) -> list[str]:
     return []
 
 
+def _reset_settings() -> None:
+    from gpu_core.device import reset_backend
+    from gpu_core.settings import reset_settings
+
+    reset_settings()
+    reset_backend()
+
+
 def main() -> int:
     wanted = sys.argv[1:] or list(ORDER)
     failed = []
@@ -34,6 +42,7 @@ def main() -> int:
             print(f"[bench] {name}: not available")
             continue
         print(f"\n[bench] {name}")
+        env = dict(os.environ)  # a benchmark may point the settings at its own Redis/home: not the next one's
         try:
             mod.main(_argv(name)) if "argv" in mod.main.__code__.co_varnames else mod.main()
         except SystemExit as exc:
@@ -42,6 +51,10 @@ def main() -> int:
         except Exception:
             traceback.print_exc()
             failed.append(name)
+        finally:
+            os.environ.clear()
+            os.environ.update(env)
+            _reset_settings()
     if failed:
         print(f"[bench] failed: {', '.join(failed)}")
     return 1 if failed else 0
