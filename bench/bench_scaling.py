@@ -78,12 +78,13 @@ def synthetic_requests(state, users, pool, size: int, n: int, warmup: int, seed:
         p = pool[u]
         sets.append((u, np.sort(rng.choice(p, size=min(size, len(p)), replace=False))))
     stages: dict[str, list[float]] = {k: [] for k in (*STAGE_NAMES, "total")}
-    scored, fallbacks = [], {}
+    scored, fallbacks, over = [], {}, 0
     cpu0 = wall0 = 0.0
     for i, (u, idx) in enumerate(sets):
         if i == warmup:
             cpu0, wall0 = time.process_time(), time.perf_counter()
         ctx = _ctx(state, u)
+        ctx.deadline_s = time.perf_counter() + 60.0  # measure every size to the end; overruns counted below
         batch = CandidateBatch.of(state.be.xp, idx, np.full(len(idx), int(Source.VECTOR), np.int8))
         t0 = time.perf_counter()
         pipe.run(ctx, None, stop="user")
@@ -94,6 +95,7 @@ def synthetic_requests(state, users, pool, size: int, n: int, warmup: int, seed:
         for k in STAGE_NAMES:
             stages[k].append(ctx.timings_ms.get(k, 0.0))
         stages["total"].append(total)
+        over += total > state.settings.request_budget_ms
         scored.append(0 if batch.X is None else int(batch.X.shape[0]))
         for f in ctx.fallbacks:
             fallbacks[f] = fallbacks.get(f, 0) + 1
@@ -101,7 +103,8 @@ def synthetic_requests(state, users, pool, size: int, n: int, warmup: int, seed:
     return {"candidates_offered": size, "candidates_scored_mean": float(np.mean(scored)),
             "candidates_scored_min": int(min(scored)), "n": n,
             "stages": {k: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in stages.items()},
-            "cpu_ms_per_request": 1000 * cpu / n, "wall_ms_per_request": 1000 * wall / n, "fallbacks": fallbacks}
+            "cpu_ms_per_request": 1000 * cpu / n, "wall_ms_per_request": 1000 * wall / n, "fallbacks": fallbacks,
+            "over_request_budget": over, "request_budget_ms": state.settings.request_budget_ms}
 
 
 def real_pipeline(state, users, n: int, warmup: int = 20) -> dict[str, Any]:
