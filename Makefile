@@ -27,7 +27,7 @@ export PROMETHEUS_ADDR ?= 127.0.0.1:9090
 export JAIKOD_CANARY_MIN_REQUESTS ?= 100
 FRESH ?=
 
-.PHONY: run test bench lint redis install world nightly serve clean
+.PHONY: run test bench bench-publish bench-peers lint redis install world nightly serve clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh "$(PYTHON)" "$(VENV)"
@@ -51,8 +51,17 @@ run: install redis
 test: install redis
 	bash scripts/run_tests.sh
 
-bench: install redis
+# `make bench` writes bench/results/latest/ (ignored by git); only `make bench-publish` replaces the
+# committed bench/results/*.json|png that the README's table and plots come from
+bench: install redis bench-peers
 	$(PY) -m bench
+
+bench-peers:
+	bash bench/peers/setup.sh feast
+	bash bench/peers/setup.sh trees
+
+bench-publish:
+	$(PY) -m bench._meta publish
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,7 @@
 """Benchmark: the batch pipeline on the demo world — ETL events/min (goal >= 5 M/min on 2 cores),
 embeddings and training time, NDCG@20 of the model vs the popularity baseline on the 24 h holdout.
 
-python -m bench.bench_batch [--lake var/lake] [--size demo] [--results bench/results]
+python -m bench.bench_batch [--lake var/lake] [--size demo] [--results bench/results/latest]
 
 Uses ``--lake`` if it holds a world, else builds one of ``--size`` in a temporary folder. Runs in a
 private JAIKOD_HOME (temporary), so the registry under var/ is not touched. Prints a rich table and
@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._meta import LATEST
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lake", type=Path, default=ROOT / "var" / "lake")
     ap.add_argument("--size", default="demo")
-    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--results", type=Path, default=LATEST)
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="jaikod-bench-batch-"))
     os.environ["JAIKOD_HOME"] = str(tmp / "home")

@@ -1,7 +1,7 @@
 """Benchmark: auto-boost autopilot simulation — clicks per budget of the Thompson-sampling bandit vs
 uniform and random allocation, on synthetic worlds (hidden click model), several seeds.
 
-python -m bench.bench_boost [--size tiny] [--seeds 0,1,2] [--days 7] [--results bench/results]
+python -m bench.bench_boost [--size tiny] [--seeds 0,1,2] [--days 7] [--results bench/results/latest]
 
 Builds each world into a temporary folder (no images), runs :func:`batch.boost.simulate` and an ablation
 without the bid decay (``bid_decay=1``: the bandit's choice of listings alone). Prints a rich table and
@@ -11,7 +11,6 @@ writes ``<results>/boost.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -21,10 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.boost import simulate
+from bench._meta import LATEST, write_result
 from engines.boost import BoostConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = ROOT / "bench" / "results"
+DEFAULT_RESULTS = LATEST
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{r['bandit_vs_uniform']:.2f}x")
     Console().print(table)
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "boost.json").write_text(json.dumps(out, indent=2))
+    write_result(a.results / "boost.json", out, world=f"{a.size} worlds, seeds {a.seeds}, built by this benchmark")
     return out
 
 

@@ -1,21 +1,21 @@
 """Benchmark entry: the real-data LTR check (Yahoo LTR sample), JSON + PNG in bench/results/.
 
-python -m bench.bench_ltr [--data ../shared/data/ltr-yahoo-sample] [--out bench/results]
+python -m bench.bench_ltr [--data ../shared/data/ltr-yahoo-sample] [--out bench/results/latest]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from batch.ltr_check import KS, print_table, run_ltr_check
+from bench._meta import LATEST, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ltr-yahoo-sample"
-DEFAULT_OUT = ROOT / "bench" / "results"
+DEFAULT_OUT = LATEST
 
 
 def plot_ltr(result: dict[str, Any], path: Path) -> Path:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = run_ltr_check(args.data)
     print_table(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ltr.json").write_text(json.dumps(result, indent=2, default=str))
+    write_result(args.out / "ltr.json", result, world=f"public LTR data: {args.data}")
     plot_ltr(result, args.out / "ltr.png")
     print(f"wrote {args.out / 'ltr.json'} and {args.out / 'ltr.png'}")
     return result

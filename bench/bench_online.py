@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from bench._meta import LATEST, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "results"
-CONCURRENCY = (1, 4, 8, 16, 32)
+CONCURRENCY = (1, 2, 4, 8, 16, 32)
 
 
 def _free_port() -> int:
@@ -44,19 +45,21 @@ def pct(xs, q) -> float:
 
 
 @contextlib.contextmanager
-def private_redis(tmp: Path):
+def private_redis(tmp: Path, dbfilename: str | None = None):
+    """A redis-server of this benchmark on a free port (``dbfilename``: start from that RDB in ``tmp``)."""
     port = _free_port()
+    extra = ["--dbfilename", dbfilename] if dbfilename else []
     proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import redis
 
     url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
+    for _ in range(3000):  # loading a copied RDB takes a few seconds
         try:
             redis.Redis.from_url(url).ping()
             break
-        except redis.ConnectionError:
+        except (redis.ConnectionError, redis.BusyLoadingError):
             time.sleep(0.02)
     try:
         yield url
@@ -98,7 +101,10 @@ def bench_pipeline(state, users: list[int], n: int, warmup: int = 30) -> dict[st
     pipe = RankingPipeline(state)
     stages: dict[str, list[float]] = {}
     n_cand, fallbacks = [], {}
+    cpu0 = 0.0
     for i in range(warmup + n):
+        if i == warmup:
+            cpu0 = time.process_time()
         ctx = _ctx(FeedRequest(user_id=users[i % len(users)], limit=20), "feed", "", False, state.settings)
         res = pipe.rank(ctx)
         if i < warmup:
@@ -108,10 +114,12 @@ def bench_pipeline(state, users: list[int], n: int, warmup: int = 30) -> dict[st
         n_cand.append(res.batch.n if res.batch is not None else 0)
         for f in ctx.fallbacks:
             fallbacks[f] = fallbacks.get(f, 0) + 1
+    cpu = time.process_time() - cpu0
     out = {k: {"p50_ms": pct(v, 50), "p99_ms": pct(v, 99)} for k, v in stages.items()}
     uh = np.asarray(stages["user"]) + np.asarray(stages["hydration"])
     return {"n": n, "stages": out, "candidates_mean": float(np.mean(n_cand)), "candidates_max": int(max(n_cand)),
-            "user_plus_hydration": {"p50_ms": pct(uh, 50), "p99_ms": pct(uh, 99)}, "fallbacks": fallbacks}
+            "user_plus_hydration": {"p50_ms": pct(uh, 50), "p99_ms": pct(uh, 99)}, "fallbacks": fallbacks,
+            "cpu_ms_per_request": 1000 * cpu / n}
 
 
 def bench_scoring(state, users: list[int], n: int = 300) -> dict[str, Any]:
@@ -194,25 +202,92 @@ def uvicorn_server(target: str, env: dict[str, str], workers: int = 1):
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        SERVERS[base] = proc.pid
         yield base
     finally:
+        SERVERS.pop(base, None)
         proc.terminate()
         proc.wait(timeout=10)
+
+
+SERVERS: dict[str, int] = {}  # base URL -> pid of the server process (its workers are its children)
+
+
+def server_cpu_s(base: str) -> float:
+    """CPU seconds (user + system) of the server at ``base``: the process and its worker children."""
+    import psutil
+
+    root = psutil.Process(SERVERS[base])
+    total = 0.0
+    for p in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def http_sequential(base: str, path: str, bodies: list[dict], n: int, warmup: int = 30) -> dict[str, Any]:
     import httpx
 
     lat, codes = [], {}
+    cpu0 = 0.0
     with httpx.Client(base_url=base, timeout=10) as c:
         for i in range(warmup + n):
+            if i == warmup:
+                cpu0 = server_cpu_s(base)
             t0 = time.perf_counter()
             r = c.post(path, json=bodies[i % len(bodies)])
             dt = (time.perf_counter() - t0) * 1000
             if i >= warmup:
                 lat.append(dt)
                 codes[r.status_code] = codes.get(r.status_code, 0) + 1
-    return {"n": n, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "status": codes}
+    cpu = server_cpu_s(base) - cpu0
+    return {"n": n, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "status": codes,
+            "server_cpu_ms_per_request": 1000 * cpu / n}
+
+
+WRK_LUA = """
+local bodies = {BODIES}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "{PATH}", {["Content-Type"] = "application/json"}, bodies[(i % #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON{"requests":%d,"duration_us":%d,"socket_errors":%d,"non2xx":%d,' ..
+    '"timeouts":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d}\\n', summary.requests, summary.duration,
+    e.connect + e.read + e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max))
+end
+"""
+
+
+def wrk_sweep(base: str, path: str, bodies: list[dict], conns: tuple[int, ...], duration_s: float,
+              tmp: Path) -> list[dict[str, Any]]:
+    """wrk (one thread, ``c`` keep-alive connections, fixed duration) per concurrency level; server CPU too."""
+    import orjson
+
+    script = tmp / f"wrk_{abs(hash(path))}.lua"
+    lua_bodies = "{" + ",".join(json.dumps(orjson.dumps(b).decode()) for b in bodies) + "}"
+    script.write_text(WRK_LUA.replace("{BODIES}", lua_bodies).replace("{PATH}", path))
+    rows = []
+    for c in conns:
+        cpu0 = server_cpu_s(base)
+        out = subprocess.run([shutil.which("wrk") or "wrk", "-t1", f"-c{c}", f"-d{duration_s:g}s", "--timeout", "5s",
+                              "-s", str(script), base], capture_output=True, text=True, timeout=duration_s + 60)
+        cpu = server_cpu_s(base) - cpu0
+        line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON")), None)
+        if line is None:
+            raise RuntimeError(f"wrk gave no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+        w = json.loads(line.removeprefix("WRKJSON"))
+        secs = w["duration_us"] / 1e6
+        rows.append({"concurrency": c, "requests": w["requests"], "rps": w["requests"] / secs,
+                     "p50_ms": w["p50_us"] / 1000, "p90_ms": w["p90_us"] / 1000, "p99_ms": w["p99_us"] / 1000,
+                     "max_ms": w["max_us"] / 1000, "non2xx": w["non2xx"], "socket_errors": w["socket_errors"],
+                     "timeouts": w["timeouts"], "server_cpu_ms_per_request": 1000 * cpu / max(1, w["requests"]),
+                     "tool": "wrk 4 (-t1, keep-alive)"})
+    return rows
 
 
 async def _load(base: str, path: str, bodies: list[dict], conc: int, max_requests: int, max_s: float):
@@ -254,7 +329,17 @@ def knee(rows: list[dict[str, Any]]) -> int:
     return next(r["concurrency"] for r in rows if r["rps"] >= 0.9 * best)
 
 
+def knee_point(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    k = knee(rows)
+    r = next(r for r in rows if r["concurrency"] == k)
+    return {"concurrency": k, "rps": r["rps"], "p99_ms": r["p99_ms"]}
+
+
 # ---- report ----------------------------------------------------------------------------------------
+def _sweeps(h: dict[str, Any]) -> list[str]:
+    return [k.removeprefix("sweep_") for k in h if k.startswith("sweep_")]
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -270,61 +355,84 @@ def plot(result: dict[str, Any], path: Path) -> None:
     a1.set_xticks(x, names, rotation=30)
     a1.set_ylabel("ms")
     a1.axhline(8, ls="--", c="gray", lw=1, label="target p99 8 ms (total)")
-    a1.set_title(f"in-process pipeline, ~{result['pipeline']['candidates_mean']:.0f} candidates")
+    a1.set_title(f"in-process pipeline, {result['pipeline']['candidates_mean']:.0f} candidates scored (mean)")
     a1.legend(fontsize=8)
-    for key, style in (("feed", "-o"), ("bare", "--s")):
-        rows = result["http"][f"sweep_{key}"]
-        c = [r["concurrency"] for r in rows]
-        a2.plot(c, [r["rps"] for r in rows], style, label=f"{key} RPS")
-    a2.set_xscale("log", base=2)
-    a2.set_xlabel("concurrent clients")
-    a2.set_ylabel("requests/s")
-    a3 = a2.twinx()
-    rows = result["http"]["sweep_feed"]
-    a3.plot([r["concurrency"] for r in rows], [r["p99_ms"] for r in rows], ":^", c="red", label="feed p99 ms")
-    a3.set_ylabel("p99 ms")
-    a2.axvline(result["http"]["knee_feed"], c="gray", lw=1)
-    a2.legend(loc="upper left", fontsize=8)
-    a3.legend(loc="lower right", fontsize=8)
-    a2.set_title("HTTP /v1/feed throughput vs concurrency (uvicorn, 1 worker)")
+    h = result["http"]
+    for key in _sweeps(h):
+        rows = h[f"sweep_{key}"]
+        line, = a2.plot([r["rps"] for r in rows], [r["p99_ms"] for r in rows], "-o", label=key.replace("_", " "))
+        k = h[f"knee_{key}"]
+        a2.plot([k["rps"]], [k["p99_ms"]], "*", ms=16, c=line.get_color())
+        for r in rows:
+            a2.annotate(str(r["concurrency"]), (r["rps"], r["p99_ms"]), fontsize=6, xytext=(2, 2),
+                        textcoords="offset points")
+    a2.set_yscale("log")
+    a2.set_xlabel("requests/s (wrk, labels: connections)")
+    a2.set_ylabel("p99 ms (log)")
+    a2.set_title("RPS vs p99, knee starred (load tool on the same 2 cores)")
+    a2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
-def print_table(result: dict[str, Any]) -> None:
+def print_table(result: dict[str, Any], world: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"online ranking service — {result['machine']}")
+    t = Table(title=f"online ranking service — {world}")
     for col in ("measure", "p50 ms", "p99 ms", "other", "issue target"):
         t.add_column(col)
     p = result["pipeline"]
     for k, v in p["stages"].items():
         t.add_row(f"pipeline: {k}", f"{v['p50_ms']:.3f}", f"{v['p99_ms']:.3f}", "",
                   "p99 <= 8" if k == "total" else "")
+    t.add_row("pipeline CPU / request", "", "", f"{p['cpu_ms_per_request']:.2f} ms", "<= 3 ms at 1,000")
     uh = p["user_plus_hydration"]
     t.add_row("hydration (user + product + context)", f"{uh['p50_ms']:.3f}", f"{uh['p99_ms']:.3f}",
-              f"{p['candidates_mean']:.0f} cand.", "p99 <= 5")
+              f"{p['candidates_mean']:.0f} cand.", "")
     s = result["scoring"]
     t.add_row("scoring stage", f"{s['stage_p50_ms']:.3f}", f"{s['stage_p99_ms']:.3f}",
-              f"ratio {s['ratio_stage_vs_bare_ctr_cvr']:.2f}x", "<= 1.3x")
+              f"ratio {s['ratio_stage_vs_bare_ctr_cvr']:.2f}x", "<= 1.1x")
     t.add_row("bare inplace_predict pCTR+pCVR", f"{s['bare_ctr_cvr_p50_ms']:.3f}", "", f"matrix {s['matrix']}", "")
     m = result["redis_mget"]
-    t.add_row("Redis MGET 1,000 rows", f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", f"{m['row_bytes']} B/row",
-              "1.2 ms ref")
+    t.add_row("Redis MGET 1,000 rows", f"{m['p50_ms']:.3f}", f"{m['p99_ms']:.3f}", f"{m['row_bytes']} B/row", "")
     h = result["http"]
-    t.add_row("HTTP /v1/feed sequential", f"{h['feed_sequential']['p50_ms']:.3f}",
-              f"{h['feed_sequential']['p99_ms']:.3f}", "", "p99 <= 15")
-    t.add_row("HTTP bare FastAPI+orjson", f"{h['bare_sequential']['p50_ms']:.3f}",
-              f"{h['bare_sequential']['p99_ms']:.3f}", "", "0.5 ms ref")
-    keys = ["feed", *[k.removeprefix("sweep_") for k in h if k.startswith("sweep_feed_")], "bare"]
-    for key in keys:
+    for key in ("feed", "bare"):
+        q = h[f"{key}_sequential"]
+        t.add_row(f"HTTP {key} sequential", f"{q['p50_ms']:.3f}", f"{q['p99_ms']:.3f}",
+                  f"server CPU {q['server_cpu_ms_per_request']:.2f} ms/req", "p99 <= 8" if key == "feed" else "")
+    for key in _sweeps(h):
         for r in h[f"sweep_{key}"]:
             t.add_row(f"HTTP {key.replace('_', ' ')} c={r['concurrency']}", f"{r['p50_ms']:.2f}",
-                      f"{r['p99_ms']:.2f}", f"{r['rps']:.0f} rps",
-                      ">= 250 rps @ p99 <= 50" if key.startswith("feed") else "")
-    t.add_row("knee (feed)", "", "", f"c={h['knee_feed']}", "")
+                      f"{r['p99_ms']:.2f}", f"{r['rps']:.0f} rps, CPU {r['server_cpu_ms_per_request']:.2f} ms/req", "")
+        k = h[f"knee_{key}"]
+        t.add_row(f"knee {key.replace('_', ' ')}", "", f"{k['p99_ms']:.2f}", f"c={k['concurrency']}: {k['rps']:.0f} rps",
+                  ">= 2x today's" if key.startswith("feed_") else "")
     Console().print(t)
+
+
+def open_world(stack: contextlib.ExitStack, home: Path | None, prefix: str) -> tuple[Path, str]:
+    """(temp dir, world description): ``home``'s world (read only) or a tiny world built into a private
+    Redis; settings and backend reset to it (CPU unless JAIKOD_DEVICE says otherwise)."""
+    from gpu_core.device import reset_backend
+    from gpu_core.settings import reset_settings
+
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    if home is None:
+        url = stack.enter_context(private_redis(tmp))
+        os.environ.update(JAIKOD_HOME=str(tmp / "home"), JAIKOD_REDIS_URL=url)
+        reset_settings()
+        t0 = time.perf_counter()
+        build_tiny_world(tmp / "home")
+        world = f"tiny (seed 3, built by this benchmark in {time.perf_counter() - t0:.0f} s)"
+    else:
+        os.environ["JAIKOD_HOME"] = str(home.resolve())
+        world = f"{home} (read only)"
+    os.environ.setdefault("JAIKOD_DEVICE", "cpu")
+    reset_settings()
+    reset_backend()
+    return tmp, world
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -332,48 +440,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--home", type=Path, help="an existing world's JAIKOD_HOME (default: build a tiny one)")
     ap.add_argument("--n", type=int, default=400, help="in-process requests")
     ap.add_argument("--http-n", type=int, default=300, help="sequential HTTP requests")
-    ap.add_argument("--max-requests", type=int, default=600, help="requests per concurrency level")
-    ap.add_argument("--max-s", type=float, default=8.0, help="seconds per concurrency level at most")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--conns", default=",".join(map(str, CONCURRENCY)), help="wrk connections per level")
+    ap.add_argument("--duration-s", type=float, default=4.0, help="seconds of wrk per level")
+    ap.add_argument("--max-requests", type=int, default=600, help="(no wrk) requests per level")
+    ap.add_argument("--max-s", type=float, default=8.0, help="(no wrk) seconds per level at most")
+    ap.add_argument("--out", type=Path, default=LATEST)
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers for the second feed sweep")
     args = ap.parse_args(argv)
-
-    from gpu_core.device import reset_backend
-    from gpu_core.settings import reset_settings
+    conns = tuple(int(c) for c in args.conns.split(","))
 
     with contextlib.ExitStack() as stack:
-        if args.home is None:
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jk-bench-online-")))
-            url = stack.enter_context(private_redis(tmp))
-            os.environ.update(JAIKOD_HOME=str(tmp / "home"), JAIKOD_REDIS_URL=url)
-            os.environ.setdefault("JAIKOD_DEVICE", "cpu")
-            reset_settings()
-            reset_backend()
-            t0 = time.perf_counter()
-            build_tiny_world(tmp / "home")
-            world = f"tiny (seed 3, built in {time.perf_counter() - t0:.0f} s)"
-        else:
-            os.environ["JAIKOD_HOME"] = str(args.home.resolve())
-            reset_settings()
-            reset_backend()
-            world = str(args.home)
-        from gpu_core.device import backend
-
+        tmp, world = open_world(stack, args.home, "jk-bench-online-")
         state = make_state()
         users = user_ids(state)
-        result: dict[str, Any] = {
-            "machine": f"{os.cpu_count()} cores, device {backend().name}, shared with other engineers (loaded)",
-            "world": world, "n_products": len(state.mirror.ids), "model_version": state.models.get("production").label,
-        }
+        result: dict[str, Any] = {"n_products": len(state.mirror.ids),
+                                  "model_version": state.models.get("production").label,
+                                  "gpu": "GPU: not measured"}
         result["pipeline"] = bench_pipeline(state, users, args.n)
         result["scoring"] = bench_scoring(state, users)
         result["redis_mget"] = bench_mget(state)
         env = {k: os.environ[k] for k in ("JAIKOD_HOME", "JAIKOD_REDIS_URL", "JAIKOD_DEVICE") if k in os.environ}
         env["JAIKOD_REPLAY_SAMPLE_RATE"] = "0"
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (str(ROOT), os.environ.get("PYTHONPATH")) if x)
         bodies = [{"user_id": u, "limit": 20} for u in users]
         words = ("iphone มือสอง", "ไอโฟน", "กล้อง", "โซฟา ikea", "sony camera", "รองเท้า nike", "iphnoe", "zzzzqqq")
         search_bodies = [{**b, "query": words[i % len(words)]} for i, b in enumerate(bodies)]
-        http: dict[str, Any] = {}
+        have_wrk = shutil.which("wrk") is not None
+
+        def load(base: str, path: str) -> list[dict[str, Any]]:
+            if have_wrk:
+                return wrk_sweep(base, path, bodies, conns, args.duration_s, tmp)
+            return sweep(base, path, bodies, args.max_requests, args.max_s)
+
+        http: dict[str, Any] = {"load_tool": "wrk" if have_wrk else "httpx asyncio (wrk not installed)",
+                                "candidates_scored_mean": result["pipeline"]["candidates_mean"]}
         with uvicorn_server("online.app:create_app", env) as base:
             # the first search after /readyz said ready (the issue's cold start), then both endpoints in turn
             t0 = time.perf_counter()
@@ -384,24 +484,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             http["feed_sequential"] = http_sequential(base, "/v1/feed", bodies, args.http_n)
             http["search_sequential"] = http_sequential(base, "/v1/search", search_bodies, args.http_n)
             http["search_p99_over_feed_p99"] = http["search_sequential"]["p99_ms"] / http["feed_sequential"]["p99_ms"]
-            http["sweep_feed"] = sweep(base, "/v1/feed", bodies, args.max_requests, args.max_s)
+            http["sweep_feed_1_worker"] = load(base, "/v1/feed")
         if args.workers > 1:  # the same sweep with one uvicorn worker per core
             with uvicorn_server("online.app:create_app", env, workers=args.workers) as base:
-                http[f"sweep_feed_{args.workers}_workers"] = sweep(base, "/v1/feed", bodies, args.max_requests,
-                                                                   args.max_s)
-            http[f"knee_feed_{args.workers}_workers"] = knee(http[f"sweep_feed_{args.workers}_workers"])
+                http[f"sweep_feed_{args.workers}_workers"] = load(base, "/v1/feed")
         with uvicorn_server("bench._bare_app:create_app", env) as base:
             http["bare_sequential"] = http_sequential(base, "/echo", bodies, args.http_n)
-            http["sweep_bare"] = sweep(base, "/echo", bodies, args.max_requests, args.max_s)
-        http["knee_feed"] = knee(http["sweep_feed"])
-        http["knee_bare"] = knee(http["sweep_bare"])
+            http["sweep_bare_1_worker"] = load(base, "/echo")
+        for key in _sweeps(http):
+            http[f"knee_{key}"] = knee_point(http[f"sweep_{key}"])
         result["http"] = http
         state.stop()
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "online.json").write_text(json.dumps(result, indent=2))
+    write_result(args.out / "online.json", result, world=world)
     plot(result, args.out / "online.png")
-    print_table(result)
+    print_table(result, world)
     return result
 
 

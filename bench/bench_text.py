@@ -1,6 +1,6 @@
 """Benchmark: moderation quality on the hand-written set, then ``POST /v1/analyze-text`` over real HTTP.
 
-python -m bench.bench_text [--requests 600] [--concurrency 4] [--cores 0,1] [--results bench/results]
+python -m bench.bench_text [--requests 600] [--concurrency 4] [--cores 0,1] [--results bench/results/latest]
                            [--split test|dev|all] [--skip-http]
 
 Quality: ``bench/data/text_eval.jsonl`` (461 messages + 244 honest listings written by hand, independently
@@ -35,8 +35,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench._meta import LATEST, write_result
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = ROOT / "bench" / "results"
+DEFAULT_RESULTS = LATEST
 
 
 EVAL_PATH = ROOT / "bench" / "data" / "text_eval.jsonl"
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.results.mkdir(parents=True, exist_ok=True)
     q = quality(_ensure_model(), args.split)
     print_quality(q)
-    (args.results / "text_quality.json").write_text(json.dumps(q, indent=2, ensure_ascii=False))
+    write_result(args.results / "text_quality.json", q, world="bench/data/text_eval.jsonl (hand-written)")
     plot_quality(q, args.results / "text_quality.png")
     Console().print(f"wrote {args.results / 'text_quality.json'} and text_quality.png; goals: {q['goals']}")
     if args.skip_http:
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = run(args.requests, args.concurrency, cores)
     print_result(result)
     path = args.results / "text.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_result(path, result, world="bench/data/text_eval.jsonl (hand-written)")
     Console().print(f"wrote {path}")
     return result
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import tempfile
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench._meta import LATEST, write_result
 
 
 def percentiles(lat_s: list[float]) -> dict:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--window-ms", type=float, default=None)
     ap.add_argument("--max-batch", type=int, default=None)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vision.json")
+    ap.add_argument("--out", type=Path, default=LATEST / "vision.json")
     args = ap.parse_args(argv)
 
     import onnxruntime as ort
@@ -155,8 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     from bench.bench_vision_real import run as run_real
 
     results["real_photos"] = run_real(svc, s)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    write_result(args.out, results, world="drawn world images + real photos shipped in wheels")
 
     table = Table(title=f"analyze-image ({results['runtime']}, {results['device']}, {results['cpu_count']} cores)")
     for col in ("scenario", "images/s", "p50 ms", "p95 ms", "p99 ms", "mean batch"):

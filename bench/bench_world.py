@@ -1,6 +1,6 @@
 """Benchmark: build a synthetic world (demo by default) and report build time and event throughput.
 
-python -m bench.bench_world [--size demo] [--seed 0] [--out DIR] [--no-images] [--results bench/results]
+python -m bench.bench_world [--size demo] [--seed 0] [--out DIR] [--no-images] [--results bench/results/latest]
 
 Builds into a temporary folder (removed afterwards) unless ``--out`` is given, prints a rich table
 and writes ``<results>/world.json`` (per-stage wall times from the progress callback included).
@@ -9,7 +9,6 @@ and writes ``<results>/world.json`` (per-stage wall times from the progress call
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -22,9 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.world.generate import SIZES, build_world
+from bench._meta import LATEST, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = ROOT / "bench" / "results"
+DEFAULT_RESULTS = LATEST
 
 
 def run(size: str, seed: int, out: Path | None, images: bool, scheduler: str | None) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_result(result)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "world.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_result(path, result, world=f"{args.size} (seed {args.seed}), built by this benchmark")
     Console().print(f"wrote {path}")
     return result
 

@@ -10,7 +10,10 @@ the same arithmetic on the same matrix.
 
 from __future__ import annotations
 
+import ctypes
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +76,14 @@ class Ranker:
         return (0, best) if best > 0 else (0, 0)
 
     def predict(self, X: Any, xp: Any = np) -> tuple[Any, Any]:
-        """(pCTR, pCVR) float32 for the rows of ``X`` (cupy arrays stay on the GPU)."""
+        """(pCTR, pCVR) float32 for the rows of ``X`` (cupy arrays stay on the GPU).
+
+        A host float32 matrix goes straight to XGBoost's C predictor (:func:`predict_dense`: the call
+        ``inplace_predict`` makes, without its per-call Python work); anything else through
+        ``inplace_predict``. Both run the same C function on the same booster: equal bits."""
+        if xp is np and _dense_ok(X):
+            return (predict_dense(self.ctr, X, self._range(self.best_ctr)),
+                    predict_dense(self.cvr, X, self._range(self.best_cvr)))
         p_ctr = xp.asarray(self.ctr.inplace_predict(X, iteration_range=self._range(self.best_ctr)), dtype=xp.float32)
         p_cvr = xp.asarray(self.cvr.inplace_predict(X, iteration_range=self._range(self.best_cvr)), dtype=xp.float32)
         return p_ctr, p_cvr
@@ -93,6 +103,48 @@ class Ranker:
             out.append({"bias": float(row[-1]), "margin": float(margin), "contributions": best,
                         "all_contributions": contrib})
         return out
+
+
+def _dense_ok(X: Any) -> bool:
+    return (_XGB_C is not None and isinstance(X, np.ndarray) and X.dtype == np.float32 and X.ndim == 2
+            and X.flags.c_contiguous and X.shape[0] > 0)
+
+
+def _xgb_c() -> Any:
+    """XGBoost's C library and helpers, or None (another xgboost layout: ``inplace_predict`` is used)."""
+    try:
+        from xgboost.core import _LIB, _check_call, c_bst_ulong
+
+        _LIB.XGBoosterPredictFromDense  # noqa: B018 - the entry point must exist
+    except (ImportError, AttributeError):
+        return None
+    return _LIB, _check_call, c_bst_ulong
+
+
+_XGB_C = _xgb_c()
+_NULL_PROXY = ctypes.c_void_p()
+
+
+@lru_cache(maxsize=64)
+def _predict_args(begin: int, end: int) -> bytes:
+    """The JSON arguments ``inplace_predict`` builds on every call (type 0: values), built once."""
+    return json.dumps({"type": 0, "training": False, "iteration_begin": begin, "iteration_end": end,
+                       "missing": float("nan"), "strict_shape": False, "cache_id": 0}).encode()
+
+
+def predict_dense(booster: Any, X: np.ndarray, iteration_range: tuple[int, int]) -> np.ndarray:
+    """``booster.inplace_predict(X, iteration_range=...)`` for a C-contiguous float32 host matrix, as one C
+    call (XGBoosterPredictFromDense, the function ``inplace_predict`` calls): float32 [n], a copy."""
+    lib, check, ulong = _XGB_C
+    n, f = X.shape
+    iface = b'{"data":[%d,true],"shape":[%d,%d],"strides":null,"typestr":"<f4","version":3}' % (
+        X.ctypes.data, n, f)
+    shape, dims, preds = ctypes.POINTER(ulong)(), ulong(), ctypes.POINTER(ctypes.c_float)()
+    check(lib.XGBoosterPredictFromDense(booster.handle, iface, _predict_args(*iteration_range), _NULL_PROXY,
+                                        ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(preds)))
+    if dims.value != 1 or shape[0] != n:  # multi-output or another layout: the public path
+        return np.asarray(booster.inplace_predict(X, iteration_range=iteration_range), dtype=np.float32)
+    return np.ctypeslib.as_array(preds, (n,)).copy()  # the buffer belongs to the booster (next call reuses it)
 
 
 @dataclass(frozen=True)
