@@ -74,6 +74,19 @@ class Settings(BaseSettings):
     replay_ttl_s: int = 7 * 24 * 3600
     log_requests: bool = False  # one JSON log line per ranked request
 
+    # --- the edge: input limits, admission control, slow vs down (issue 15) ----------------
+    max_body_bytes: int = 1 << 20  # JSON request bodies larger than this -> 413 (before they are read)
+    max_events_body_bytes: int = 4 << 20  # POST /v1/events (up to 5,000 events per batch)
+    max_upload_body_bytes: int = 80 << 20  # image endpoints (multipart / base64): ID card + 8 selfies
+    max_header_bytes: int = 8192  # all request headers together -> 431
+    max_in_flight: int = 4  # ranking requests (/v1/feed, /v1/search) in flight per worker; more -> 429
+    max_in_flight_other: int = 16  # other /v1 requests (events, text, listings, fraud) per worker
+    max_queue_ms: float = 25.0  # a request that waited longer than this for a thread is shed (429)
+    retry_after_s: int = 1  # Retry-After on a 429
+    redis_breaker_s: float = 0.25  # after a Redis timeout/refusal, requests skip Redis this long, then one probes
+    pii_key: str | None = Field(None, description="key of the PII hashes at rest; unset = <home>/pii_key")
+    aof_rewrite_interval_s: float = 3600.0  # BGREWRITEAOF this often (stream processor), so trimmed events leave the AOF
+
     # --- world -----------------------------------------------------------------------------
     world_days: int = 30
 
@@ -124,8 +137,12 @@ class Settings(BaseSettings):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-DIGEST_EXCLUDED = ("admin_token", "alert_webhook_url", "alert_routing_key", "host", "port", "workers", "home",
-                   "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests")
+DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing_key", "host", "port", "workers", "home",
+                   "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests",
+                   # the edge's limits decide whether a request is served, never its ranking
+                   "max_body_bytes", "max_events_body_bytes", "max_upload_body_bytes", "max_header_bytes",
+                   "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "redis_breaker_s",
+                   "aof_rewrite_interval_s")
 _current: Settings | None = None
 
 
