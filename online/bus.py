@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import orjson
 import redis
 
 from gpu_core.errors import ConfigError
@@ -24,6 +25,17 @@ log = logging.getLogger(__name__)
 class BusEntry(NamedTuple):
     id: str  # bus position (Redis stream id, or "partition:offset" on Kafka)
     event: dict[str, Any]
+    raw: bytes = b""  # the payload as it is on the bus (kept for the dead-letter stream)
+    problem: str | None = None  # why the payload is no event (undecodable); the processor dead-letters it
+
+
+def entry_of(eid: str, payload: bytes) -> BusEntry:
+    """A bus entry; a payload that does not decode is kept, with its problem, instead of raising."""
+    try:
+        event = decode_event(payload)
+    except (ValueError, TypeError) as exc:
+        return BusEntry(eid, {}, payload, f"payload is not JSON: {str(exc)[:200]}")
+    return BusEntry(eid, event, payload)
 
 
 @runtime_checkable
@@ -73,10 +85,13 @@ def _entries(raw: Any) -> list[BusEntry]:
     for eid, fields in raw or []:
         if fields is None:  # trimmed while pending
             continue
+        eid = eid.decode() if isinstance(eid, bytes) else eid
         payload = fields.get(b"e") if isinstance(fields, dict) else None
-        if payload is None:
+        if payload is None:  # an entry without the event field: poison too, never silently skipped
+            out.append(BusEntry(eid, {}, orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
+                                                         for k, v in (fields or {}).items()}), "no 'e' field"))
             continue
-        out.append(BusEntry(eid.decode() if isinstance(eid, bytes) else eid, decode_event(payload)))
+        out.append(entry_of(eid, payload))
     return out
 
 
@@ -222,7 +237,7 @@ class KafkaBus:
                 continue
             mid = f"{m.partition()}:{m.offset()}"
             self._msgs[mid] = m
-            out.append(BusEntry(mid, decode_event(m.value())))
+            out.append(entry_of(mid, m.value() or b""))
         return out
 
     def claim(self, consumer: str, min_idle_ms: int, count: int) -> list[BusEntry]:

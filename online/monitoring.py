@@ -27,7 +27,7 @@ import orjson
 from prometheus_client.core import GaugeMetricFamily
 
 from gpu_core.settings import Settings, get_settings
-from gpu_core.streams import DRIFT_PSI, STREAM_STATS, VERSION_STATS, latency_bucket
+from gpu_core.streams import DEAD_LETTER, DRIFT_PSI, STREAM_STATS, VERSION_STATS, latency_bucket
 
 if TYPE_CHECKING:
     from online.wiring import Services
@@ -230,6 +230,7 @@ class StoreCollector:
         mreq = GaugeMetricFamily("jaikod_model_requests", "Feed requests served per model version",
                                  labels=["model_version", "kind"])
         lag = GaugeMetricFamily("jaikod_stream_lag", "Event stream entries not yet processed", labels=["kind"])
+        dead = GaugeMetricFamily("jaikod_stream_dead_letters", "Poison events waiting in the dead-letter stream")
         try:
             for k, v in r.hgetall(DRIFT_PSI).items():
                 psi.add_metric([k.decode()], float(v))
@@ -243,11 +244,12 @@ class StoreCollector:
             for kind, n in self.svc.event_bus().lag().items():
                 lag.add_metric([kind], float(n))
             stats = {k.decode(): int(v) for k, v in r.hgetall(STREAM_STATS).items()}
-            for kind in ("applied", "archived"):
+            for kind in ("applied", "archived", "dead_lettered"):
                 lag.add_metric([f"{kind}_total"], float(stats.get(kind, 0)))
+            dead.add_metric([], float(r.xlen(DEAD_LETTER)))
         except Exception as exc:  # a scrape never fails because Redis is slow
             log.warning("store metrics unavailable: %s", type(exc).__name__)
-        yield from (psi, ctr, mreq, lag)
+        yield from (psi, ctr, mreq, lag, dead)
 
 
 def install_monitoring(app: Any, services: Services) -> FeedRecorder:
