@@ -30,7 +30,7 @@ def pii_key(settings: Settings | None = None) -> bytes:
     if s.pii_key:
         return s.pii_key.encode()
     path = Path(s.home) / KEY_FILE
-    cache = str(path.resolve())
+    cache = str(path)
     key = _keys.get(cache)
     if key is not None:
         return key

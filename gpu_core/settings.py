@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     max_events_body_bytes: int = 4 << 20  # POST /v1/events (up to 5,000 events per batch)
     max_upload_body_bytes: int = 80 << 20  # image endpoints (multipart / base64): ID card + 8 selfies
     max_header_bytes: int = 8192  # all request headers together -> 431
-    max_in_flight: int = 4  # ranking requests (/v1/feed, /v1/search) in flight per worker; more -> 429
+    max_in_flight: int = 2  # ranking requests (/v1/feed, /v1/search) in flight per worker; more -> 429
     max_in_flight_other: int = 16  # other /v1 requests (events, text, listings, fraud) per worker
     max_queue_ms: float = 25.0  # a request that waited longer than this for a thread is shed (429)
     retry_after_s: int = 1  # Retry-After on a 429

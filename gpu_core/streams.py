@@ -4,8 +4,8 @@ format of an event on the bus.
 
 ======================================  ========================================================
 ``{settings.event_stream}``             Redis stream of accepted events, one field ``e`` (JSON)
-``jk:ev:seen:{event_id}``               event API dedupe marker (TTL settings.event_dedupe_ttl_s)
-``jk:mv:seen:{event_id}``               per-version CTR counted once per event (TTL 7 days)
+``jk:ev:seen:{h(event_id)}``            event API dedupe marker (TTL settings.event_dedupe_ttl_s)
+``jk:mv:seen:{t}:{h(event_id)}``        per-version CTR counted once per event (TTL 7 days)
 ``jk:mv:{model_version}``               hash: impressions, clicks (from events), requests, errors,
                                         fallbacks, lat:{bucket} (feed latency histogram, ms buckets)
 ``jk:canary``                           hash: state of the canary (staging version, last decision)
@@ -17,6 +17,9 @@ format of an event on the bus.
 ``jk:stream:dead``                      Redis stream: poison events (fields ``e`` raw payload,
                                         ``reason``, ``source_id`` bus position, ``at_ms``)
 ======================================  ========================================================
+
+``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
+carry user data (a phone number, a name), so no key name holds it in plaintext.
 
 An event on the bus is valid when :func:`event_problem` finds nothing: the event API's schema checks
 the same rules at the edge, and the stream processor checks them again for whatever reached the bus by
@@ -47,6 +50,7 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (5, 10, 20, 30, 50, 75, 100, 150, 200, 3
 
 from gpu_core.ids import is_id  # noqa: E402
 from gpu_core.lake import EVENT_FIELDS  # noqa: E402,F401  (the event schema is the lake contract's)
+from gpu_core.pii import pseudonym  # noqa: E402
 from gpu_core.schema import DEVICE_TYPES, EVENT_TYPES  # noqa: E402
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01
@@ -88,6 +92,15 @@ def event_problem(e: Any) -> str | None:
         if e.get(k) is not None and not isinstance(e[k], bool):
             return f"{k} is not a boolean"
     return None
+
+
+def seen_event_key(event_id: str) -> str:
+    """The event API's dedupe marker of ``event_id`` (keyed hash: no client-chosen id in a key name)."""
+    return SEEN_EVENT.format(pseudonym(event_id))
+
+
+def version_seen_key(event_type: str, event_id: str) -> str:
+    return VERSION_SEEN.format(f"{event_type[:1]}:{pseudonym(event_id)}")
 
 
 def dead_letter_fields(payload: bytes, reason: str, source_id: str, at_ms: int) -> dict[str, bytes | str]:

@@ -17,7 +17,7 @@ import redis
 
 from gpu_core.errors import ConfigError
 from gpu_core.settings import Settings, get_settings
-from gpu_core.streams import SEEN_EVENT, decode_event, encode_event
+from gpu_core.streams import decode_event, encode_event, seen_event_key
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class RedisStreamsBus:
     def publish(self, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
         if not events:
             return 0, 0
-        keys = [self.stream] + [SEEN_EVENT.format(e["event_id"]) for e in events]
+        keys = [self.stream] + [seen_event_key(e["event_id"]) for e in events]
         acc, dup = self._publish(keys=keys, args=[self.ttl] + [encode_event(e) for e in events])
         if self.min_replicas > 0 and acc:
             got = self.r.execute_command("WAIT", self.min_replicas, 1000)
@@ -204,7 +204,7 @@ class KafkaBus:
     def publish(self, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
         new, dup = [], 0
         for e in events:
-            if self.dedupe is not None and not self.dedupe.set(SEEN_EVENT.format(e["event_id"]), "1", nx=True,
+            if self.dedupe is not None and not self.dedupe.set(seen_event_key(e["event_id"]), "1", nx=True,
                                                                 ex=self.ttl):
                 dup += 1
                 continue
@@ -216,7 +216,7 @@ class KafkaBus:
         left = self.producer.flush(self.timeout)
         if left or errors:
             if self.dedupe is not None and new:
-                self.dedupe.delete(*[SEEN_EVENT.format(e["event_id"]) for e in new])
+                self.dedupe.delete(*[seen_event_key(e["event_id"]) for e in new])
             raise ConnectionError(f"kafka append failed: {errors[:1] or f'{left} undelivered'}")
         return len(new), dup
 

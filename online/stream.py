@@ -44,6 +44,7 @@ import redis
 
 from gpu_core.feature_store import OnlineStore, applied_key
 from gpu_core.lake import commit_file, events_table, partition_dir, stage_file, staged_path
+from gpu_core.pii import pseudonym
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import (
@@ -51,11 +52,11 @@ from gpu_core.streams import (
     DEAD_LETTER_MAXLEN,
     MANIFEST,
     STREAM_STATS,
-    VERSION_SEEN,
     VERSION_STATS,
     dead_letter_fields,
     encode_event,
     event_problem,
+    version_seen_key,
 )
 from online.bus import BusEntry, EventBus, make_bus
 
@@ -106,6 +107,14 @@ class ProductCategories:
         return int(self.cats[i]) if i < len(self.ids) and self.ids[i] == pid else -1
 
 
+PSEUDONYMISED = ("event_id", "session_id")  # client-chosen ids: the lake keeps their keyed hash only
+
+
+def _pseudonymised(e: dict[str, Any]) -> dict[str, str]:
+    """The event's client-chosen ids as keyed hashes (stable, so the lake still de-duplicates and joins)."""
+    return {k: pseudonym(e[k]) for k in PSEUDONYMISED if e.get(k)}
+
+
 class StreamProcessor:
     def __init__(self, client: redis.Redis, lake: Path | str, consumer: str | None = None,
                  settings: Settings | None = None, bus: EventBus | None = None):
@@ -125,6 +134,7 @@ class StreamProcessor:
         self.dead_lettered = 0
         self._refused: set[str] = set()  # ids dead-lettered by the last apply (not buffered for the archive)
         self._last_claim = 0.0
+        self._last_aof = 0.0
 
     # ---- dead letters ------------------------------------------------------------------------
     def dead_letter(self, entries: list[tuple[BusEntry, str]]) -> int:
@@ -167,7 +177,7 @@ class StreamProcessor:
                                self.categories.of(pid), e.get("query") or "", pipe=pipe)
         mv = e.get("model_version")
         if mv and etype in ("impression", "click"):
-            self._count(keys=[VERSION_SEEN.format(f"{etype[0]}:{e['event_id']}"), VERSION_STATS.format(mv)],
+            self._count(keys=[version_seen_key(etype, e["event_id"]), VERSION_STATS.format(mv)],
                         args=[f"{etype}s", VERSION_TTL_S], client=pipe)
         self.store.set_flags(pid, sold=None if e.get("in_stock") is None else not e["in_stock"],
                              boosted=None if e.get("boosted") is None else bool(e["boosted"]), pipe=pipe)
@@ -196,7 +206,7 @@ class StreamProcessor:
         if poison:
             e = [entry.event for entry, _ in poison]
             self.r.delete(*[applied_key(x["event_id"]) for x in e],
-                          *[VERSION_SEEN.format(f"{x['event_type'][0]}:{x['event_id']}") for x in e])
+                          *[version_seen_key(x["event_type"], x["event_id"]) for x in e])
             self.dead_letter(poison)
             self._refused.update(entry.id for entry, _ in poison)
         new = sum(1 for v in applied if v == 1)
@@ -219,7 +229,7 @@ class StreamProcessor:
         for entry in entries:
             e = entry.event
             day = dt.datetime.fromtimestamp(int(e["ts"]) / 1000, dt.UTC).date()
-            by_day[day].append({**e, "_bus_id": entry.id})
+            by_day[day].append({**e, **_pseudonymised(e), "_bus_id": entry.id})
         files: list[Path] = []
         unarchivable: set[str] = set()
         for day, rows in sorted(by_day.items()):
@@ -334,8 +344,26 @@ class StreamProcessor:
             after = entries[-1].id
             self._maybe_flush()
 
+    def rewrite_aof(self) -> bool:
+        """``BGREWRITEAOF`` when Redis keeps an AOF, every ``aof_rewrite_interval_s``: entries trimmed from
+        the event bus (and expired markers) then leave the file on disk too. True when one was started."""
+        every = self.s.aof_rewrite_interval_s
+        now = time.monotonic()
+        if every <= 0 or now - self._last_aof < every:
+            return False
+        self._last_aof = now
+        try:
+            if self.r.config_get("appendonly").get("appendonly") != "yes":
+                return False
+            self.r.bgrewriteaof()
+            return True
+        except redis.RedisError as exc:  # one already running, or CONFIG/BGREWRITEAOF not allowed here
+            log.info("aof rewrite not started: %s", exc)
+            return False
+
     def step(self) -> int:
         """One read (blocking up to stream_block_ms), apply, and archive when due; entries read."""
+        self.rewrite_aof()
         now = time.monotonic()
         got: list[BusEntry] = []
         if now - self._last_claim >= max(self.s.stream_claim_idle_ms / 2000.0, 0.05):
