@@ -44,10 +44,10 @@ def pct(xs, q) -> float:
 
 
 @contextlib.contextmanager
-def private_redis(tmp: Path):
+def private_redis(tmp: Path, *extra: str):
     port = _free_port()
     proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import redis
 

@@ -23,8 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -33,30 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_online import OUT, _free_port, build_tiny_world, pct, uvicorn_server
-
-
-@contextlib.contextmanager
-def debug_redis(tmp: Path):
-    """A private redis-server that allows DEBUG SLEEP (loopback only)."""
-    import redis
-
-    port = _free_port()
-    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp),
-                             "--enable-debug-command", "local"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+from bench.bench_online import OUT, build_tiny_world, pct, private_redis, uvicorn_server
 
 
 async def closed_loop(base: str, bodies: list[dict], conc: int, max_s: float, path: str = "/v1/feed",
@@ -237,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jk-bench-rel-")))
-        url = stack.enter_context(debug_redis(tmp))
+        url = stack.enter_context(private_redis(tmp, "--enable-debug-command", "local"))
         os.environ.update(JAIKOD_HOME=str(tmp / "home"), JAIKOD_REDIS_URL=url)
         os.environ.setdefault("JAIKOD_DEVICE", "cpu")
         reset_settings()

@@ -10,7 +10,6 @@ keep for the ``text_match`` feature, and face images (eKYC, the face vault's own
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from tests.reliability.conftest import ROOT, LiveServer, free_port, server_env
+from tests.reliability.conftest import ROOT, LiveServer, server_env
 
 
 def _seeds() -> dict[str, str]:
@@ -32,30 +31,18 @@ def _seeds() -> dict[str, str]:
 
 @pytest.fixture()
 def aof_redis(tmp_path, tiny_world):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server")
-    port = free_port()
+    """A private Redis keeping an AOF (fsync always) and an uncompressed RDB, holding the tiny world."""
+    from tests.conftest import RedisServer
+
     data = tmp_path / "redis"
     data.mkdir()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                             "--appendonly", "yes", "--appendfsync", "always", "--rdbcompression", "no",
-                             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    r = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            r.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    pipe = r.pipeline(transaction=False)
+    server = RedisServer(data, ("--appendonly", "yes", "--appendfsync", "always", "--rdbcompression", "no"))
+    pipe = server.client().pipeline(transaction=False)
     for k, (pttl, payload) in tiny_world.dump.items():
         pipe.restore(k, max(int(pttl), 0), payload, replace=True)
     pipe.execute()
-    yield url, data
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield server.url, data
+    server.stop()
 
 
 def _hits(blob: bytes, seeds: dict[str, str]) -> list[str]:
