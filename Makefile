@@ -15,7 +15,7 @@ WORLD_SIZE ?= demo
 START_DATE ?= $(shell date -u -d '30 days ago' +%F)
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint redis install world nightly serve clean
+.PHONY: run test soak bench lint redis install world nightly serve clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh "$(PYTHON)" "$(VENV)"
@@ -35,6 +35,12 @@ run: install redis
 
 test: install redis
 	bash scripts/run_tests.sh
+
+# heavier reliability runs: the OpenAPI fuzz with 500 cases per operation, then the 10-minute soak
+# (flat memory) and the overload / slow-Redis figures (bench/results/reliability*.json)
+soak: install redis
+	FUZZ_EXAMPLES=500 $(PY) -m pytest tests/reliability -q
+	$(PY) -m bench.bench_reliability --soak-s 600
 
 bench: install redis
 	$(PY) -m bench
