@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     max_header_bytes: int = 8192  # all request headers together -> 431
     max_in_flight: int = 2  # ranking requests (/v1/feed, /v1/search) in flight per worker; more -> 429
     max_in_flight_other: int = 16  # other /v1 requests (events, text, listings, fraud) per worker
-    max_queue_ms: float = 25.0  # a request that waited longer than this for a thread is shed (429)
+    max_queue_ms: float = 50.0  # a request queued behind others longer than this is shed (429)
     retry_after_s: int = 1  # Retry-After on a 429
     redis_breaker_s: float = 0.25  # after a Redis timeout/refusal, requests skip Redis this long, then one probes
     pii_key: str | None = Field(None, description="key of the PII hashes at rest; unset = <home>/pii_key")

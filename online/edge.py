@@ -33,6 +33,7 @@ RANKING = frozenset({"/v1/feed", "/v1/search"})
 UPLOADS = frozenset({"/v1/analyze-image", "/v1/ekyc-match", "/v1/listings"})
 EVENTS = "/v1/events"
 ARRIVAL = "jaikod.arrival"  # scope key: time.perf_counter() when the request reached the edge
+AHEAD = "jaikod.ahead"  # scope key: requests of the same class already in flight when it was admitted
 # a JSON escape of a UTF-16 surrogate, or the (CESU-8) bytes of one, which json.loads decodes with surrogatepass
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|\xed[\xa0-\xbf]")
 
@@ -66,9 +67,10 @@ def arrival(scope: dict) -> float:
 
 
 def shed_if_queued(scope: dict, s: Settings) -> float:
-    """The request's arrival time; raises :class:`Overloaded` when it waited longer than ``max_queue_ms``."""
+    """The request's arrival time; raises :class:`Overloaded` when it queued behind other requests for
+    longer than ``max_queue_ms`` (a lone request on a slow machine is never shed)."""
     t0 = arrival(scope)
-    if (time.perf_counter() - t0) * 1000.0 > s.max_queue_ms:
+    if scope.get(AHEAD, 0) > 0 and (time.perf_counter() - t0) * 1000.0 > s.max_queue_ms:
         exc = Overloaded(f"request queued longer than {s.max_queue_ms:g} ms; retry later")
         exc.retry_after_s = s.retry_after_s
         raise exc
@@ -127,6 +129,7 @@ class EdgeGuard:
                                [(b"retry-after", str(s.retry_after_s).encode())])
             return
         if cls is not None:
+            scope[AHEAD] = self.in_flight[cls]
             self.in_flight[cls] += 1
         try:
             receive = await self._checked_body(scope, receive, send, path)
