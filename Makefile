@@ -27,7 +27,7 @@ export PROMETHEUS_ADDR ?= 127.0.0.1:9090
 export JAIKOD_CANARY_MIN_REQUESTS ?= 100
 FRESH ?=
 
-.PHONY: run test bench bench-publish bench-peers lint redis install world nightly serve clean
+.PHONY: run test soak bench bench-publish bench-peers lint redis install world nightly serve clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh "$(PYTHON)" "$(VENV)"
@@ -50,6 +50,12 @@ run: install redis
 
 test: install redis
 	bash scripts/run_tests.sh
+
+# heavier reliability runs: the OpenAPI fuzz with 500 cases per operation, then the 10-minute soak
+# (flat memory) and the overload / slow-Redis figures (bench/results/reliability*.json)
+soak: install redis
+	FUZZ_EXAMPLES=500 $(PY) -m pytest tests/reliability -q
+	$(PY) -m bench.bench_reliability --soak-s 600
 
 # `make bench` writes bench/results/latest/ (ignored by git); only `make bench-publish` replaces the
 # committed bench/results/*.json|png that the README's table and plots come from

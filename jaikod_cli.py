@@ -485,15 +485,22 @@ def serve_cmd(
     serve(s)
 
 
-@app.command("stream")
+stream_app = typer.Typer(help="Stream processor (and its dead-letter stream: `jaikod stream dead-letter ...`).")
+app.add_typer(stream_app, name="stream")
+
+
+@stream_app.callback(invoke_without_command=True)
 @cli_errors
 def stream_cmd(
+    ctx: typer.Context,
     lake: LakeOpt = None,
     consumer: Annotated[str | None, typer.Option(help="consumer name in the group (default host-pid; "
                                                       "reuse it on restart)")] = None,
     max_idle_s: Annotated[float | None, typer.Option(help="exit after this long without events")] = None,
 ) -> None:
     """Stream processor: event bus -> real-time features (< 1 s) + Parquet archive (consumer group)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from online.stream import run_stream
 
     _apply_common(lake)
@@ -501,6 +508,50 @@ def stream_cmd(
                      on_start=lambda p: err_console.print(f"stream processor {p.consumer} consuming "
                                                           f"{p.s.event_stream} (group {p.s.event_group})"))
     print_table("stream", out)
+
+
+dead_letter_app = typer.Typer(help="Poison events the stream processor set aside: list, replay, drop.",
+                               no_args_is_help=True)
+stream_app.add_typer(dead_letter_app, name="dead-letter")
+
+
+def _dead_letters():
+    import redis
+
+    from gpu_core.settings import get_settings
+    from online.stream import DeadLetters
+
+    s = get_settings()
+    return DeadLetters(redis.Redis.from_url(s.redis_url, socket_timeout=10.0), s)
+
+
+@dead_letter_app.command("list")
+@cli_errors
+def dead_letter_list(count: Annotated[int, typer.Option(min=1, max=100_000)] = 100) -> None:
+    """Dead-lettered events, oldest first, one JSON object a line: id, bus position (source_id), reason,
+    time, payload size (never the payload itself)."""
+    import orjson
+
+    rows = _dead_letters().list(count)
+    for row in rows:
+        typer.echo(orjson.dumps(row).decode())
+    err_console.print(f"{len(rows)} dead-lettered event(s) listed")
+
+
+@dead_letter_app.command("replay")
+@cli_errors
+def dead_letter_replay(ids: Annotated[list[str] | None, typer.Argument(help="entry ids (default: all)")] = None,
+                       ) -> None:
+    """Re-send dead-lettered events to the event bus (still-poison ones come back)."""
+    err_console.print(f"{_dead_letters().replay(ids)} event(s) re-sent to the event bus")
+
+
+@dead_letter_app.command("drop")
+@cli_errors
+def dead_letter_drop(ids: Annotated[list[str] | None, typer.Argument(help="entry ids (default: all)")] = None,
+                     ) -> None:
+    """Delete dead-lettered events."""
+    err_console.print(f"{_dead_letters().drop(ids)} event(s) dropped")
 
 
 @batch_app.command("continuous")

@@ -45,10 +45,11 @@ def pct(xs, q) -> float:
 
 
 @contextlib.contextmanager
-def private_redis(tmp: Path, dbfilename: str | None = None):
-    """A redis-server of this benchmark on a free port (``dbfilename``: start from that RDB in ``tmp``)."""
+def private_redis(tmp: Path, *extra_args: str, dbfilename: str | None = None):
+    """A redis-server of this benchmark on a free port (``dbfilename``: start from that RDB in ``tmp``;
+    ``extra_args``: more server options)."""
     port = _free_port()
-    extra = ["--dbfilename", dbfilename] if dbfilename else []
+    extra = [*extra_args, *(["--dbfilename", dbfilename] if dbfilename else [])]
     proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
                              "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -19,7 +19,7 @@ Online layout (Redis, all keys under ``jk:``):
 ``jk:rt:p:{product_id}``                BITFIELD, big-endian i32: product real-time ring buffers
 ``jk:rt:u:{user_id}``                   BITFIELD, big-endian i32: user real-time ring buffer
 ``jk:rt:u:{user_id}:q``                 current search query (string, TTL 30 min)
-``jk:rt:seen:{event_id}``               idempotency marker of an applied event (TTL 7 days)
+``jk:rt:seen:{h(event_id)}``            idempotency marker of an applied event (TTL 7 days; keyed hash)
 ``jk:seller:{seller_id}``               hash: the seller's trust inputs (:class:`SellerRecord`)
 ``jk:overrides:version``                counter bumped on every override change (services re-read)
 ``jk:overrides:boost``                  set: force-boosted product ids
@@ -45,6 +45,7 @@ import numpy as np
 import redis
 
 from gpu_core.errors import FeatureStoreError
+from gpu_core.pii import pseudonym
 from gpu_core.schema import (
     CONTEXT_DAILY,
     PRODUCT_DAILY,
@@ -115,7 +116,8 @@ def user_query_key(user_id: int) -> str:
 
 
 def applied_key(event_id: str) -> str:
-    return f"jk:rt:seen:{event_id}"
+    """The idempotency marker of an applied event: the id's keyed hash (:mod:`gpu_core.pii`), never the id."""
+    return f"jk:rt:seen:{pseudonym(event_id)}"
 
 
 @dataclass(frozen=True)

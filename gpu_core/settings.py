@@ -77,6 +77,19 @@ class Settings(BaseSettings):
     replay_ttl_s: int = 7 * 24 * 3600
     log_requests: bool = False  # one JSON log line per ranked request
 
+    # --- the edge: input limits, admission control, slow vs down (issue 15) ----------------
+    max_body_bytes: int = 1 << 20  # JSON request bodies larger than this -> 413 (before they are read)
+    max_events_body_bytes: int = 4 << 20  # POST /v1/events (up to 5,000 events per batch)
+    max_upload_body_bytes: int = 80 << 20  # image endpoints (multipart / base64): ID card + 8 selfies
+    max_header_bytes: int = 8192  # all request headers together -> 431
+    max_in_flight: int = 2  # ranking requests (/v1/feed, /v1/search) in flight per worker; more -> 429
+    max_in_flight_other: int = 16  # other /v1 requests (events, text, listings, fraud) per worker
+    max_queue_ms: float = 50.0  # a request queued behind others longer than this is shed (429)
+    retry_after_s: int = 1  # Retry-After on a 429
+    redis_breaker_s: float = 0.25  # after a Redis timeout/refusal, requests skip Redis this long, then one probes
+    pii_key: str | None = Field(None, description="key of the PII hashes at rest; unset = <home>/pii_key")
+    aof_rewrite_interval_s: float = 3600.0  # BGREWRITEAOF this often (stream processor), so trimmed events leave the AOF
+
     # --- world -----------------------------------------------------------------------------
     world_days: int = 30
 
@@ -139,10 +152,15 @@ class Settings(BaseSettings):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-DIGEST_EXCLUDED = ("admin_token", "alert_webhook_url", "alert_routing_key", "host", "port", "workers", "home",
-                   "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests", "metrics_port",
-                   "ready_requires_stream", "job_timeout_s", "prometheus_url", "schedule_nightly_utc", "schedule_continuous_s",
-                   "schedule_canary_s", "schedule_boost_s", "schedule_review_s", "schedule_purge_utc")
+DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing_key", "host", "port", "workers",
+                   "home", "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests", "metrics_port",
+                   "ready_requires_stream", "job_timeout_s", "prometheus_url", "schedule_nightly_utc",
+                   "schedule_continuous_s", "schedule_canary_s", "schedule_boost_s", "schedule_review_s",
+                   "schedule_purge_utc",
+                   # the edge's limits decide whether a request is served, never its ranking
+                   "max_body_bytes", "max_events_body_bytes", "max_upload_body_bytes", "max_header_bytes",
+                   "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "redis_breaker_s",
+                   "aof_rewrite_interval_s")
 _current: Settings | None = None
 
 

@@ -4,8 +4,8 @@ format of an event on the bus.
 
 ======================================  ========================================================
 ``{settings.event_stream}``             Redis stream of accepted events, one field ``e`` (JSON)
-``jk:ev:seen:{event_id}``               event API dedupe marker (TTL settings.event_dedupe_ttl_s)
-``jk:mv:seen:{event_id}``               per-version CTR counted once per event (TTL 7 days)
+``jk:ev:seen:{h(event_id)}``            event API dedupe marker (TTL settings.event_dedupe_ttl_s)
+``jk:mv:seen:{t}:{h(event_id)}``        per-version CTR counted once per event (TTL 7 days)
 ``jk:mv:{model_version}``               hash: impressions, clicks (from events), requests, errors,
                                         fallbacks, lat:{bucket} (feed latency histogram, ms buckets)
 ``jk:canary``                           hash: state of the canary (staging version, last decision)
@@ -13,8 +13,18 @@ format of an event on the bus.
 ``jk:drift:psi``                        hash: feature -> PSI (training window vs last window)
 ``jk:drift:meta``                       hash: computed_at, train_window, last_window
 ``jk:stream:manifest``                  hash: archive file -> JSON entry ids (archived, not acked)
-``jk:stream:stats``                     hash: applied, archived, files (counters of the processor)
+``jk:stream:stats``                     hash: applied, archived, files, dead_lettered (counters)
+``jk:stream:dead``                      Redis stream: poison events (fields ``e`` raw payload,
+                                        ``reason``, ``source_id`` bus position, ``at_ms``)
 ======================================  ========================================================
+
+``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
+carry user data (a phone number, a name), so no key name holds it in plaintext.
+
+An event on the bus is valid when :func:`event_problem` finds nothing: the event API's schema checks
+the same rules at the edge, and the stream processor checks them again for whatever reached the bus by
+another way (an old writer, a hand-made ``XADD``), so a poison event costs one dead-letter entry and
+never stops the processor.
 """
 
 from __future__ import annotations
@@ -32,11 +42,70 @@ DRIFT_PSI = "jk:drift:psi"
 DRIFT_META = "jk:drift:meta"
 MANIFEST = "jk:stream:manifest"
 STREAM_STATS = "jk:stream:stats"
+DEAD_LETTER = "jk:stream:dead"
+DEAD_LETTER_MAXLEN = 100_000  # oldest poison entries are dropped beyond this (XADD MAXLEN ~)
 
 # feed latency histogram buckets (ms, upper bounds) kept per model version for the canary's p99
 LATENCY_BUCKETS_MS: tuple[float, ...] = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
 
+from gpu_core.ids import is_id  # noqa: E402
 from gpu_core.lake import EVENT_FIELDS  # noqa: E402,F401  (the event schema is the lake contract's)
+from gpu_core.pii import pseudonym  # noqa: E402
+from gpu_core.schema import DEVICE_TYPES, EVENT_TYPES  # noqa: E402
+
+MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_POSITION = 10_000  # the lake's position column is int16
+_STR_LIMITS = {"event_id": 128, "request_id": 64, "model_version": 128, "session_id": 64, "query": 200}
+
+
+def event_problem(e: Any) -> str | None:
+    """Why ``e`` cannot be applied and archived (None when it can): the wire contract of one event."""
+    if not isinstance(e, dict):
+        return f"event is a {type(e).__name__}, not an object"
+    for k in ("event_id", "event_type", "ts", "user_id", "product_id"):
+        if k not in e:
+            return f"{k} missing"
+    for k, n in _STR_LIMITS.items():
+        v = e.get(k)
+        if v is None and k != "event_id":
+            continue
+        if not isinstance(v, str) or len(v) > n or (k == "event_id" and not v):
+            return f"{k} is not a string of at most {n} characters"
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{k} is not valid Unicode"
+    if e["event_type"] not in EVENT_TYPES:
+        return "event_type unknown"
+    ts = e["ts"]
+    if type(ts) is not int or ts < MIN_TS_MS or ts > 2**53:
+        return "ts is not epoch milliseconds after 2000-01-01"
+    for k in ("user_id", "product_id"):
+        if not is_id(e[k]):
+            return f"{k} is not an int64 id"
+    pos = e.get("position")
+    if pos is not None and (type(pos) is not int or not 0 <= pos <= MAX_POSITION):
+        return f"position is not an integer in [0, {MAX_POSITION}]"
+    if e.get("device_type") is not None and e["device_type"] not in DEVICE_TYPES:
+        return "device_type unknown"
+    for k in ("in_stock", "boosted"):
+        if e.get(k) is not None and not isinstance(e[k], bool):
+            return f"{k} is not a boolean"
+    return None
+
+
+def seen_event_key(event_id: str) -> str:
+    """The event API's dedupe marker of ``event_id`` (keyed hash: no client-chosen id in a key name)."""
+    return SEEN_EVENT.format(pseudonym(event_id))
+
+
+def version_seen_key(event_type: str, event_id: str) -> str:
+    return VERSION_SEEN.format(f"{event_type[:1]}:{pseudonym(event_id)}")
+
+
+def dead_letter_fields(payload: bytes, reason: str, source_id: str, at_ms: int) -> dict[str, bytes | str]:
+    """One dead-letter entry (the raw payload as it was on the bus, so a replay re-sends it unchanged)."""
+    return {"e": payload, "reason": reason[:500], "source_id": source_id, "at_ms": str(at_ms)}
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

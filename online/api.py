@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 import redis
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,10 +18,12 @@ from gpu_core.clock import new_request_id, now_ms
 from gpu_core.device import to_host
 from gpu_core.errors import ConfigError
 from gpu_core.feature_store import OverrideKeys, read_seller
+from gpu_core.ids import ID_MAX, ID_MIN, ids_only
 from gpu_core.schema import CATEGORIES, DEVICE_TYPES
 from kernels.trust import seller_trust
 from online import replay
 from online.candidates import RequestContext
+from online.edge import Overloaded, shed_if_queued
 from online.errors import error_body
 from online.schemas import FeedRequest, OverrideRequest, RankResponse, SearchRequest
 from online.state import Overrides
@@ -31,17 +33,25 @@ log = logging.getLogger("jaikod.online")
 router = APIRouter()
 
 
-def _ctx(req: FeedRequest, kind: str, query: str, explain_: bool, settings) -> RequestContext:
+def _ctx(req: FeedRequest, kind: str, query: str, explain_: bool, settings,
+         arrived_s: float | None = None) -> RequestContext:
+    """The request's context; its deadline counts from the request's arrival at the edge (queueing included)."""
+    arrived_s = time.perf_counter() if arrived_s is None else arrived_s
     return RequestContext(
         request_id=new_request_id(), kind=kind, user_id=req.user_id, lat=req.lat, lon=req.lon,
         device_type=DEVICE_TYPES.index(req.device_type) if req.device_type else -1, limit=req.limit, query=query,
-        now_ms=now_ms(), deadline_s=time.perf_counter() + settings.request_budget_ms / 1000.0, explain=explain_)
+        now_ms=now_ms(), deadline_s=arrived_s + settings.request_budget_ms / 1000.0, explain=explain_)
 
 
-def _rank(svc: Services, req: FeedRequest, kind: str, query: str, explain_: bool,
+def _rank(svc: Services, request: Request, req: FeedRequest, kind: str, query: str, explain_: bool,
           background: BackgroundTasks) -> Response:
     state = svc.state
-    ctx = _ctx(req, kind, query, explain_, state.settings)
+    try:
+        arrived_s = shed_if_queued(request.scope, state.settings)
+    except Overloaded:
+        svc.metrics.shed.labels("ranking", "queued").inc()
+        raise
+    ctx = _ctx(req, kind, query, explain_, state.settings, arrived_s)
     # the canary serves a sticky share of /v1/feed users with the staging model
     ctx.arm = svc.arm_for(ctx.user_id) if kind == "feed" else "production"
     result = svc.pipeline.rank(ctx)
@@ -86,25 +96,23 @@ def _log_explanations(request_id: str, model_version: str, explanations: list[di
 
 
 @router.post("/v1/feed", response_model=RankResponse, tags=["ranking"])
-def feed(svc: Svc, req: FeedRequest, background: BackgroundTasks,
+def feed(svc: Svc, request: Request, req: FeedRequest, background: BackgroundTasks,
          explain_: Annotated[bool, Query(alias="explain")] = False):
     """"For You" feed: the stages over up to 1,000 candidates, top ``limit``. ``?explain=true`` adds TreeSHAP
     for the top 10 organic items, the path that retrieved each item and the candidates each stage removed."""
-    return _rank(svc, req, "feed", "", explain_, background)
+    return _rank(svc, request, req, "feed", "", explain_, background)
 
 
 @router.post("/v1/search", response_model=RankResponse, tags=["ranking"])
-def search(svc: Svc, req: SearchRequest, background: BackgroundTasks,
+def search(svc: Svc, request: Request, req: SearchRequest, background: BackgroundTasks,
            explain_: Annotated[bool, Query(alias="explain")] = False):
     """Search: keyword + vector retrieval for ``query``, then the same stages."""
-    return _rank(svc, req, "search", req.query, explain_, background)
+    return _rank(svc, request, req, "search", req.query, explain_, background)
 
 
 @router.get("/v1/sellers/{seller_id}/trust", tags=["ranking"])
-def seller_trust_score(svc: Svc, seller_id: int):
+def seller_trust_score(svc: Svc, seller_id: Annotated[int, Path(ge=ID_MIN, le=ID_MAX)]):
     """Seller trust score with its audit breakdown ("+10 verified ID", "-5 reported")."""
-    if seller_id < 0:
-        raise ConfigError("seller_id must be >= 0", field="seller_id")
     rec = read_seller(svc.state.redis, seller_id)
     if rec is None:
         return JSONResponse(error_body("not_found", f"seller {seller_id} is unknown", "seller_id"), 404)
@@ -124,9 +132,9 @@ def seller_trust_score(svc: Svc, seller_id: int):
 @router.get("/v1/admin/overrides", tags=["admin"])
 def get_overrides(svc: Svc, _: Admin):
     r = svc.state.redis
-    ints = lambda key: sorted(int(x) for x in r.smembers(key))  # noqa: E731
+    ints = lambda key: sorted(ids_only(r.smembers(key))[0])  # noqa: E731
     return {"boosted_products": ints(OverrideKeys.BOOST),
-            "banned_categories": [CATEGORIES[c] for c in ints(OverrideKeys.BANNED_CATEGORIES)],
+            "banned_categories": [CATEGORIES[c] for c in ints(OverrideKeys.BANNED_CATEGORIES) if c < len(CATEGORIES)],
             "banned_sellers": ints(OverrideKeys.BANNED_SELLERS),
             "sponsored_products": len(ints(OverrideKeys.SPONSORED)),
             "version": int(r.get(OverrideKeys.VERSION) or 0)}

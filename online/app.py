@@ -19,7 +19,8 @@ from gpu_core.registry import Registry
 from gpu_core.settings import Settings, get_settings
 from online.api import router
 from online.canary import CanaryController
-from online.errors import install_error_handlers
+from online.edge import EdgeGuard
+from online.errors import install_error_handlers, install_openapi
 from online.events import make_event_bus
 from online.events import router as events_router
 from online.metrics import Metrics
@@ -77,6 +78,8 @@ def create_app(state: ServiceState | None = None, *, settings: Settings | None =
     app.include_router(router)
     if services:
         _mount_services(app, svc)
+    app.add_middleware(EdgeGuard, settings=settings, metrics=svc.metrics)  # outermost: before any work
+    install_openapi(app)
     return app
 
 

@@ -12,11 +12,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import orjson
 import redis
 
 from gpu_core.errors import ConfigError
 from gpu_core.settings import Settings, get_settings
-from gpu_core.streams import SEEN_EVENT, decode_event, encode_event
+from gpu_core.streams import decode_event, encode_event, seen_event_key
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,17 @@ log = logging.getLogger(__name__)
 class BusEntry(NamedTuple):
     id: str  # bus position (Redis stream id, or "partition:offset" on Kafka)
     event: dict[str, Any]
+    raw: bytes = b""  # the payload as it is on the bus (kept for the dead-letter stream)
+    problem: str | None = None  # why the payload is no event (undecodable); the processor dead-letters it
+
+
+def entry_of(eid: str, payload: bytes) -> BusEntry:
+    """A bus entry; a payload that does not decode is kept, with its problem, instead of raising."""
+    try:
+        event = decode_event(payload)
+    except (ValueError, TypeError) as exc:
+        return BusEntry(eid, {}, payload, f"payload is not JSON: {str(exc)[:200]}")
+    return BusEntry(eid, event, payload)
 
 
 @runtime_checkable
@@ -73,10 +85,13 @@ def _entries(raw: Any) -> list[BusEntry]:
     for eid, fields in raw or []:
         if fields is None:  # trimmed while pending
             continue
+        eid = eid.decode() if isinstance(eid, bytes) else eid
         payload = fields.get(b"e") if isinstance(fields, dict) else None
-        if payload is None:
+        if payload is None:  # an entry without the event field: poison too, never silently skipped
+            out.append(BusEntry(eid, {}, orjson.dumps({k.decode(errors="replace"): v.decode(errors="replace")
+                                                         for k, v in (fields or {}).items()}), "no 'e' field"))
             continue
-        out.append(BusEntry(eid.decode() if isinstance(eid, bytes) else eid, decode_event(payload)))
+        out.append(entry_of(eid, payload))
     return out
 
 
@@ -95,7 +110,7 @@ class RedisStreamsBus:
     def publish(self, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
         if not events:
             return 0, 0
-        keys = [self.stream] + [SEEN_EVENT.format(e["event_id"]) for e in events]
+        keys = [self.stream] + [seen_event_key(e["event_id"]) for e in events]
         acc, dup = self._publish(keys=keys, args=[self.ttl] + [encode_event(e) for e in events])
         if self.min_replicas > 0 and acc:
             got = self.r.execute_command("WAIT", self.min_replicas, 1000)
@@ -189,7 +204,7 @@ class KafkaBus:
     def publish(self, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
         new, dup = [], 0
         for e in events:
-            if self.dedupe is not None and not self.dedupe.set(SEEN_EVENT.format(e["event_id"]), "1", nx=True,
+            if self.dedupe is not None and not self.dedupe.set(seen_event_key(e["event_id"]), "1", nx=True,
                                                                 ex=self.ttl):
                 dup += 1
                 continue
@@ -201,7 +216,7 @@ class KafkaBus:
         left = self.producer.flush(self.timeout)
         if left or errors:
             if self.dedupe is not None and new:
-                self.dedupe.delete(*[SEEN_EVENT.format(e["event_id"]) for e in new])
+                self.dedupe.delete(*[seen_event_key(e["event_id"]) for e in new])
             raise ConnectionError(f"kafka append failed: {errors[:1] or f'{left} undelivered'}")
         return len(new), dup
 
@@ -222,7 +237,7 @@ class KafkaBus:
                 continue
             mid = f"{m.partition()}:{m.offset()}"
             self._msgs[mid] = m
-            out.append(BusEntry(mid, decode_event(m.value())))
+            out.append(entry_of(mid, m.value() or b""))
         return out
 
     def claim(self, consumer: str, min_idle_ms: int, count: int) -> list[BusEntry]:

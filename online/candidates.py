@@ -11,6 +11,7 @@ closed set of names (:class:`Fallback`), reported to the client, never read back
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -95,6 +96,10 @@ class RequestContext:
     # replay: the recorded model and sponsored items instead of the live ones
     pinned_model: Any = None
     pinned_sponsored: np.ndarray | None = None
+
+    def remaining_s(self) -> float:
+        """Seconds left of the request's budget (counted from its arrival at the edge)."""
+        return self.deadline_s - time.perf_counter()
 
     def fallback(self, name: Fallback) -> None:
         value = Fallback(name).value  # a name outside the closed set raises

@@ -21,6 +21,7 @@ from gpu_core.errors import JaikodError
 from gpu_core.schema import DEVICE_TYPES, EVENT_TYPES
 from gpu_core.settings import Settings
 from online.bus import EventBus, make_bus
+from online.schemas import Count, Id
 from online.wiring import Svc
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ class EventIn(BaseModel):
     event_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
     event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
     ts: int = Field(description="epoch milliseconds (or ISO-8601 with time zone)")
-    user_id: int = Field(ge=0)
-    product_id: int = Field(ge=0)
+    user_id: Id
+    product_id: Id
     request_id: str | None = Field(None, max_length=64)
-    position: int | None = Field(None, ge=0, le=10_000)
+    position: Count | None = Field(None, ge=0, le=10_000)
     model_version: str | None = Field(None, max_length=128)
     session_id: str | None = Field(None, max_length=64)
     device_type: Literal[DEVICE_TYPES] | None = None  # type: ignore[valid-type]

@@ -24,6 +24,8 @@ class Metrics:
                                           ["reason"], registry=r)
         # streaming / monitoring (issue 5); PSI, CTR per version and stream lag: online.monitoring.StoreCollector
         self.events = Counter("jaikod_events_total", "Events posted to /v1/events", ["result"], registry=r)
+        self.shed = Counter("jaikod_requests_shed_total", "Requests answered 429 by admission control",
+                            ["admission_class", "reason"], registry=r)
         self.fallback_rate = Gauge("jaikod_fallback_rate_window",
                                    "Share of feed responses with a fallback over the alert's sliding window",
                                    registry=r)

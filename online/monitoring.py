@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from gpu_core import ops
 from gpu_core.settings import Settings, get_settings
-from gpu_core.streams import DRIFT_PSI, STREAM_STATS, VERSION_STATS, latency_bucket
+from gpu_core.streams import DEAD_LETTER, DRIFT_PSI, STREAM_STATS, VERSION_STATS, latency_bucket
 
 if TYPE_CHECKING:
     from online.wiring import Services
@@ -262,6 +262,7 @@ class StoreCollector:
         lag = GaugeMetricFamily("jaikod_stream_lag", "Event stream entries not yet processed", labels=["kind"])
         attached = GaugeMetricFamily("jaikod_stream_consumers_attached", "Stream processors with a fresh heartbeat")
         age = GaugeMetricFamily("jaikod_stream_last_applied_age_seconds", "Seconds since an event was last applied")
+        dead = GaugeMetricFamily("jaikod_stream_dead_letters", "Poison events waiting in the dead-letter stream")
         try:
             for k, v in r.hgetall(DRIFT_PSI).items():
                 psi.add_metric([k.decode()], float(v))
@@ -275,15 +276,16 @@ class StoreCollector:
             for kind, n in self.svc.event_bus().lag().items():
                 lag.add_metric([kind], float(n))
             stats = {k.decode(): int(v) for k, v in r.hgetall(STREAM_STATS).items()}
-            for kind in ("applied", "archived"):
+            for kind in ("applied", "archived", "dead_lettered"):
                 lag.add_metric([f"{kind}_total"], float(stats.get(kind, 0)))
             rep = ops.stream_report(r)
             attached.add_metric([], float(sum(c["attached"] for c in rep["consumers"])))
             if rep["last_applied_age_s"] is not None:
                 age.add_metric([], rep["last_applied_age_s"])
+            dead.add_metric([], float(r.xlen(DEAD_LETTER)))
         except Exception as exc:  # a scrape never fails because Redis is slow
             log.warning("store metrics unavailable: %s", type(exc).__name__)
-        yield from (psi, ctr, mreq, lag, attached, age)
+        yield from (psi, ctr, mreq, lag, attached, age, dead)
 
 
 def install_monitoring(app: Any, services: Services) -> FeedRecorder:

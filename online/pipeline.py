@@ -108,7 +108,10 @@ class RankingPipeline:
         except DeadlineExceeded:
             ctx.fallback(Fallback.DEADLINE_EXCEEDED)
             batch, items = None, self.trending_items(ctx)
-        except (redis.RedisError, ConnectionError, TimeoutError):
+        except (redis.TimeoutError, TimeoutError):  # slow, not down (no snapshot to rank without Redis)
+            ctx.fallback(Fallback.FEATURE_STORE_SLOW)
+            batch, items = None, self.local_trending_items(ctx)
+        except (redis.RedisError, ConnectionError, OSError):
             ctx.fallback(Fallback.REDIS_DOWN)
             batch, items = None, self.local_trending_items(ctx)
         ctx.timings_ms["total"] = (time.perf_counter() - t_start) * 1000
@@ -168,10 +171,15 @@ class RankingPipeline:
         return out
 
     def trending_items(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        health = self.state.redis_health
+        if not ctx.feature_store_ok or not health.available():  # never a second Redis wait in one request
+            return self.local_trending_items(ctx)
         try:
             ids = self.state.store.trending()
-        except redis.RedisError:
-            ctx.fallback(Fallback.REDIS_DOWN)
+            health.ok()
+        except redis.RedisError as exc:
+            slow = health.failed(exc) == "slow"
+            ctx.fallback(Fallback.FEATURE_STORE_SLOW if slow else Fallback.REDIS_DOWN)
             return self.local_trending_items(ctx)
         if not len(ids):
             return self.local_trending_items(ctx)

@@ -1,22 +1,44 @@
-"""HTTP request/response models of the ranking API (JSON is snake_case; ids are ints)."""
+"""HTTP request/response models of the ranking API (JSON is snake_case; ids are ints).
+
+Numbers are strict at the edge: an id is a JSON integer in the int64 range (``"1"``, ``" 1 "``,
+``true`` and ``1.0`` are refused with 422 naming the field), so nothing past the edge can overflow a
+store's int64 column or key.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from gpu_core.ids import ID_MAX, ID_MIN
 from gpu_core.schema import DEVICE_TYPES
+
+Id = Annotated[int, Strict(), Field(ge=ID_MIN, le=ID_MAX)]  # an id: a JSON integer in [0, 2**63 - 1]
+Count = Annotated[int, Strict()]  # a count or position: a JSON integer, never "1" or true
+Number = Annotated[float, Strict()]  # a JSON number (integers allowed), never "1.5" or true
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable reason, e.g. invalid_request, not_found, overloaded")
+    message: str
+    field: str | None = Field(None, description="the request field at fault, when there is one")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers (4xx for the caller's mistakes, 429 when shed, 503 when not ready)."""
+
+    error: ErrorDetail
 
 
 class FeedRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, description="user id (int); unknown users get a cold-start feed")
-    lat: float | None = Field(None, ge=-90.0, le=90.0, description="request latitude (WGS84)")
-    lon: float | None = Field(None, ge=-180.0, le=180.0, description="request longitude (WGS84)")
+    user_id: Id = Field(description="user id (int64); unknown users get a cold-start feed")
+    lat: Number | None = Field(None, ge=-90.0, le=90.0, description="request latitude (WGS84)")
+    lon: Number | None = Field(None, ge=-180.0, le=180.0, description="request longitude (WGS84)")
     device_type: Literal[DEVICE_TYPES] | None = None  # type: ignore[valid-type]
-    limit: int = Field(20, ge=1, le=50, description="number of items (1..50)")
+    limit: Count = Field(20, ge=1, le=50, description="number of items (1..50)")
 
     @model_validator(mode="after")
     def _both_or_none(self):
@@ -65,6 +87,6 @@ class OverrideRequest(BaseModel):
 
     action: Literal["boost", "unboost", "ban_category", "unban_category", "ban_seller", "unban_seller",
                     "sponsor", "unsponsor"]
-    product_id: int | None = Field(None, ge=0)
-    seller_id: int | None = Field(None, ge=0)
-    category: str | None = None
+    product_id: Id | None = None
+    seller_id: Id | None = None
+    category: str | None = Field(None, max_length=64)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
+from redis.retry import Retry
 
 from engines.index import VectorIndex
 from engines.ranker import Ranker, ScoreWeights
@@ -20,6 +24,7 @@ from engines.search.index import SearchIndex
 from gpu_core.device import Backend
 from gpu_core.errors import FeatureStoreError, RegistryError, RegistryUnavailable
 from gpu_core.feature_store import OnlineStore, OverrideKeys, rt_product_key
+from gpu_core.ids import ids_only
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings
@@ -155,7 +160,13 @@ class Overrides:
         boost, banned, sellers, sponsored = pipe.execute()
 
         def arr(members, dtype):
-            return np.sort(np.array([int(x) for x in members], dtype=dtype))
+            # a member that is not an id (written around the admin API's checks) is skipped, never served
+            ids, bad = ids_only(members)
+            if bad:
+                log.warning("overrides: %d member(s) that are not int64 ids ignored", bad)
+            if dtype is np.int32:
+                ids = [i for i in ids if i <= np.iinfo(np.int32).max]
+            return np.sort(np.array(ids, dtype=dtype))
 
         self.boost = arr(boost, np.int64)
         self.banned_categories = arr(banned, np.int32)
@@ -171,6 +182,68 @@ class Overrides:
         pipe.execute()
 
 
+def serving_redis(url: str, timeout_s: float) -> redis.Redis:
+    """The request path's Redis client: every call bounded by one socket timeout (the feature store's
+    budget), no retries, no per-connection ``CLIENT SETINFO`` handshake (two more round trips that would
+    each wait a timeout on a fresh connection to a slow server)."""
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                retry=Retry(NoBackoff(), 0), driver_info=DriverInfo(name=None, lib_version=None))
+
+
+class RedisHealth:
+    """Slow vs down, and a breaker, for the request path (per worker).
+
+    A Redis call that timed out marks Redis *slow*; one refused or reset marks it *down*. For
+    ``open_s`` after a failure, requests do not call Redis at all (they are served degraded at once:
+    ``feature_store_slow`` or ``redis_down``); then one request probes, and a success closes the breaker.
+    So under a slow Redis a request waits at most one timeout, and most wait none. The state changes are
+    logged once each, not once per request.
+    """
+
+    def __init__(self, open_s: float = 0.25, clock: Any = time.monotonic):
+        self.open_s = open_s
+        self.clock = clock
+        self.kind: str | None = None  # None (healthy) | "slow" | "down"
+        self.until = 0.0
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def available(self) -> bool:
+        """May this request call Redis? (True when healthy, and for the one probe after ``open_s``.)"""
+        if self.kind is None:
+            return True
+        now = self.clock()
+        if now < self.until:
+            return False
+        with self._lock:
+            if now < self.until:
+                return False
+            self.until = now + self.open_s  # the others stay out while this one probes
+            return True
+
+    def failed(self, exc: BaseException) -> str:
+        kind = "slow" if isinstance(exc, redis.TimeoutError | TimeoutError) else "down"
+        with self._lock:
+            if kind != self.kind:
+                log.warning("redis %s (%s); requests skip it for %.2f s at a time", kind, type(exc).__name__,
+                            self.open_s)
+            self.kind, self.until = kind, self.clock() + self.open_s
+            self.failures += 1
+        return kind
+
+    def ok(self) -> None:
+        if self.kind is not None:
+            with self._lock:
+                if self.kind is not None:
+                    log.warning("redis answers again (was %s)", self.kind)
+                    self.kind = None
+
+    def error(self) -> Exception:
+        """The exception a skipped call stands for (the executor maps it to the fallback)."""
+        return redis.TimeoutError("redis slow (breaker open)") if self.kind == "slow" else \
+            redis.ConnectionError("redis down (breaker open)")
+
+
 class ServiceState:
     """Everything a request needs, owned by the app."""
 
@@ -179,9 +252,8 @@ class ServiceState:
         self.settings = settings
         self.weights = ScoreWeights.from_settings(settings)
         self.be = be
-        timeout = settings.feature_store_timeout_ms / 1000.0
-        self.redis = redis_client or redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                                          socket_connect_timeout=timeout)
+        self.redis = redis_client or serving_redis(settings.redis_url, settings.feature_store_timeout_ms / 1000.0)
+        self.redis_health = RedisHealth(settings.redis_breaker_s)
         self.store = OnlineStore(self.redis)
         self.registry = registry
         self.models = ModelHolder(registry, be)

@@ -25,9 +25,10 @@ def _free_port() -> int:
 class RedisServer:
     """A real redis-server on a free loopback port (or the one at REDIS_URL)."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra_args: tuple[str, ...] = ()):
         self.proc: subprocess.Popen | None = None
         self.tmp = tmp
+        self.extra_args = extra_args  # later options win (e.g. "--appendonly", "yes")
         binary = shutil.which("redis-server")
         if binary:
             self.port = _free_port()
@@ -44,7 +45,8 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.tmp),
-             "--enable-debug-command", "local"],  # DEBUG SLEEP makes Redis slow for real in fallback tests
+             "--enable-debug-command", "local",  # DEBUG SLEEP makes Redis slow for real in fallback tests
+             *self.extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from engines.fraud import diversion_flags, fraud_scores, reasons, trust_from_inputs
 from gpu_core.clock import now_ms
@@ -18,6 +18,7 @@ from gpu_core.errors import JaikodError
 from gpu_core.feature_store import read_seller
 from gpu_core.moderation import decode_hash, listing_key
 from gpu_core.schema import CATEGORIES, CONTEXT_DAILY
+from online.schemas import Id
 from online.wiring import Services, Svc
 
 
@@ -26,7 +27,9 @@ class ListingNotFound(JaikodError):
 
 
 class FraudRequest(BaseModel):
-    listing_id: int
+    model_config = ConfigDict(extra="forbid")
+
+    listing_id: Id
 
 
 class FraudService:

@@ -20,13 +20,15 @@ import base64
 import binascii
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field, field_validator
 
 from gpu_core.clock import now_ms
 from gpu_core.errors import JaikodError
+from gpu_core.ids import ID_MAX, ID_MIN
 from gpu_core.moderation import (
     ModerationQueue,
     ReviewBacklog,
@@ -36,6 +38,7 @@ from gpu_core.moderation import (
     text_flags,
 )
 from gpu_core.schema import CATEGORIES
+from online.schemas import Id
 from online.services.fraud import fraud_service
 from online.wiring import Services, Svc
 
@@ -49,7 +52,7 @@ class ListingInputError(JaikodError):
 
 
 class ListingRequest(BaseModel):
-    seller_id: int = Field(ge=0)
+    seller_id: Id
     title: str = Field(min_length=1, max_length=300)
     description: str = Field("", max_length=4500)
     price_thb: float = Field(gt=0, lt=1e9)
@@ -190,7 +193,7 @@ def listings_router() -> APIRouter:
         }
 
     @router.get("/v1/listings/{listing_id}")
-    def get_listing(svc: Svc, listing_id: int) -> dict:
+    def get_listing(svc: Svc, listing_id: Annotated[int, Path(ge=ID_MIN, le=ID_MAX)]) -> dict:
         """A listing, from intake (``POST /v1/listings``) or the catalogue, with its current status."""
         from online.catalogue import listing_record
         from online.services.fraud import ListingNotFound
@@ -201,7 +204,7 @@ def listings_router() -> APIRouter:
         return rec
 
     @router.get("/v1/listings/{listing_id}/image")
-    def get_listing_image(svc: Svc, listing_id: int):
+    def get_listing_image(svc: Svc, listing_id: Annotated[int, Path(ge=ID_MIN, le=ID_MAX)]):
         """The listing's photo: the catalogue's image, or an intake listing's once it is live."""
         from fastapi.responses import FileResponse, Response
 

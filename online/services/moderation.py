@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from gpu_core.errors import ConfigError
+from gpu_core.ids import ID_MAX, ID_MIN
 from gpu_core.moderation import (
     DecisionConflict,
     ModerationQueue,
@@ -87,10 +90,10 @@ def moderation_router() -> APIRouter:
                             headers={"Cache-Control": "no-store"})
 
     @router.get("/v1/admin/moderation/queue")
-    def queue(request: Request, _: Admin, limit: int = 200) -> dict:
+    def queue(request: Request, _: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict:
         q = _queue(request)
         r = services(request).state.redis
-        return {"items": _with_listing(r, q.items(limit=min(max(limit, 1), 1000))), "depth": q.depth(),
+        return {"items": _with_listing(r, q.items(limit=limit)), "depth": q.depth(),
                 "review_backlog": ReviewBacklog(r).depth()}
 
     @router.post("/v1/admin/moderation/claim")
@@ -128,11 +131,11 @@ def moderation_router() -> APIRouter:
         return _decide(request, entry_id, "reject", req)
 
     @router.get("/v1/admin/moderation/labels")
-    def labels(request: Request, _: Admin, limit: int = 50) -> dict:
-        return {"labels": _queue(request).labels(min(max(limit, 1), 1000))}
+    def labels(request: Request, _: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
+        return {"labels": _queue(request).labels(limit)}
 
     @router.get("/v1/admin/listings/{listing_id}/image")
-    def listing_image(request: Request, listing_id: int, _: Admin):
+    def listing_image(request: Request, listing_id: Annotated[int, PathParam(ge=ID_MIN, le=ID_MAX)], _: Admin):
         raw = services(request).state.redis.get(image_key(listing_id))
         if raw is None:
             return JSONResponse(error_body("not_found", f"listing {listing_id} has no image"), status_code=404)

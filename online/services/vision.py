@@ -288,7 +288,29 @@ async def _payload(request: Request) -> tuple[dict, Any]:
     raise VisionInputError("send multipart/form-data or application/json", http_status=415)
 
 
-@router.post("/v1/analyze-image")
+def _body_spec(multipart: dict, json_props: dict, required: list[str], json_required: list[str]) -> dict:
+    """The OpenAPI request body of a route that reads the request itself (multipart form or JSON)."""
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": multipart, "required": required}},
+        "application/json": {"schema": {"type": "object", "properties": json_props, "required": json_required}}}}}
+
+
+_LISTING_ID = {"type": "string", "maxLength": 64, "description": "listing to check for duplicates / index"}
+ANALYZE_IMAGE_BODY = _body_spec(
+    {"file": {"type": "string", "format": "binary"}, "listing_id": _LISTING_ID,
+     "index": {"type": "string", "enum": ["true", "false"]}},
+    {"image_base64": {"type": "string", "description": "the image, base64 (or a data: URL)"},
+     "listing_id": _LISTING_ID, "index": {"type": "boolean"}},
+    ["file"], ["image_base64"])
+EKYC_BODY = _body_spec(
+    {"id_card": {"type": "string", "format": "binary"},
+     "selfies": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": 8}},
+    {"id_card_base64": {"type": "string"},
+     "selfies_base64": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 8}},
+    ["id_card", "selfies"], ["id_card_base64", "selfies_base64"])
+
+
+@router.post("/v1/analyze-image", openapi_extra=ANALYZE_IMAGE_BODY)
 async def analyze_image(request: Request) -> dict:
     """Multipart ``file`` (or ``image_base64``), optional ``listing_id`` and ``index`` (default true)."""
     s = get_vision_settings()
@@ -303,7 +325,7 @@ async def analyze_image(request: Request) -> dict:
     return await get_service().analyze(image, None if listing_id in (None, "") else str(listing_id), index)
 
 
-@router.post("/v1/ekyc-match")
+@router.post("/v1/ekyc-match", openapi_extra=EKYC_BODY)
 async def ekyc_match(request: Request) -> dict:
     """``id_card`` (file or base64) and one or more ``selfies`` (repeated file fields, or a base64 list)."""
     s = get_vision_settings()

@@ -31,9 +31,17 @@ class HydrationStage:
         xp = state.be.xp
         m = state.mirror
         idx = to_host(batch.idx)
+        # a call that could outlast the request's remaining budget is not made (one timeout per request at most)
+        health, called = state.redis_health, False
         try:
+            if ctx.remaining_s() < state.settings.feature_store_timeout_ms / 1000.0 or not health.available():
+                raise redis.TimeoutError("feature store skipped (over budget or breaker open)")
+            called = True
             blobs = state.redis.mget(m.rt_keys[idx].tolist()) if len(idx) else []
-        except redis.RedisError:
+            health.ok()
+        except redis.RedisError as exc:
+            if called:
+                health.failed(exc)
             ctx.fallback(Fallback.FEATURE_STORE_SLOW)
             ctx.feature_store_ok = False
             return batch

@@ -21,12 +21,25 @@ class UserStage:
     budget_ms = 2.0
 
     def run(self, ctx: RequestContext, batch, state):
+        health = state.redis_health
+        timeout_s = state.settings.feature_store_timeout_ms / 1000.0
+        # skip Redis while its breaker is open, or when a timeout would outlast the request's budget
+        skip = not health.available() or (state.mirror is not None and ctx.remaining_s() < timeout_s)
         try:
+            if skip:
+                raise health.error() if health.kind == "down" else redis.TimeoutError("over budget")
             self.load(ctx, state)
-        except (redis.TimeoutError, TimeoutError):
+            health.ok()
+        except (redis.TimeoutError, TimeoutError) as exc:
+            if not skip:
+                health.failed(exc)
             if state.mirror is None:
                 raise
             self.degraded(ctx, state)
+        except (redis.RedisError, ConnectionError, OSError) as exc:
+            if not skip:
+                health.failed(exc)
+            raise
         return batch
 
     def load(self, ctx: RequestContext, state) -> None:

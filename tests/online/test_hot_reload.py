@@ -30,11 +30,13 @@ def test_alias_move_hot_reloads_without_dropped_requests(private_registry_home, 
     from fastapi.testclient import TestClient
 
     from gpu_core.registry import PRODUCTION, RANKER, Registry
+    from gpu_core.settings import get_settings
     from online.app import create_app
 
     reg = Registry()
     old = reg.require(RANKER, PRODUCTION)
-    with TestClient(create_app(refresher=False, services=False)) as client:
+    roomy = get_settings().model_copy(update={"max_in_flight": 16})  # 4 hammering clients are never shed here
+    with TestClient(create_app(settings=roomy, refresher=False, services=False)) as client:
         state = client.app.state.services.state
         assert state.models.get(PRODUCTION).label == old.label
         artifact_path = old.source.rsplit("/artifacts/", 1)[1]
