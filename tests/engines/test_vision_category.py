@@ -41,10 +41,10 @@ def test_category_mass_adds_mapped_probabilities_and_leaves_animals_out():
     tabby = next(r["index"] for r in rows if r["name"] == "tabby cat")
     p[0, couch], p[0, tabby], p[0, 970] = 0.5, 0.3, 0.2  # 970: mountain
     p[1, tabby] = 1.0
-    m = category_mass(p, pet_animals=False)
+    m = category_mass(p, pet_animals=False, temperature=1.0)
     assert m[0, CATEGORIES.index("furniture")] == np.float32(0.5) and m[0].sum() == np.float32(0.5)
     assert m[1].sum() == 0
-    assert category_mass(p, pet_animals=True)[1, CATEGORIES.index("pets")] == 1.0
+    assert category_mass(p, pet_animals=True, temperature=1.0)[1, CATEGORIES.index("pets")] == 1.0
 
 
 def test_decide_unknown_below_confidence_and_for_portraits():
