@@ -79,7 +79,8 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     root = index_root()
     with atomic_dir(root / version) as tmp:
         ids = views.product_ids[eligible]
-        VectorIndex.build(ids, views.product["embedding_vector"][eligible]).save(tmp)
+        VectorIndex.build(ids, views.product["embedding_vector"][eligible], ivf_threshold=settings.vector_ivf_threshold,
+                          nlist=settings.vector_nlist, nprobe=settings.vector_nprobe).save(tmp)
         # the whole catalogue's statistics (as the ETL's features see them), eligible listings retrievable
         SearchIndex.build(views.product_ids, extra["title"].to_numpy(), extra["category"].to_numpy(),
                           eligible=eligible).save(tmp)

@@ -117,8 +117,9 @@ class ModelHolder:
 
 
 class IndexHolder:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, nprobe: int | None = None):
         self.root = root
+        self.nprobe = nprobe
         self.version: str | None = None
         self.vector: VectorIndex | None = None
         self.keyword: SearchIndex | None = None
@@ -128,7 +129,7 @@ class IndexHolder:
         folder = self.root / version
         errors = []
         try:
-            vector = VectorIndex.load(folder)
+            vector = VectorIndex.load(folder, nprobe=self.nprobe)
         except Exception as exc:
             vector, _ = None, errors.append(f"vector: {exc}")
         try:
@@ -257,7 +258,7 @@ class ServiceState:
         self.store = OnlineStore(self.redis)
         self.registry = registry
         self.models = ModelHolder(registry, be)
-        self.indexes = IndexHolder(settings.artifacts_dir / "index")
+        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings.vector_nprobe)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up

@@ -1,11 +1,13 @@
 """Hard-rule filters: stage 2 (before hydration) drops banned sellers and categories (admin overrides)
-and listings farther than the user's max distance (haversine, vectorised; exact at the boundary); the
+and listings farther than the user's max distance (haversine, vectorised; exact at the boundary), then
+keeps the first ``n_candidates`` survivors in retrieval order (retrieval returns a wider pool so that
+~``n_candidates`` pass the hard rules; force-boosted candidates are never cut: ``beyond_n_candidates``); the
 stock filter (after hydration, which reads the real-time stock flag) drops sold listings."""
 
 from __future__ import annotations
 
 from kernels.filters import banned_seller_mask, category_ban_mask, distance_mask, in_stock_mask
-from online.candidates import CandidateBatch, RequestContext
+from online.candidates import CandidateBatch, RequestContext, Source
 
 
 class FilterStage:
@@ -29,6 +31,11 @@ class FilterStage:
             ll = xp.astype(xp.take(m.cols["latlong"], batch.idx, axis=0), xp.float64)
             mask, _ = distance_mask(geo[0], geo[1], ll[:, 0], ll[:, 1], ctx.user.max_distance_km, xp=xp)
             batch.keep(mask, "too_far", ctx)
+        n = state.settings.n_candidates
+        if batch.n_alive() > n:
+            boosted = batch.source == int(Source.BOOSTED)
+            rank = xp.cumsum(xp.astype(batch.alive & ~boosted, xp.int32))  # 1-based among retrieved survivors
+            batch.keep(boosted | (rank <= n), "beyond_n_candidates", ctx)
         batch.compact()
         return batch
 

@@ -11,7 +11,9 @@ the region's popular listings (``keyword_index_down``, ``popular_in_region``).
 
 A **feed** is faiss vector search (user vector), seasoned with keyword hits of the session's last
 query, filled with the region's popular listings; merged and de-duplicated to at most
-``n_candidates``; each candidate remembers the path that found it (:class:`~online.candidates.Source`).
+the retrieval pool (``n_candidates · retrieval_pool_factor``: the distance filter drops about half of a
+nationwide pool, so the filter stage cuts the survivors to ``n_candidates`` and scoring runs over ~1,000
+that pass the hard rules); each candidate remembers the path that found it (:class:`~online.candidates.Source`).
 Vector index failing -> keyword only; both failing or empty -> popular listings of the user's region.
 """
 
@@ -33,6 +35,7 @@ class RetrievalStage:
 
     def run(self, ctx: RequestContext, batch: CandidateBatch | None, state) -> CandidateBatch:
         n = state.settings.n_candidates
+        pool = self.pool_size(state.settings)
         ids_parts: list[np.ndarray] = []
         src_parts: list[np.ndarray] = []
         user = ctx.user
@@ -44,7 +47,7 @@ class RetrievalStage:
                 if state.indexes.keyword is None:
                     raise RuntimeError(state.indexes.error or "keyword index not loaded")
                 if ctx.kind == "search":
-                    return self.search(ctx, state, n)
+                    return self.search(ctx, state, pool)
                 ids, _ = state.indexes.keyword.search(query, n // 5)  # the session's last query seasons the feed
                 keyword_ok = True
                 ids_parts.append(ids)
@@ -57,7 +60,7 @@ class RetrievalStage:
             try:
                 if state.indexes.vector is None:
                     raise RuntimeError(state.indexes.error or "vector index not loaded")
-                ids, _ = state.indexes.vector.search(uvec, n)
+                ids, _ = state.indexes.vector.search(uvec, pool)
                 vector_ok = True
                 ids_parts.append(ids)
                 src_parts.append(np.full(len(ids), Source.VECTOR, np.int8))
@@ -80,10 +83,15 @@ class RetrievalStage:
         ids = np.concatenate(ids_parts) if ids_parts else np.empty(0, np.int64)
         src = np.concatenate(src_parts) if src_parts else np.empty(0, np.int8)
         _, first = np.unique(ids, return_index=True)  # de-duplicate, keep the first (best) source
-        first = np.sort(first)[:n]
+        first = np.sort(first)[:pool]
         idx = state.mirror.index_of(ids[first])
         ok = idx >= 0
         return CandidateBatch.of(state.be.xp, idx[ok], src[first][ok])
+
+    @staticmethod
+    def pool_size(settings) -> int:
+        """How many candidates retrieval hands to the filters (which keep at most ``n_candidates``)."""
+        return max(settings.n_candidates, int(round(settings.n_candidates * settings.retrieval_pool_factor)))
 
     @staticmethod
     def search(ctx: RequestContext, state, n: int) -> CandidateBatch:

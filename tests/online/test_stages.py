@@ -131,6 +131,23 @@ def test_filters_without_location_keep_everything(jaikod_env, redis_client):
     assert batch_ids(state, FilterStage().run(ctx, full_batch(state), state)) == set(ids.tolist())
 
 
+def test_filters_keep_the_first_n_candidates_that_pass_the_hard_rules(jaikod_env, redis_client):
+    # retrieval hands the filters a wider pool; the first n_candidates survivors (retrieval order) are kept,
+    # force-boosted candidates always
+    user = (13.0, 100.0)
+    far = np.array([0, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0], bool)  # 1 = 10 degrees north (~1,100 km)
+    latlong = np.stack([user[0] + 10.0 * far, np.full(12, user[1])], axis=1).astype(np.float32)
+    ids = np.arange(12) + 1
+    state = make_state(redis_client, make_mirror(ids, ids, latlong=latlong))
+    state.settings = state.settings.model_copy(update={"n_candidates": 3})
+    source = np.full(12, Source.VECTOR, np.int8)
+    source[11] = Source.BOOSTED
+    ctx = with_user(make_ctx(lat=user[0], lon=user[1]), user, 500.0)
+    out = FilterStage().run(ctx, CandidateBatch.of(state.be.xp, np.arange(12), source), state)
+    assert batch_ids(state, out) == {1, 3, 6, 12}  # the first three near ones, and the boosted one
+    assert ctx.removed_by_reason() == {"too_far": 4, "beyond_n_candidates": 4}
+
+
 # ---- hydration -----------------------------------------------------------------------------------------
 def test_hydration_reads_realtime_in_one_mget_and_the_stock_filter_drops_sold(jaikod_env, redis_client):
     ids = np.arange(500, 540)
