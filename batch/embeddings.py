@@ -6,11 +6,13 @@ text-based vector for cold-start products, all in one space.
   call) -> product vectors ``V = X^T U / s`` (L2-normalised).
 * Cold start: every hashed character n-gram of a title (Thai and English alike) gets the mean
   interaction vector of the warm products whose titles contain it; a product without clicks gets
-  the normalised mean of its n-grams' vectors (two sparse products, no iterative solver).
+  the normalised mean of its n-grams' vectors (two sparse products, no iterative solver). The pure
+  part is :class:`engines.embeddings.TitleSpace`, saved as ``title_space.npz`` next to the table (and by
+  the materialiser in each index folder) so the service embeds a listing taken in by intake the same way.
 * Users: the L2-normalised mean of the vectors of the products they clicked in the last 30 days
   (:func:`user_vectors`, the same function for training rows and for the online snapshot).
 
-Output: ``<lake>/features/embeddings/products.parquet`` (product_id, source, e0..e63).
+Output: ``<lake>/features/embeddings/products.parquet`` (product_id, source, e0..e63) and ``title_space.npz``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import scipy.sparse as sp
 
 from batch.etl import features_dir, index_of
 from batch.lake import atomic_dir
+from engines.embeddings import TitleSpace, normalise, title_ngrams
 from gpu_core.device import backend
 from gpu_core.errors import LakeError
 from gpu_core.schema import EMBEDDING_DIM
@@ -80,7 +83,14 @@ def read_clicks(lake: Path, days: list[dt.date]) -> pd.DataFrame:
 def fit_product_vectors(clicks: pd.DataFrame, products: pd.DataFrame, users: pd.DataFrame, dim: int = EMBEDDING_DIM,
                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """(vectors float32 [n_products, dim], warm mask, explained variance)."""
-    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+    vectors, warm, explained, _ = fit_product_space(clicks, products, users, dim, seed)
+    return vectors, warm, explained
+
+
+def fit_product_space(clicks: pd.DataFrame, products: pd.DataFrame, users: pd.DataFrame, dim: int = EMBEDDING_DIM,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, float, TitleSpace | None]:
+    """:func:`fit_product_vectors` and the title space cold-start vectors come from (None: too few warm)."""
+    from sklearn.feature_extraction.text import TfidfTransformer
 
     pids = products["product_id"].to_numpy()
     m = click_matrix(clicks, users["user_id"].to_numpy(), pids)
@@ -97,14 +107,14 @@ def fit_product_vectors(clicks: pd.DataFrame, products: pd.DataFrame, users: pd.
         vectors[warm, :n_comp] = np.asarray(v, dtype=np.float32)
     vectors = _normalise(vectors)
     # cold start: title text -> interaction space
+    space = None
     cold = ~warm
-    if cold.any() and warm.sum() >= 10:
-        hv = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=2**16, alternate_sign=False,
-                               norm="l2")
-        text = hv.transform(products["title"].astype(str).tolist()).tocsr()
-        ngram_vectors = _normalise(np.asarray(text[warm].T @ vectors[warm], dtype=np.float32))
-        vectors[cold] = _normalise(np.asarray(text[cold] @ ngram_vectors, dtype=np.float32))
-    return vectors, warm, explained
+    if warm.sum() >= 10:
+        text = title_ngrams(products["title"].astype(str).tolist())
+        space = TitleSpace.fit(text[warm], vectors[warm])
+        if cold.any():
+            vectors[cold] = space.embed_text(text[cold])
+    return vectors, warm, explained, space
 
 
 def user_vectors(clicks: pd.DataFrame, user_ids: np.ndarray, product_ids: np.ndarray,
@@ -114,9 +124,7 @@ def user_vectors(clicks: pd.DataFrame, user_ids: np.ndarray, product_ids: np.nda
     return _normalise(np.asarray(m @ product_vectors, dtype=np.float32))
 
 
-def _normalise(v: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.where(n > 0, v / np.maximum(n, 1e-12), 0.0).astype(np.float32)
+_normalise = normalise
 
 
 def run_embeddings(lake: Path, as_of: dt.date, seed: int = 0, holdout_days: int = 1) -> EmbeddingSummary:
@@ -130,12 +138,14 @@ def run_embeddings(lake: Path, as_of: dt.date, seed: int = 0, holdout_days: int 
     root = features_dir(lake) / "user_clicks"
     days = sorted(dt.date.fromisoformat(p.name.split("=")[1]) for p in root.glob("date=*"))
     fit_days = [d for d in days if d <= as_of - dt.timedelta(days=holdout_days)]
-    vectors, warm, explained = fit_product_vectors(read_clicks(lake, fit_days), products, users, seed=seed)
+    vectors, warm, explained, space = fit_product_space(read_clicks(lake, fit_days), products, users, seed=seed)
     df = pd.DataFrame(vectors, columns=[f"e{i}" for i in range(vectors.shape[1])])
     df.insert(0, "source", np.where(warm, "interactions", "text"))
     df.insert(0, "product_id", products["product_id"].to_numpy())
     with atomic_dir(features_dir(lake) / "embeddings") as tmp:
         df.to_parquet(tmp / "products.parquet", index=False)
+        if space is not None:
+            space.save(tmp)
     return EmbeddingSummary(len(df), int(warm.sum()), int((~warm).sum()), round(explained, 4),
                             round(time.perf_counter() - t0, 2))
 

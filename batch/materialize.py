@@ -19,8 +19,9 @@ import numpy as np
 import redis
 
 from batch.dataset import daily_views
-from batch.etl import etl_as_of
+from batch.etl import etl_as_of, features_dir
 from batch.lake import atomic_dir
+from engines.embeddings import TitleSpace
 from engines.index import VectorIndex, write_manifest
 from engines.search.index import SearchIndex
 from gpu_core.feature_store import VERSIONS, OnlineStore, OverrideKeys, SellerRecord
@@ -84,6 +85,9 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
         # the whole catalogue's statistics (as the ETL's features see them), eligible listings retrievable
         SearchIndex.build(views.product_ids, extra["title"].to_numpy(), extra["category"].to_numpy(),
                           eligible=eligible).save(tmp)
+        space = TitleSpace.load(features_dir(lake) / "embeddings")  # cold-start vectors of intake listings
+        if space is not None:
+            space.save(tmp)
         write_manifest(tmp, version=version, day=day, products=int(eligible.sum()))
     # 2. the Redis snapshot, then the pointer
     store = OnlineStore(client or redis.Redis.from_url(settings.redis_url))

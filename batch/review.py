@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import redis
 
+from gpu_core.feature_store import mark_live
 from gpu_core.moderation import (
     ModerationQueue,
     ReviewBacklog,
@@ -95,6 +96,8 @@ def run_review(client: redis.Redis | None = None, lake: Path | None = None, batc
                 update["status"] = "live"
                 live += 1
             r.hset(listing_key(lid), mapping=update)
+            if update.get("status") == "live":
+                mark_live(r, int(lid))
         backlog.done([eid for eid, _ in entries])
         reviewed += len(found)
     exported = export_labels(r, lake or s.lake_dir)

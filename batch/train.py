@@ -122,8 +122,11 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None,
-              registry: Registry | None = None, bootstrap_production: bool = False) -> TrainResult:
-    """Train, evaluate, log to MLflow, register (staging) if better than production."""
+              registry: Registry | None = None, bootstrap_production: bool = False,
+              not_worse_tolerance: float | None = None) -> TrainResult:
+    """Train, evaluate, log to MLflow, register (staging) if better than production — or, with
+    ``not_worse_tolerance`` (the continuous retrain), if its NDCG@20 is at least production's times
+    ``1 - tolerance``: the canary then decides on live CTR."""
     t0 = time.perf_counter()
     settings = get_settings()
     cfg = cfg or TrainConfig()
@@ -171,7 +174,12 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
         d = RankerArtifact(ctr, cvr, MODEL_FEATURES, meta).save(Path(tmp) / "ranker")
         mlf.log_artifacts(str(d), artifact_path="ranker")
         run_id = run.info.run_id
-    better = ndcg_prod is None or ndcg_model > ndcg_prod
+    if ndcg_prod is None:
+        better = True
+    elif not_worse_tolerance is not None:
+        better = ndcg_model >= ndcg_prod * (1.0 - not_worse_tolerance)
+    else:
+        better = ndcg_model > ndcg_prod
     version = promoted = None
     if better:
         ref = registry.register_dir(RANKER, run_id, "ranker", tags={"ndcg20": f"{ndcg_model:.5f}"})
@@ -182,7 +190,12 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
             registry.set_alias(RANKER, PRODUCTION, version)
             promoted = PRODUCTION
         reason = ("no production model yet" if ndcg_prod is None else
-                  f"NDCG@{k} {ndcg_model:.4f} > production {ndcg_prod:.4f}")
+                  f"NDCG@{k} {ndcg_model:.4f} > production {ndcg_prod:.4f}" if ndcg_model > ndcg_prod else
+                  f"NDCG@{k} {ndcg_model:.4f} not worse than production {ndcg_prod:.4f} within "
+                  f"{not_worse_tolerance:.0%}: the canary decides")
+    elif not_worse_tolerance is not None:
+        reason = (f"not registered: NDCG@{k} {ndcg_model:.4f} < production {ndcg_prod:.4f} "
+                  f"- {not_worse_tolerance:.0%}")
     else:
         reason = f"not registered: NDCG@{k} {ndcg_model:.4f} <= production {ndcg_prod:.4f}"
     return TrainResult(version, promoted, ndcg_model, ndcg_pop, ndcg_prod, auc_click, len(train), len(test),

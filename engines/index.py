@@ -33,9 +33,23 @@ class IndexError_(RuntimeError):
 
 
 class VectorIndex:
-    def __init__(self, index, ids: np.ndarray):
+    """``extra_ids``/``extra_vectors``: listings added after the build (intake), searched exactly beside the
+    faiss index and merged by score; :meth:`with_listings` returns a new object (the faiss index shared)."""
+
+    def __init__(self, index, ids: np.ndarray, extra_ids: np.ndarray | None = None,
+                 extra_vectors: np.ndarray | None = None):
         self.index = index
         self.ids = np.asarray(ids, dtype=np.int64)
+        self.extra_ids = np.empty(0, np.int64) if extra_ids is None else np.asarray(extra_ids, np.int64)
+        self.extra_vectors = (np.empty((0, index.d), np.float32) if extra_vectors is None
+                              else np.ascontiguousarray(extra_vectors, dtype=np.float32))
+
+    def with_listings(self, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
+        """This index plus listings ``ids`` (ids it holds already are replaced in the side set)."""
+        ids = np.asarray(ids, np.int64)
+        keep = ~np.isin(self.extra_ids, ids)
+        return VectorIndex(self.index, self.ids, np.concatenate([self.extra_ids[keep], ids]),
+                           np.concatenate([self.extra_vectors[keep], np.asarray(vectors, np.float32)]))
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, ivf_threshold: int = 500_000, nlist: int | None = None,
@@ -73,7 +87,13 @@ class VectorIndex:
         q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         scores, idx = self.index.search(q, min(k, len(self.ids)))
         ok = idx[0] >= 0
-        return self.ids[idx[0][ok]], scores[0][ok]
+        ids, sc = self.ids[idx[0][ok]], scores[0][ok]
+        if not len(self.extra_ids):
+            return ids, sc
+        ids = np.concatenate([ids, self.extra_ids])
+        sc = np.concatenate([sc, (self.extra_vectors @ q[0]).astype(np.float32)])
+        order = np.argsort(-sc, kind="stable")[:k]
+        return ids[order], sc[order]
 
     def save(self, folder: Path) -> None:
         import faiss

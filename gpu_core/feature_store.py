@@ -88,6 +88,25 @@ SEEN_TTL_S = 7 * 24 * 3600
 QUERY_TTL_S = 1800
 
 
+class LiveListingKeys:
+    """Intake listings accepted as ``live`` since they were taken in (``POST /v1/listings``, the review
+    backlog, a moderator's approval): the set of their ids and a version every service reads in its user
+    round trip, so each API worker adds them to its product mirror and indexes from the next request
+    (``online.state.ServiceState.sync_live``). The nightly snapshot does not hold them (they are not in the
+    lake's products table); each worker adds them again over every new snapshot."""
+
+    IDS = "jk:live:listings"
+    VERSION = "jk:live:version"
+
+
+def mark_live(r: Any, listing_id: int) -> None:
+    """Announce an intake listing that became ``live`` (one transaction: the id, then the version)."""
+    pipe = r.pipeline(transaction=True)
+    pipe.sadd(LiveListingKeys.IDS, int(listing_id))
+    pipe.incr(LiveListingKeys.VERSION)
+    pipe.execute()
+
+
 class OverrideKeys:
     """Admin overrides (written by the admin API and by materialisation, read by every service)."""
 
@@ -371,11 +390,12 @@ class OnlineStore:
 
     # ---- the serving round trip ---------------------------------------------------------------
     def user_step(self, user_id: int, version: str | None, pipe: Any = None) -> Any:
-        """Queue the user round trip on ``pipe``: snapshot pointer, overrides version, the user's daily row
+        """Queue the user round trip on ``pipe``: snapshot pointer, overrides and live-listings versions, the user's daily row
         (when a version is known), real-time slots, current query. :meth:`parse_user_step` reads it."""
         pipe = pipe if pipe is not None else self.r.pipeline(transaction=False)
         pipe.get(POINTER)
         pipe.get(OverrideKeys.VERSION)
+        pipe.get(LiveListingKeys.VERSION)
         pipe.get(rt_user_key(user_id))
         pipe.get(user_query_key(user_id))
         if version is not None:
@@ -384,10 +404,11 @@ class OnlineStore:
 
     @staticmethod
     def parse_user_step(result: Sequence[Any]) -> dict[str, Any]:
-        pointer, ov_version, rt_blob, query = result[:4]
+        pointer, ov_version, live_version, rt_blob, query = result[:5]
         return {"pointer": pointer.decode() if pointer else None, "overrides_version": int(ov_version or 0),
+                "live_version": int(live_version or 0),
                 "user_rt": decode_bitfields([rt_blob], U_SLOTS)[0], "query": query.decode() if query else "",
-                "user_row": result[4] if len(result) > 4 else None}
+                "user_row": result[5] if len(result) > 5 else None}
 
 
 def decode_bitfields(blobs: Sequence[bytes | None], slots: int) -> np.ndarray:

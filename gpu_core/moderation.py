@@ -198,6 +198,10 @@ class ModerationQueue:
                   f.get("safety_score", "")])
         if not int(ok):
             raise DecisionConflict(_s(info))
+        if decision == "approve" and listing_id and self.r.exists(listing_key(listing_id)):
+            from gpu_core.feature_store import mark_live
+
+            mark_live(self.r, int(listing_id))  # retrievable from the next request
         return {"label_id": _s(info), "entry_id": entry_id, "listing_id": listing_id, "decision": decision,
                 "reason": reason, "moderator": moderator, "ts_ms": ts, "kind": f.get("kind", ""),
                 "safety_score": f.get("safety_score", "")}

@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     stream_archive_events: int = 5000  # micro-batch size of the Parquet archive
     stream_archive_interval_s: float = 2.0  # ... or its age
     stream_claim_idle_ms: int = 30_000  # pending entries idle this long are taken over (crashed consumer)
+    continuous_not_worse_tolerance: float = 0.02  # a continuous retrain goes to staging at NDCG@20 >= prod * 0.98
     canary_min_requests: int = 1000  # staging requests before an automatic decision
     canary_min_impressions: int = 200  # staging impressions before its CTR is compared
     canary_ctr_tolerance: float = 0.0  # staging CTR >= production CTR * (1 - tolerance) counts "not worse"

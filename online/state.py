@@ -18,17 +18,19 @@ from redis.backoff import NoBackoff
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
+from engines.embeddings import TitleSpace
 from engines.index import VectorIndex
 from engines.ranker import Ranker, ScoreWeights
 from engines.search.index import SearchIndex
 from gpu_core.device import Backend
 from gpu_core.errors import FeatureStoreError, RegistryError, RegistryUnavailable
-from gpu_core.feature_store import OnlineStore, OverrideKeys, rt_product_key
+from gpu_core.feature_store import LiveListingKeys, OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.ids import ids_only
+from gpu_core.moderation import decode_hash, listing_key
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings
-from online.catalogue import Catalogue
+from online.catalogue import Catalogue, intake_fields, live_product_rows
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,18 @@ class ProductMirror:
         trending = ids[np.lexsort((ids, -pop))][:200]
         rt_keys = np.array([rt_product_key(i) for i in ids], dtype=object)
         return cls(version, ids, seller, cols, be.xp.asarray(seller), be.xp.asarray(region), trending, rt_keys)
+
+    def with_listings(self, ids: np.ndarray, rows: np.ndarray, seller: np.ndarray, region: np.ndarray,
+                      xp: Any) -> ProductMirror:
+        """This mirror plus listings appended after its last row (ids above the highest held), so the rows
+        of requests in flight stay valid; the version stays the snapshot's."""
+        new = PRODUCT_DAILY.unpack(rows)
+        cols = {k: xp.concatenate([v, xp.asarray(np.ascontiguousarray(new[k], dtype=np.float32))])
+                for k, v in self.cols.items()}
+        return ProductMirror(self.version, np.concatenate([self.ids, ids]), np.concatenate([self.seller, seller]),
+                             cols, xp.concatenate([self.seller_dev, xp.asarray(seller)]),
+                             xp.concatenate([self.region, xp.asarray(region)]), self.trending,
+                             np.concatenate([self.rt_keys, np.array([rt_product_key(i) for i in ids], dtype=object)]))
 
     def index_of(self, product_ids: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.ids, product_ids)
@@ -123,6 +137,7 @@ class IndexHolder:
         self.version: str | None = None
         self.vector: VectorIndex | None = None
         self.keyword: SearchIndex | None = None
+        self.title_space: TitleSpace | None = None  # cold-start vectors of intake listings
         self.error: str | None = None
 
     def load(self, version: str) -> None:
@@ -138,7 +153,15 @@ class IndexHolder:
         except Exception as exc:
             keyword, _ = None, errors.append(f"keyword: {exc}")
         self.vector, self.keyword, self.version = vector, keyword, version
+        self.title_space = TitleSpace.load(folder)
         self.error = "; ".join(errors) or None
+
+    def add_listings(self, ids: np.ndarray, titles: list[str], categories: np.ndarray, vectors: np.ndarray) -> None:
+        """Listings taken in since the build join both indexes (new objects, swapped one at a time)."""
+        if self.keyword is not None:
+            self.keyword = self.keyword.with_listings(ids, titles, categories)
+        if self.vector is not None:
+            self.vector = self.vector.with_listings(ids, vectors)
 
 
 class Overrides:
@@ -265,6 +288,8 @@ class ServiceState:
         self.warm = False  # set by RankingPipeline.warm_up: a search and a feed ran through every stage
         self.on_snapshot: Any = None  # called by the refresher after it loaded a new snapshot (warm-up)
         self.context_row: np.ndarray | None = None
+        self.live_synced: tuple[int, str] | None = None  # (live-listings version, snapshot) the mirror holds
+        self._live_thread: threading.Thread | None = None
         self._sponsored_cache: tuple[tuple[str, int], np.ndarray] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -274,7 +299,7 @@ class ServiceState:
         """Mirror-aligned bool mask of the sponsored inventory, rebuilt only when the snapshot or the
         overrides move (an ``isin`` per request cost a third of the polish stage)."""
         mirror, ov = self.mirror, self.overrides
-        key = (mirror.version, ov.version)
+        key = (mirror.version, len(mirror.ids), ov.version)  # intake listings extend a snapshot
         cached = self._sponsored_cache
         if cached is None or cached[0] != key:
             cached = (key, np.isin(mirror.ids, ov.sponsored))
@@ -298,8 +323,64 @@ class ServiceState:
             self.context_row = self.store.context_row(version)
             self.indexes.load(version)
             self.mirror = new
+            self.live_synced = None  # intake listings are added again over the new snapshot
             log.info("snapshot %s loaded (%d products)", version, len(new.ids))
             return new
+
+    # ---- intake listings accepted since the snapshot ---------------------------------------------
+    def sync_live(self, version: int) -> int:
+        """Add the ``live`` intake listings (:class:`~gpu_core.feature_store.LiveListingKeys`) that the
+        mirror, the indexes and the catalogue do not hold yet; called with the version read in the user
+        round trip, so it costs nothing until a listing goes live or a new snapshot is loaded (then all of
+        them are added again over it). Returns how many were added."""
+        mirror = self.mirror
+        if mirror is None or self.live_synced == (version, mirror.version):
+            return 0
+        with self._lock:
+            mirror = self.mirror
+            if self.live_synced == (version, mirror.version):
+                return 0
+            ids = np.array(sorted(int(x) for x in self.redis.smembers(LiveListingKeys.IDS)), np.int64)
+            ids = ids[(mirror.index_of(ids) < 0) & (ids > (mirror.ids[-1] if len(mirror.ids) else -1))]
+            pipe = self.redis.pipeline(transaction=False)
+            for i in ids:
+                pipe.hgetall(listing_key(int(i)))
+            recs = []
+            for i, raw in zip(ids, pipe.execute() if len(ids) else [], strict=True):
+                if raw and decode_hash(raw).get("status") == "live":
+                    recs.append(intake_fields(raw, int(i)))
+            if recs:
+                built = live_product_rows(recs, mirror, self.indexes.title_space)
+                new_ids = np.array([r["listing_id"] for r in recs], np.int64)
+                emb = PRODUCT_DAILY.unpack(built["rows"])
+                self.indexes.add_listings(new_ids, [r["title"] or "" for r in recs],
+                                          emb["category"].astype(np.int32), emb["embedding_vector"])
+                if self.catalogue is not None:
+                    self.catalogue = self.catalogue.with_listings(recs, np.asarray(emb["latlong"], np.float64))
+                self.mirror = mirror.with_listings(new_ids, built["rows"], built["seller"], built["region"],
+                                                   self.be.xp)
+                log.info("%d live intake listings added to snapshot %s", len(recs), mirror.version)
+            self.live_synced = (version, mirror.version)
+            return len(recs)
+
+    def request_live_sync(self, version: int) -> None:
+        """:meth:`sync_live` off the request path (one background thread at a time): the request that sees a
+        new version is served from what the worker holds, the following ones with the new listings."""
+        mirror = self.mirror
+        if mirror is None or self.live_synced == (version, mirror.version):
+            return
+        t = self._live_thread
+        if t is not None and t.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                self.sync_live(version)
+            except Exception as exc:  # keep serving what we have; the next request tries again
+                log.warning("live listings not added: %s", exc)
+
+        self._live_thread = threading.Thread(target=run, name="jaikod-live-listings", daemon=True)
+        self._live_thread.start()
 
     def startup(self) -> None:
         if self.catalogue is None:

@@ -84,7 +84,7 @@ class SearchHits:
 
 class SearchIndex:
     def __init__(self, bm25, ids: np.ndarray, category: np.ndarray, eligible: np.ndarray, compact: np.ndarray,
-                 a: Analyzer | None = None):
+                 a: Analyzer | None = None, avgdl: float | None = None):
         self.bm25 = bm25
         self.ids = np.asarray(ids, dtype=np.int64)
         self.category = np.asarray(category, dtype=np.int32)
@@ -95,6 +95,7 @@ class SearchIndex:
         self._indptr, self._indices, self._data = sc["indptr"], sc["indices"], sc["data"]
         self.vocab = bm25.vocab_dict
         self.n_docs = len(self.ids)
+        self.avgdl = avgdl  # mean document length at build (None: an index saved before it was kept)
         self._fuzzy_vocab: list[str] | None = None
 
     def __getstate__(self) -> dict:  # Dask ships the ETL's index to its workers; the analyzer is per process
@@ -121,13 +122,77 @@ class SearchIndex:
         bm25.index(docs, show_progress=False)
         elig = np.ones(len(ids), bool) if eligible is None else np.asarray(eligible, bool)[order]
         compact = np.array(["".join(surface_tokens(t)) for t in titles], dtype=object)
-        return cls(bm25, ids[order], cats, elig, compact, a)
+        avgdl = float(np.mean([len(d) for d in docs])) if docs else 1.0
+        return cls(bm25, ids[order], cats, elig, compact, a, avgdl)
+
+    def with_listings(self, ids, titles, categories) -> SearchIndex:
+        """A new index: this one plus listings ``ids`` (all above the highest id held, e.g. intake listings).
+        The added titles are scored with this index's statistics (BM25 k1/b, document count and mean
+        length; a term's IDF counts the added titles too); the listings already held keep their scores
+        until the next build. Not saved (:meth:`save` is for built indexes)."""
+        import copy
+
+        from gpu_core.schema import CATEGORIES
+
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(ids):
+            return self
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        if self.n_docs and ids[0] <= self.ids[-1]:
+            raise ValueError("with_listings adds listings above the highest id held")
+        titles = [str(titles[i]) for i in order]
+        cats = np.asarray(categories, dtype=np.int32)[order]
+        k1, b = float(self.bm25.k1), float(self.bm25.b)
+        avgdl = self.avgdl or 1.0
+        vocab = dict(self.vocab)
+        add_rows: dict[int, list[tuple[int, float]]] = {}
+        df = np.diff(self._indptr)
+        for j, (t, c) in enumerate(zip(titles, cats, strict=True)):
+            terms = [*self.a.title_terms(t), "@" + CATEGORIES[int(c)]]
+            counts: dict[str, int] = {}
+            for term in terms:
+                counts[term] = counts.get(term, 0) + 1
+            norm = k1 * (1 - b + b * len(terms) / avgdl)
+            for term, tf in counts.items():
+                tid = vocab.setdefault(term, len(vocab))
+                add_rows.setdefault(tid, []).append((self.n_docs + j, tf / (tf + norm)))
+        n = self.n_docs + len(ids)
+        n_terms = len(vocab)
+        indptr = np.zeros(n_terms + 1, np.int64)
+        counts_per_term = np.zeros(n_terms, np.int64)
+        counts_per_term[:len(df)] = df
+        for tid, rows in add_rows.items():
+            counts_per_term[tid] += len(rows)
+        np.cumsum(counts_per_term, out=indptr[1:])
+        indices = np.empty(indptr[-1], self._indices.dtype)
+        data = np.empty(indptr[-1], np.float32)
+        for tid in range(n_terms):
+            a0, a1 = (int(self._indptr[tid]), int(self._indptr[tid + 1])) if tid < len(df) else (0, 0)
+            at, m = int(indptr[tid]), a1 - a0
+            indices[at:at + m] = self._indices[a0:a1]
+            data[at:at + m] = self._data[a0:a1]
+            extra = add_rows.get(tid)
+            if extra:
+                idf = self.idf(int(counts_per_term[tid]))
+                indices[at + m:at + m + len(extra)] = [r for r, _ in extra]
+                data[at + m:at + m + len(extra)] = [idf * v for _, v in extra]
+        new = copy.copy(self)
+        new._indptr, new._indices, new._data, new.vocab = indptr, indices, data, vocab
+        new.ids = np.concatenate([self.ids, ids])
+        new.category = np.concatenate([self.category, cats])
+        new.eligible = np.concatenate([self.eligible, np.ones(len(ids), bool)])
+        new.compact = np.concatenate([self.compact, np.array(["".join(surface_tokens(t)) for t in titles], dtype=object)])
+        new.n_docs = n
+        new._fuzzy_vocab = None
+        return new
 
     def save(self, folder: Path) -> None:
         d = Path(folder) / FOLDER
         d.mkdir(parents=True, exist_ok=True)
         self.bm25.save(str(d / "bm25"), show_progress=False)
-        np.savez(d / "docs.npz", ids=self.ids, category=self.category, eligible=self.eligible)
+        np.savez(d / "docs.npz", ids=self.ids, category=self.category, eligible=self.eligible,
+                 avgdl=np.float64(self.avgdl or 0.0))
         (d / "titles.json").write_text(json.dumps(self.compact.tolist(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
@@ -139,8 +204,9 @@ class SearchIndex:
             raise SearchIndexError(f"search index missing: {d}")
         z = np.load(d / "docs.npz")
         compact = np.array(json.loads((d / "titles.json").read_text(encoding="utf-8")), dtype=object)
+        avgdl = float(z["avgdl"]) if "avgdl" in z.files else None
         return cls(bm25s.BM25.load(str(d / "bm25"), show_progress=False), z["ids"], z["category"], z["eligible"],
-                   compact)
+                   compact, avgdl=avgdl or None)
 
     def warm(self) -> None:
         """Exercise every path once (dictionaries, tries, the fuzzy vocabulary) before serving."""

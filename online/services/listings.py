@@ -9,7 +9,10 @@ The listing is stored (``jk:listing:{id}``), then analysed:
   that the image was not analysed.
 
 ``safety_score = min(text, image)``; below ``safety_threshold`` (0.4) the listing goes to the moderation
-queue (status ``in_review``), else it is ``live``. The fraud score is computed on demand and stored.
+queue (status ``in_review``), else it is ``live``: announced with :func:`gpu_core.feature_store.mark_live`, it
+joins every API worker's product mirror, vector and keyword index from that worker's next request
+(:meth:`online.state.ServiceState.sync_live`), as does a listing made live later by the review backlog or a
+moderator's approval. The fraud score is computed on demand and stored.
 Listing text is never logged.
 """
 
@@ -28,6 +31,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from gpu_core.clock import now_ms
 from gpu_core.errors import JaikodError
+from gpu_core.feature_store import mark_live
 from gpu_core.ids import ID_MAX, ID_MIN
 from gpu_core.moderation import (
     ModerationQueue,
@@ -58,6 +62,8 @@ class ListingRequest(BaseModel):
     price_thb: float = Field(gt=0, lt=1e9)
     category: str
     image_base64: str | None = None
+    lat: float | None = Field(None, ge=-90, le=90, description="where the item is (default: the seller's place)")
+    lon: float | None = Field(None, ge=-180, le=180)
 
     @field_validator("category")
     @classmethod
@@ -136,7 +142,8 @@ def listings_router() -> APIRouter:
         r.hset(listing_key(lid), mapping={
             "listing_id": lid, "seller_id": req.seller_id, "title": req.title, "description": req.description,
             "price_thb": f"{req.price_thb:.2f}", "category": req.category, "status": "processing",
-            "has_image": int(raw_image is not None), "created_ms": now_ms()})
+            "has_image": int(raw_image is not None), "created_ms": now_ms(),
+            **({"lat": req.lat, "lon": req.lon} if req.lat is not None and req.lon is not None else {})})
         if raw_image is not None:
             r.set(image_key(lid), raw_image)
 
@@ -181,6 +188,8 @@ def listings_router() -> APIRouter:
             mapping["safety_score"] = f"{safety:.4f}"
         r.hset(listing_key(lid), mapping=mapping)
         fraud = fraud_service(svc).score(lid)
+        if status == "live":
+            mark_live(r, lid)  # product row + both indexes in every worker from its next request
         log.info("listing taken in", extra={"listing_id": lid, "status": status, "deferred": deferred is not None})
         return {
             "listing_id": lid, "status": status,

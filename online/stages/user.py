@@ -52,6 +52,7 @@ class UserStage:
             user_blob = state.redis.get(snap_key(mirror.version, "u", ctx.user_id))
         ctx.snapshot_version = mirror.version
         state.overrides.sync(state.redis, step["overrides_version"])
+        state.request_live_sync(step["live_version"])  # intake listings that went live: from a next request
         rows, found = unpack_rows([user_blob], USER_DAILY)
         features = {k: v[0] for k, v in USER_DAILY.unpack(rows).items()}
         known = bool(found[0])

@@ -130,3 +130,63 @@ def test_settings_digest_leaves_secrets_out():
     assert {"admin_token", "alert_webhook_url", "alert_routing_key"} <= set(DIGEST_EXCLUDED)
     assert Settings(admin_token="a").digest() == Settings(admin_token="b", port=1).digest()
     assert Settings(w_ctr=1.0).digest() != Settings(w_ctr=2.0).digest()
+
+
+def test_a_listing_accepted_by_intake_is_retrievable_from_the_next_request(served_world, monkeypatch, tmp_path, users):
+    """POST /v1/listings (live) -> GET /v1/search for its title finds it, with its catalogue fields; it is in
+    the product mirror and the vector index (its cold-start vector from the snapshot's title space)."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from engines.text.settings import reset_text_settings
+    from gpu_core.settings import reset_settings
+    from online.app import create_app
+
+    monkeypatch.setenv("JAIKOD_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("JAIKOD_TEXT_MODEL_DIR", str(tmp_path / "no-heads"))  # rules + word lists
+    monkeypatch.setenv("JAIKOD_LISTING_TEXT_TIMEOUT_MS", "60000")
+    reset_settings()
+    reset_text_settings()
+    try:
+        with TestClient(create_app(refresher=False, services=True)) as c:
+            c.app.state.services.text()
+            state = c.app.state.services.state
+            assert state.indexes.title_space is not None  # saved by the nightly's embed, copied per index
+            seller = int(state.mirror.seller[0])
+            body = {"seller_id": seller, "title": "Zorblax headphones like new", "price_thb": 1500,
+                    "category": "electronics", "lat": 13.75, "lon": 100.5,
+                    "description": "Used twice, box included."}
+            t0 = time.perf_counter()
+            made = c.post("/v1/listings", json=body)
+            assert made.status_code == 201 and made.json()["status"] == "live", made.text
+            lid = made.json()["listing_id"]
+            while True:  # the worker adds it off the request path; a following request finds it
+                res = c.post("/v1/search", json={"user_id": users[0], "query": "zorblax", "lat": 13.75, "lon": 100.5})
+                assert res.status_code == 200, res.text
+                items = res.json()["items"]
+                took = time.perf_counter() - t0
+                if items or took > 5.0:
+                    break
+                time.sleep(0.05)
+            assert [it["product_id"] for it in items] == [lid], res.json()
+            it = items[0]
+            assert it["title"] == body["title"] and it["price_thb"] == 1500 and it["category"] == "electronics"
+            assert it["distance_km"] is not None and it["distance_km"] < 5
+            assert took < 5.0
+            print(f"intake -> found by search: {took:.2f} s")
+            # product features and the vector index
+            m = state.mirror
+            j = int(m.index_of(np.array([lid]))[0])
+            assert j >= 0 and int(m.seller[j]) == seller
+            vec = np.asarray(m.cols["embedding_vector"])[j]
+            assert abs(float(np.linalg.norm(vec)) - 1.0) < 1e-4
+            ids, _ = state.indexes.vector.search(vec, 5)
+            assert int(ids[0]) == lid
+            # a later request does not add it twice; an unrelated query still answers as before
+            assert state.sync_live(int(c.app.state.services.state.redis.get("jk:live:version"))) == 0
+            assert c.post("/v1/feed", json={"user_id": users[0]}).status_code == 200
+            assert c.get(f"/v1/listings/{lid}").json()["status"] == "live"
+    finally:
+        reset_settings()
+        reset_text_settings()
