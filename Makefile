@@ -16,15 +16,16 @@ WORLD_SIZE ?= demo
 # the demo world ends yesterday, so live events (jaikod stream) continue it without a gap
 START_DATE ?= $(shell date -u -d '30 days ago' +%F)
 STAMP := $(VENV)/.installed
-# the deployment's processes (Procfile) read these
-export JAIKOD_BIN := $(CURDIR)/$(JAIKOD)
-export JAIKOD_WORKERS ?= 2
-export JAIKOD_METRICS_PORT ?= 9101
-export JAIKOD_READY_REQUIRES_STREAM ?= true
-export PROMETHEUS_ADDR ?= 127.0.0.1:9090
+# the deployment's processes (Procfile) read these; set for `make run` only, so they never leak into
+# `make test` (a test suite that needs a stream processor for /readyz, or a fixed metrics port, fails)
+run: export JAIKOD_BIN := $(CURDIR)/$(JAIKOD)
+run: export JAIKOD_WORKERS ?= 2
+run: export JAIKOD_METRICS_PORT ?= 9101
+run: export JAIKOD_READY_REQUIRES_STREAM ?= true
+run: export PROMETHEUS_ADDR ?= 127.0.0.1:9090
 # demo-sized canary: decide after 100 staging requests (5 % of the traffic driver's users); production
 # keeps the defaults of gpu_core/settings.py (1,000 requests)
-export JAIKOD_CANARY_MIN_REQUESTS ?= 100
+run: export JAIKOD_CANARY_MIN_REQUESTS ?= 100
 FRESH ?=
 
 .PHONY: run test soak bench bench-publish bench-peers lint redis install world nightly serve clean
