@@ -32,11 +32,8 @@ from engines.boost import Allocation, BoostConfig, ThompsonBooster, uniform_allo
 from engines.realtime import product_window_counts, read_product_rt
 from gpu_core.feature_store import OnlineStore
 from gpu_core.settings import get_settings
+from gpu_core.streams import BOOST_ACTIVE, BOOST_ARMS, BOOST_SPEND
 from kernels.windows import smoothed_ctr
-
-ARMS = "jk:boost:arms"
-ACTIVE = "jk:boost:active"
-SPEND = "jk:boost:spend:{}"
 
 
 # ---- one live round -----------------------------------------------------------------------------------
@@ -73,9 +70,9 @@ def run_boost(client: redis.Redis | None = None, *, rounds_per_day: int = 24, da
     now_s = time.time() if now_s is None else now_s
     budget = s.boost_daily_budget if daily_budget is None else daily_budget
     cost = s.boost_slot_cost if slot_cost is None else slot_cost
-    booster = ThompsonBooster.from_mapping(r.hgetall(ARMS), config)
+    booster = ThompsonBooster.from_mapping(r.hgetall(BOOST_ARMS), config)
     # 1. feedback of the previous round
-    prev = {int(k): float(v) for k, v in r.hgetall(ACTIVE).items()}
+    prev = {int(k): float(v) for k, v in r.hgetall(BOOST_ACTIVE).items()}
     fb_clicks = 0
     if prev:
         pids = np.array(sorted(prev), dtype=np.int64)
@@ -93,7 +90,7 @@ def run_boost(client: redis.Redis | None = None, *, rounds_per_day: int = 24, da
     ok = rt["stock_status"] > 0
     ids, velocity, ctr = ids[ok], rt["views_last_hour"][ok], rt["ctr_last_hour"][ok]
     # 3. this round's budget
-    day_key = SPEND.format(dt.datetime.fromtimestamp(now_s, dt.UTC).date().isoformat())
+    day_key = BOOST_SPEND.format(dt.datetime.fromtimestamp(now_s, dt.UTC).date().isoformat())
     spent_today = float(r.get(day_key) or 0.0)
     round_budget = min(budget / rounds_per_day, max(budget - spent_today, 0.0))
     rng = np.random.default_rng(seed)
@@ -104,12 +101,12 @@ def run_boost(client: redis.Redis | None = None, *, rounds_per_day: int = 24, da
     for pid in new:
         store.set_flags(pid, boosted=True)
     pipe = r.pipeline(transaction=True)
-    pipe.delete(ACTIVE)
+    pipe.delete(BOOST_ACTIVE)
     if new:
-        pipe.hset(ACTIVE, mapping={str(k): f"{v:.4f}" for k, v in new.items()})
+        pipe.hset(BOOST_ACTIVE, mapping={str(k): f"{v:.4f}" for k, v in new.items()})
     mapping = booster.to_mapping()
     if mapping:
-        pipe.hset(ARMS, mapping=mapping)
+        pipe.hset(BOOST_ARMS, mapping=mapping)
     pipe.incrbyfloat(day_key, alloc.spend)
     pipe.expire(day_key, 3 * 86400)
     pipe.execute()

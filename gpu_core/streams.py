@@ -10,6 +10,10 @@ format of an event on the bus.
                                         fallbacks, lat:{bucket} (feed latency histogram, ms buckets)
 ``jk:canary``                           hash: state of the canary (staging version, last decision)
 ``jk:canary:log``                       list of JSON decisions, newest first
+``jk:canary:lock``                      one worker's canary check at a time (SET NX PX)
+``jk:boost:arms``                       hash: the auto-boost bandit's arms (listing -> Beta state)
+``jk:boost:active``                     hash: listings boosted this round -> spend
+``jk:boost:spend:{day}``                counter: THB spent by the autopilot that day
 ``jk:drift:psi``                        hash: feature -> PSI (training window vs last window)
 ``jk:drift:meta``                       hash: computed_at, train_window, last_window
 ``jk:stream:manifest``                  hash: archive file -> JSON entry ids (archived, not acked)
@@ -38,6 +42,10 @@ VERSION_SEEN = "jk:mv:seen:{}"
 VERSION_STATS = "jk:mv:{}"
 CANARY = "jk:canary"
 CANARY_LOG = "jk:canary:log"
+CANARY_LOCK = "jk:canary:lock"
+BOOST_ARMS = "jk:boost:arms"
+BOOST_ACTIVE = "jk:boost:active"
+BOOST_SPEND = "jk:boost:spend:{}"
 DRIFT_PSI = "jk:drift:psi"
 DRIFT_META = "jk:drift:meta"
 MANIFEST = "jk:stream:manifest"

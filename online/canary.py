@@ -23,10 +23,9 @@ import redis
 
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry, promote, reject
 from gpu_core.settings import Settings, get_settings
-from gpu_core.streams import CANARY, CANARY_LOG, VERSION_STATS, quantile_from_buckets
+from gpu_core.streams import CANARY, CANARY_LOCK, CANARY_LOG, VERSION_STATS, quantile_from_buckets
 
 log = logging.getLogger("jaikod.canary")
-LOCK = "jk:canary:lock"
 SALT = "jaikod-canary"
 
 
@@ -154,7 +153,7 @@ def check(r: redis.Redis, registry: Registry, s: Settings) -> CanaryDecision | N
     """One canary check under the Redis lock (None: another check runs, or nothing to decide): read both
     arms' stats, :func:`decide`, apply the decision to the registry and record it."""
     lock_ms = int(max(s.canary_interval_s, 1.0) * 1000)
-    if not r.set(LOCK, "1", nx=True, px=lock_ms):
+    if not r.set(CANARY_LOCK, "1", nx=True, px=lock_ms):
         return None
     try:
         staging = registry.get(RANKER, STAGING)
@@ -181,7 +180,7 @@ def check(r: redis.Redis, registry: Registry, s: Settings) -> CanaryDecision | N
                                    "production": prod.label, "reason": d.reason}).decode())
         return d
     finally:
-        r.delete(LOCK)
+        r.delete(CANARY_LOCK)
 
 
 def check_once(s: Settings, registry: Registry) -> CanaryDecision | None:

@@ -36,7 +36,8 @@ class AdminAuthError(JaikodError):
 
 class Lazy(Generic[T]):
     """A service built on first use (once, even under concurrent first requests). With ``retry_s``, a
-    failed build answers ``None`` from :meth:`get_or_none` and is retried only after ``retry_s``."""
+    failed build raises once from :meth:`get_or_none`, which then answers ``None`` until ``retry_s`` has
+    passed and it tries again."""
 
     def __init__(self, factory: Callable[[], T], retry_s: float | None = None):
         self.factory = factory
@@ -53,7 +54,7 @@ class Lazy(Generic[T]):
         return self._value
 
     def get_or_none(self) -> T | None:
-        """The service, or None when it cannot be built (the failure is remembered for ``retry_s``)."""
+        """The service; None while a recent failure is remembered (``retry_s``); a new failure raises."""
         if self._value is not None:
             return self._value
         if self._failed_at is not None and self.retry_s is not None and time.monotonic() - self._failed_at < self.retry_s:

@@ -42,7 +42,7 @@ from engines.vision.imaging import b64decode_image, decode_image, phash
 from engines.vision.models import UNSAFE_LABELS, Backbone, Head, NsfwClassifier, NudityDetector, embed
 from engines.vision.quality import image_quality
 from engines.vision.vault import FaceVault
-from gpu_core.moderation import QUEUE as MODERATION_STREAM  # "jk:moderation:queue"
+from gpu_core.moderation import QUEUE as MODERATION_STREAM
 from gpu_core.schema import CATEGORIES, CONDITION_GRADES
 from gpu_core.settings import get_settings
 

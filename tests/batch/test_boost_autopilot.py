@@ -8,11 +8,12 @@ import time
 import numpy as np
 import pytest
 
-from batch.boost import ACTIVE, run_boost, simulate
+from batch.boost import run_boost, simulate
 from engines.boost import ArmStats, BoostConfig, ThompsonBooster
 from engines.realtime import read_product_rt
 from gpu_core.feature_store import OnlineStore
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
+from gpu_core.streams import BOOST_ACTIVE
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_live_round_flags_and_feedback(redis_client, jaikod_env):
     first = run_boost(redis_client, rounds_per_day=24, daily_budget=2400.0, slot_cost=20.0, seed=0, now_s=now,
                       config=BoostConfig(candidates=10))
     assert first.boosted == 5 and first.spend == pytest.approx(100.0)  # 2400 / 24 = 100 THB = 5 slots
-    active = sorted(int(x) for x in redis_client.hkeys(ACTIVE))
+    active = sorted(int(x) for x in redis_client.hkeys(BOOST_ACTIVE))
     flags = read_product_rt(store, ids, now)["is_boosted_now"]
     assert sorted(ids[flags > 0].tolist()) == active and set(active) <= set(range(1, 11))
     # next round, an hour later: no clicks on the boosted listings -> their bids drop
@@ -78,4 +79,4 @@ def test_live_round_flags_and_feedback(redis_client, jaikod_env):
     arms = ThompsonBooster.from_mapping(redis_client.hgetall("jk:boost:arms")).arms
     assert all(arms[p].bid < 1.0 for p in active)
     still = read_product_rt(store, ids, later)["is_boosted_now"]
-    assert sorted(ids[still > 0].tolist()) == sorted(int(x) for x in redis_client.hkeys(ACTIVE))
+    assert sorted(ids[still > 0].tolist()) == sorted(int(x) for x in redis_client.hkeys(BOOST_ACTIVE))
