@@ -189,6 +189,12 @@ class FeedObserver:
         req_body: list[bytes] = []
         resp_body: list[bytes] = []
         status = [500]
+        submitted = [False]
+
+        def submit(code: int, body: bytes) -> None:
+            if not submitted[0]:
+                submitted[0] = True
+                self.recorder.submit(code, b"".join(req_body), body, time.perf_counter() - t0)
 
         async def recv():
             msg = await receive()
@@ -199,17 +205,19 @@ class FeedObserver:
         async def snd(msg):
             if msg["type"] == "http.response.start":
                 status[0] = msg["status"]
-            elif msg["type"] == "http.response.body" and sum(map(len, resp_body)) < 1 << 20:
-                resp_body.append(msg.get("body", b""))
+            elif msg["type"] == "http.response.body":
+                if sum(map(len, resp_body)) < 1 << 20:
+                    resp_body.append(msg.get("body", b""))
+                if not msg.get("more_body", False):  # recorded before the client has the last byte, so a
+                    submit(status[0], b"".join(resp_body))  # flush after the response sees it queued
             await send(msg)
 
         try:
             await self.app(scope, recv, snd)
         except Exception:
-            status[0] = 500
-            self.recorder.submit(status[0], b"".join(req_body), b"", time.perf_counter() - t0)
+            submit(500, b"")
             raise
-        self.recorder.submit(status[0], b"".join(req_body), b"".join(resp_body), time.perf_counter() - t0)
+        submit(status[0], b"".join(resp_body))
 
 class HttpMetrics:
     """Pure ASGI middleware: every HTTP response counted by method, route template (``/v1/listings/{listing_id}``,
