@@ -5,23 +5,32 @@ Trigger (:func:`check_trigger`, pure): new interactions since the last training 
 ``settings.retrain_interactions`` (100k), or the PSI of any monitored feature, or of the production
 model's score, between the training window and the last window reaches ``settings.psi_threshold``
 (0.2). Then :func:`run_continuous` runs the ETL (when the lake has newer events than the features) and
-the training job, which registers the new model as ``staging`` when its NDCG@20 is not worse than
+the training job (not while a ``staging`` candidate awaits the canary's decision), which registers the new
+model as ``staging`` when its NDCG@20 is not worse than
 production's by more than ``settings.continuous_not_worse_tolerance`` (2 %), and the canary decides on live
 CTR, errors and p99. Why not "beats": the continuous retrain's holdout is the live day — under drift the
 only drifted data — and its training days are the nightly's shifted by one, so offline it ties production at
 best (the retrain never reached ``staging`` and the canary never decided); the canary is what can judge a
 retrain on the traffic it is meant for. The nightly keeps the strict "better than production" gate.
 
-* interactions = event rows (every type) in the lake's ``events/date=D`` partitions after the last
-  training's ``as_of`` (counted from Parquet metadata, stream archives included);
-* **drift windows**: the *current* window is the days with events after the last training's ``as_of``
-  (live traffic archived by the stream processor; the ETL is brought up to the newest day first, so
-  their impressions become rows with the real-time features of their time); the *reference* window is
-  the last ``settings.drift_reference_days`` (7) days the model was trained and evaluated on, ending at
-  its ``as_of``. With no day after the last training there is nothing new to compare: no PSI is computed
-  and drift cannot fire (a fresh install, or the model's own holdout day, is not "drift"). Comparing the
-  new day against the whole 28-day window instead flagged trends of cumulative features on the demo
-  world with no drift at all (PSI 0.216 on ``user_item_similarity``, 0.139 on ``log_lifetime_spend``);
+* **after the last training** = in a day after its ``as_of`` (data it never saw), or later than the time it
+  was trained (``at_ms`` in this job's state file; for a ranker the nightly registered, its version's
+  registration time). The second part is what closes the loop on the first day: the nightly of ``make run``
+  trains on the world's last day, but a continuous retrain trains on the live day itself, so without it the
+  rest of that day would never count;
+* interactions = event rows (every type) after the last training (days after ``as_of`` counted from Parquet
+  footers, the training's own days from their ``ts``; stream archives included);
+* **drift windows**: the *current* window is the impressions after the last training (live traffic
+  archived by the stream processor; their training rows are rebuilt from the archive on every check
+  (:func:`batch.etl.refresh_training_rows`), so they carry the real-time features of their time); the
+  *reference* window is the last ``settings.drift_reference_days`` (7) days the model was trained and
+  evaluated on, ending at its ``as_of``, resampled to the current window's hours of day
+  (:func:`hour_matched`). Below ``settings.drift_min_requests`` (500) requests in the current window no PSI
+  is computed and drift cannot fire: a few dozen feeds share their users' features across 20 rows each,
+  and PSI over so few users is noise. With nothing after the last training there is nothing to compare
+  either (a fresh install, or the model's own holdout day, is not "drift"). Comparing the new day against
+  the whole 28-day window instead flagged trends of cumulative features on the demo world with no drift at
+  all (PSI 0.216 on ``user_item_similarity``, 0.139 on ``log_lifetime_spend``);
 * **binning** (:func:`kernels.metrics.psi`): 10 quantile bins of the reference sample (inner edges at its
   deciles, duplicates merged so a repeated value gets one bin), right-closed, open at both ends; bin
   shares floored at 1e-4. Each window is sampled uniformly to at most 200k rows (fixed seed). The same
@@ -41,14 +50,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from batch.dataset import training_set
-from batch.etl import etl_as_of, run_etl
+from batch.etl import etl_as_of, refresh_training_rows, run_etl
 from batch.lake import event_dates, table_path
 from batch.train import load_ranker, run_train, weights
 from engines.ranker import score_matrix
-from gpu_core.registry import PRODUCTION, RANKER, RankerArtifact, Registry
+from gpu_core.errors import LakeError
+from gpu_core.registry import PRODUCTION, RANKER, STAGING, RankerArtifact, Registry
 from gpu_core.settings import get_settings
 from gpu_core.streams import DRIFT_META, DRIFT_PSI
 from kernels.features import MODEL_FEATURES
@@ -86,27 +97,59 @@ def state_path() -> Path:
     return get_settings().home / "continuous" / "state.json"
 
 
-def last_training(registry: Registry | None = None) -> dt.date | None:
-    """``as_of`` of the last training: the state file of this job, else the newest registered ranker."""
+@dataclass(frozen=True)
+class LastTraining:
+    """What the last training saw: its days up to ``as_of``, and events up to ``at_ms`` (when it was trained;
+    None when unknown: only later days count)."""
+
+    as_of: dt.date
+    at_ms: int | None = None
+
+    def first_day(self) -> dt.date:
+        """The first UTC day that can hold events after this training."""
+        if self.at_ms is None:
+            return self.as_of + dt.timedelta(days=1)
+        trained = dt.datetime.fromtimestamp(self.at_ms / 1000, dt.UTC).date()
+        return min(trained, self.as_of + dt.timedelta(days=1))
+
+    def after(self, day: str | pd.Series, ts_ms: int | pd.Series) -> bool | pd.Series:
+        """Is an event of UTC ``day`` (ISO text) at ``ts_ms`` after this training?"""
+        later_day = day > self.as_of.isoformat()
+        return later_day if self.at_ms is None else later_day | (ts_ms > self.at_ms)
+
+
+def last_training(registry: Registry | None = None) -> LastTraining | None:
+    """The last training: the state file of this job, else the newest registered ranker (its ``as_of`` and
+    its registration time)."""
     p = state_path()
     if p.exists():
-        return dt.date.fromisoformat(json.loads(p.read_text())["as_of"])
+        state = json.loads(p.read_text())
+        return LastTraining(dt.date.fromisoformat(state["as_of"]), state.get("at_ms"))
     registry = registry or Registry()
     versions = registry.versions(RANKER)
     if not versions:
         return None
     meta = RankerArtifact.read_meta(registry.download(versions[-1]))
-    return dt.date.fromisoformat(meta["as_of"]) if meta is not None else None
+    if meta is None:
+        return None
+    return LastTraining(dt.date.fromisoformat(meta["as_of"]), versions[-1].created_ms)
 
 
-def count_new_interactions(lake: Path, since: dt.date | None) -> int:
-    """Event rows in partitions after ``since`` (all of them when None), from Parquet footers."""
+def count_new_interactions(lake: Path, since: dt.date | None, after_ms: int | None = None) -> int:
+    """Event rows after a training (all of them when ``since`` is None): every row of the partitions after
+    ``since`` (from Parquet footers), and rows of earlier partitions with ``ts`` after ``after_ms``."""
     root = table_path(lake, "events")
+    prev = LastTraining(since, after_ms) if since is not None else None
     n = 0
     for part in root.glob("date=*"):
         day = dt.date.fromisoformat(part.name.split("=", 1)[1])
-        if since is None or day > since:
-            n += sum(pq.ParquetFile(f).metadata.num_rows for f in part.glob("*.parquet"))
+        files = sorted(part.glob("*.parquet"))
+        if prev is None or day > since:
+            n += sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        elif after_ms is not None and day >= prev.first_day():
+            for f in files:
+                ts = pq.read_table(f, columns=["ts"]).column("ts").cast("int64").to_numpy()
+                n += int((ts > after_ms).sum())
     return n
 
 
@@ -147,22 +190,39 @@ def hour_matched(ref_X: np.ndarray, cur_X: np.ndarray, rng: np.random.Generator)
     return ref_X[np.concatenate(picks)] if picks else ref_X
 
 
-def feature_drift(lake: Path, ref_days: list[dt.date], cur_days: list[dt.date],
-                  model_dir: Path | None = None, bins: int = 10) -> dict[str, float]:
-    """PSI of each model input (and of the model's score) of the ``cur_days`` rows against ``ref_days`` at the
-    same hours of day (:func:`hour_matched`)."""
+def current_window(lake: Path, prev: LastTraining) -> tuple[list[dt.date], np.ndarray, int]:
+    """The impressions after the last training: (their days, model-matrix rows, distinct requests), with the
+    training rows of those days rebuilt from the events as they are now."""
+    days = [d for d in event_dates(lake) if d >= prev.first_day()]
+    if not days:
+        return [], np.zeros((0, len(MODEL_FEATURES)), np.float32), 0
+    if refresh_training_rows(lake, days) is None:  # no daily features for a day yet: the whole ETL
+        run_etl(lake, days[-1])
+    try:
+        cur = training_set(lake, days)
+    except LakeError:  # no impressions in those days
+        return days, np.zeros((0, len(MODEL_FEATURES)), np.float32), 0
+    keep = prev.after(cur.rows["_day"], cur.rows["ts_ms"]).to_numpy()
+    return days, cur.X[keep], int(cur.rows.loc[keep, "request_id"].nunique())
+
+
+def feature_drift(lake: Path, ref_days: list[dt.date], cur_X: np.ndarray, model_dir: Path | None = None,
+                  bins: int = 10, prev: LastTraining | None = None) -> dict[str, float]:
+    """PSI of each model input (and of the model's score) of the current rows ``cur_X`` against the rows of
+    ``ref_days`` at the same hours of day (:func:`hour_matched`); with ``prev``, reference rows after that
+    training (the rest of its own day) are left out of the reference."""
     ref = training_set(lake, ref_days)
-    cur = training_set(lake, cur_days)
+    ref_X = ref.X if prev is None else ref.X[~prev.after(ref.rows["_day"], ref.rows["ts_ms"]).to_numpy()]
     rng = np.random.default_rng(0)
-    ref_X = hour_matched(ref.X, cur.X, rng)
+    ref_X = hour_matched(ref_X, cur_X, rng)
     out: dict[str, float] = {}
     for j, name in enumerate(MODEL_FEATURES):
-        a, b = ref_X[:, j], cur.X[:, j]
+        a, b = ref_X[:, j], cur_X[:, j]
         out[name] = psi(_sample(a[np.isfinite(a)], rng), _sample(b[np.isfinite(b)], rng), bins=bins, xp=np)
     if model_dir is not None:
         model = load_ranker(model_dir)
         s_ref = score_matrix(model, ref_X, weights()).final
-        s_cur = score_matrix(model, cur.X, weights()).final
+        s_cur = score_matrix(model, cur_X, weights()).final
         out["score"] = psi(_sample(np.asarray(s_ref), rng), _sample(np.asarray(s_cur), rng), bins=bins, xp=np)
     return out
 
@@ -201,32 +261,43 @@ class ContinuousResult:
                 "seconds": round(self.seconds, 2), "notes": "; ".join(self.notes) or "-"}
 
 
+def _since(prev: LastTraining) -> str:
+    if prev.at_ms is None:
+        return f"as of {prev.as_of}"
+    at = dt.datetime.fromtimestamp(prev.at_ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"as of {prev.as_of}, trained {at}"
+
+
 def run_continuous(lake: Path | None = None, registry: Registry | None = None, force: bool = False,
                    dry_run: bool = False) -> ContinuousResult:
     """Check the trigger and, if it fires (or ``force``), run ETL + training (-> staging if better)."""
     t0 = time.perf_counter()
+    started_ms = int(time.time() * 1000)  # the retrain reads the lake after this: later events are new to it
     s = get_settings()
     lake = Path(lake) if lake is not None else s.lake_dir
     registry = registry or Registry()
     prev = last_training(registry)
-    new = count_new_interactions(lake, prev)
+    new = count_new_interactions(lake, prev.as_of, prev.at_ms) if prev is not None else \
+        count_new_interactions(lake, None)
     drift: dict[str, float] = {}
     notes: list[str] = []
-    etl_day = _etl_day(lake)
-    new_days = [d for d in event_dates(lake) if prev is not None and d > prev]
-    if prev is not None and new_days:
-        if etl_day is None or etl_day < new_days[-1]:  # live days become training rows first
-            run_etl(lake, new_days[-1])
-            etl_day = new_days[-1]
-        ref_days = [prev - dt.timedelta(days=i) for i in range(s.drift_reference_days - 1, -1, -1)]
-        prod = registry.get(RANKER, PRODUCTION)
-        model_dir = registry.download(prod) if prod is not None else None
-        drift = feature_drift(lake, ref_days, new_days, model_dir)
-        publish_drift(drift, {"computed_at_ms": int(time.time() * 1000),
-                              "reference_window": f"{ref_days[0]}..{ref_days[-1]}",
-                              "current_window": f"{new_days[0]}..{new_days[-1]}"})
+    if prev is not None and new > 0:
+        _days, cur_X, n_requests = current_window(lake, prev)
+        if n_requests >= s.drift_min_requests:
+            ref_days = [prev.as_of - dt.timedelta(days=i) for i in range(s.drift_reference_days - 1, -1, -1)]
+            prod = registry.get(RANKER, PRODUCTION)
+            model_dir = registry.download(prod) if prod is not None else None
+            drift = feature_drift(lake, ref_days, cur_X, model_dir, prev=prev)
+            publish_drift(drift, {"computed_at_ms": int(time.time() * 1000),
+                                  "reference_window": f"{ref_days[0]}..{ref_days[-1]}",
+                                  "current_window": f"{len(cur_X)} impressions of {n_requests} requests after "
+                                                    f"{_since(prev)}"})
+        else:
+            notes.append(f"{n_requests} requests after the last training ({_since(prev)}) < "
+                         f"{s.drift_min_requests} (drift_min_requests): drift not computed")
+            publish_drift({}, {"computed_at_ms": int(time.time() * 1000), "note": notes[-1]})
     elif prev is not None:
-        notes.append(f"no events after the last training ({prev}): drift not computed")
+        notes.append(f"no events after the last training ({_since(prev)}): drift not computed")
         publish_drift({}, {"computed_at_ms": int(time.time() * 1000), "note": notes[-1]})
     decision = check_trigger(new, drift)
     if prev is None:
@@ -235,10 +306,17 @@ def run_continuous(lake: Path | None = None, registry: Registry | None = None, f
         decision = TriggerDecision(True, ("forced",), new, drift)
     log.info(json.dumps({"event": "continuous_trigger", "fire": decision.fire, "reasons": decision.reasons,
                          "new_interactions": new}))
+    if decision.fire and not force and not dry_run and prev is not None:
+        staging, prod = registry.get(RANKER, STAGING), registry.get(RANKER, PRODUCTION)
+        if staging is not None and (prod is None or staging.version != prod.version):
+            # a retrain now would replace the candidate before the canary decides on it (its counts are per
+            # version), and under a lasting drift it would do so every check
+            notes.append(f"{staging.label} is in the canary: no retrain before its decision")
+            return ContinuousResult(decision, False, None, None, time.perf_counter() - t0, tuple(notes))
     if not decision.fire or dry_run:
         return ContinuousResult(decision, False, None, None, time.perf_counter() - t0, tuple(notes))
     latest = event_dates(lake)[-1]
-    if etl_day != latest:
+    if _etl_day(lake) != latest:
         run_etl(lake, latest)
     # the holdout is the live day (the only drifted data, so no model trained before it can beat production
     # on it): a retrain not worse than production offline goes to staging and the canary decides online
@@ -246,7 +324,7 @@ def run_continuous(lake: Path | None = None, registry: Registry | None = None, f
     p = state_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"as_of": latest.isoformat(), "at_ms": int(time.time() * 1000),
+    tmp.write_text(json.dumps({"as_of": latest.isoformat(), "at_ms": started_ms,
                                "version": result.version, "decision": asdict(decision)}, default=list))
     tmp.replace(p)
     return ContinuousResult(decision, True, latest.isoformat(), result.as_rows(), time.perf_counter() - t0,

@@ -392,6 +392,21 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
                       seconds=time.perf_counter() - t0, out=out)
 
 
+def refresh_training_rows(lake: Path, days: list[dt.date]) -> int | None:
+    """The training rows of ``days`` again, from the lake's events as they are now, over the products
+    dimension and daily features the last ETL wrote: a live day's rows grow with the stream archive, and a
+    whole :func:`run_etl` (every day of the window) is not needed for them. ``None`` when a day has no
+    daily features yet (the caller runs the ETL); else the number of rows written."""
+    out = features_dir(lake)
+    dims = out / "dims" / "products.parquet"
+    if not dims.exists() or any(not (out / "user_daily" / f"date={d.isoformat()}").is_dir() for d in days):
+        return None
+    products = pd.read_parquet(dims)
+    search = search_index(products)
+    attribution_s = get_settings().attribution_window_s
+    return sum(_training_partition(lake, d, products, attribution_s, out / "training", search) for d in days)
+
+
 EVENT_COLUMNS = ("event_type", "ts", "user_id", "product_id", "request_id", "position", "device_type", "query")
 
 

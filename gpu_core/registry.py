@@ -53,6 +53,7 @@ class ModelRef:
     source: str
     run_id: str | None
     metrics: dict[str, float]
+    created_ms: int | None = None  # when the version was registered (epoch ms)
 
     @property
     def label(self) -> str:
@@ -171,7 +172,9 @@ class Registry:
             except Exception as exc:  # a version whose run was deleted still serves; metrics are display only
                 if not _absent(exc):
                     raise _unavailable(f"reading the run of {name}/{mv.version}", self.tracking_uri, exc) from exc
-        return ModelRef(name, str(mv.version), alias, mv.source, mv.run_id, metrics)
+        created = getattr(mv, "creation_timestamp", None)
+        return ModelRef(name, str(mv.version), alias, mv.source, mv.run_id, metrics,
+                        int(created) if created is not None else None)
 
 
 # ---- alias moves: the one implementation (CLI, trainer, canary) ---------------------------------------

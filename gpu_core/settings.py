@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     retrain_interactions: int = 100_000
     psi_threshold: float = 0.2
     drift_reference_days: int = 7  # PSI reference: the last 7 days the model was trained/evaluated on
+    drift_min_requests: int = 500  # requests after the last training before drift is computed (less is noise)
     canary_share: float = 0.05
     safety_threshold: float = 0.4
 

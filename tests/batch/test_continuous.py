@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from batch.continuous import check_trigger, count_new_interactions, run_continuous
+from kernels.features import MODEL_FEATURES
 from kernels.metrics import psi
 
 
@@ -101,6 +102,7 @@ def test_new_interactions_trigger_a_real_retrain(world_env, redis_server, tmp_pa
     monkeypatch.setenv("JAIKOD_HOME", str(home))
     monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)
     monkeypatch.setenv("JAIKOD_RETRAIN_INTERACTIONS", str(len(ev)))  # exactly at the threshold
+    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", "1")  # the tiny world's day is small; PSI is computed
     reset_settings()
     registry = Registry()
     before = len(registry.versions(RANKER))
@@ -150,3 +152,104 @@ def test_a_few_hours_of_traffic_do_not_drift_against_whole_days():
     ref = hour_matched(X, cur, rng)
     assert psi(ref[:, j], cur[:, j], bins=10, xp=np) < 0.05
     assert psi(ref[:, k], cur[:, k], bins=10, xp=np) < 0.05
+
+
+def _copy_home(world_env, tmp_path):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(world_env.home, home, ignore=shutil.ignore_patterns("index", "cold_storage"))
+    return home
+
+
+def _live_day(lake, fashion_share: float, seed: int = 0):
+    """The lake's last day D replaced by a copy of D-7 (same weekday, not in the 7-day reference), moved to D:
+    an unchanged world's day. ``fashion_share`` of its requests get every listing swapped for a fashion one
+    (the traffic driver's ``--drift-category fashion`` moves the impression mix the same way)."""
+    import pandas as pd
+
+    from gpu_core.schema import CATEGORIES
+
+    parts = sorted(p.name for p in (lake / "events").glob("date=*"))
+    day = dt.date.fromisoformat(parts[-1].split("=", 1)[1])
+    src = day - dt.timedelta(days=7)
+    ev = pd.read_parquet(lake / "events" / f"date={src}")
+    ev["ts"] = ev["ts"] + pd.Timedelta(days=7)
+    ev["event_id"] = "live-" + ev["event_id"].astype(str)
+    ev["request_id"] = "live-" + ev["request_id"].astype(str)
+    rng = np.random.default_rng(seed)
+    if fashion_share > 0:
+        products = pd.read_parquet(lake / "products")
+        cat = products["category"]
+        fashion = products.loc[(cat == "fashion") if cat.dtype == object else (cat == CATEGORIES.index("fashion")),
+                               "product_id"].to_numpy()
+        reqs = ev["request_id"].dropna().unique()
+        moved = set(rng.choice(reqs, size=int(len(reqs) * fashion_share), replace=False))
+        swap = {int(p): int(rng.choice(fashion)) for p in ev["product_id"].dropna().unique()}
+        rows = ev["request_id"].isin(moved) & ev["product_id"].notna()
+        ev.loc[rows, "product_id"] = ev.loc[rows, "product_id"].map(swap)
+    part = lake / "events" / f"date={day}"
+    for f in part.glob("*.parquet"):
+        f.unlink()
+    ev.to_parquet(part / "part-0.parquet", index=False)
+    return day, ev
+
+
+def test_live_traffic_after_the_training_time_counts_on_its_own_day(world_env, redis_server, tmp_path, monkeypatch):
+    """The last training trained on day D, during D (a continuous retrain trains on the live day): events of
+    D after that time are the current window. An unchanged world's day does not drift; the same day with
+    half its requests moved to fashion listings does, once enough requests arrived."""
+    import json
+
+    import pandas as pd
+
+    from gpu_core.registry import RANKER, Registry
+    from gpu_core.settings import reset_settings
+
+    home = _copy_home(world_env, tmp_path)
+    lake = home / "lake"
+    monkeypatch.setenv("JAIKOD_HOME", str(home))
+    monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", "50")
+    reset_settings()
+    day, ev = _live_day(lake, fashion_share=0.0)
+    trained = ev["ts"].quantile(0.1).floor("min")  # the day's first tenth of traffic came before the training
+    assert trained.date() == day
+    at_ms = int(trained.value // 1_000_000)
+    (home / "continuous").mkdir()
+    (home / "continuous" / "state.json").write_text(json.dumps({"as_of": day.isoformat(), "at_ms": at_ms}))
+    after = ev[ev["ts"] > trained]
+    n_requests = after.loc[after["event_type"] == "impression", "request_id"].nunique()
+    assert 50 <= n_requests and len(after) < len(ev)  # some of the day is before the training, most after
+
+    registry = Registry()
+    aliases = registry.aliases(RANKER)
+    same = run_continuous(lake, registry=registry, dry_run=True)
+    assert same.decision.new_interactions == len(after)  # the training's own day, after its time
+    assert set(same.decision.psi) == set(MODEL_FEATURES) | {"score"}
+    assert not same.decision.fire, same.decision.reasons
+    assert max(same.decision.psi.values()) < 0.2
+
+    _live_day(lake, fashion_share=0.5)
+    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", str(n_requests + 1))  # one request short: no PSI yet
+    reset_settings()
+    few = run_continuous(lake, registry=registry, dry_run=True)
+    assert few.decision.psi == {} and not few.decision.fire
+    assert f"{n_requests} requests after the last training" in few.notes[0]
+
+    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", str(n_requests))
+    reset_settings()
+    shifted = run_continuous(lake, registry=registry, dry_run=True)
+    assert shifted.decision.fire
+    assert any(r.startswith("drift: PSI(category)") for r in shifted.decision.reasons), shifted.decision.reasons
+    assert shifted.decision.psi["category"] > 2 * same.decision.psi["category"]
+    assert registry.aliases(RANKER) == aliases  # a dry run trains nothing
+
+    # a candidate in the canary (staging != production, in this copy's registry): no retrain replaces it
+    prod = registry.require(RANKER, "production")
+    candidate = registry.register_dir(RANKER, prod.run_id, "ranker").version
+    registry.set_alias(RANKER, "staging", candidate)
+    waiting = run_continuous(lake, registry=registry)
+    assert waiting.decision.fire and not waiting.trained
+    assert f"{RANKER}/{candidate} is in the canary" in waiting.notes[-1]
+    assert registry.aliases(RANKER)["staging"] == candidate and len(registry.versions(RANKER)) == int(candidate)
