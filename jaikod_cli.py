@@ -364,15 +364,39 @@ def model_promote(version: Annotated[str | None, typer.Argument(help="version (d
 
 @model_app.command("canary-check")
 @cli_errors
-def model_canary_check() -> None:
+def model_canary_check(
+    stdin: Annotated[bool, typer.Option("--stdin", help="stay up and run one check per line read from stdin, "
+                                                         "each answered by its output and a line "
+                                                         "'@@end <code>' (the scheduler's resident job)")] = False,
+) -> None:
     """One canary decision now (the scheduler runs this every ``schedule_canary_s``)."""
+    from gpu_core.ops import resident_loop
     from gpu_core.registry import Registry
     from gpu_core.settings import get_settings
     from online.canary import check_once
 
-    d = check_once(get_settings(), Registry())
-    console.print("canary: nothing to decide (no staging model)" if d is None
-                  else f"canary: {d.action} - {d.reason}")
+    registry = Registry()  # mlflow's import and its store are the cost of a check: paid once with --stdin
+
+    def one() -> None:
+        d = check_once(get_settings(), registry)
+        console.print("canary: nothing to decide (no staging model)" if d is None
+                      else f"canary: {d.action} - {d.reason}")
+
+    if stdin:
+        resident_loop(one, print_line=lambda line: print(line, flush=True), errors=_one_line_error)
+    else:
+        one()
+
+
+def _one_line_error(exc: BaseException) -> str | None:
+    """The one line :func:`cli_errors` would print for an expected failure (None: not an expected one)."""
+    from gpu_core.errors import JaikodError
+
+    if isinstance(exc, JaikodError):
+        return f"error: {exc.message}"
+    if isinstance(exc, (FileNotFoundError, PermissionError, NotADirectoryError)):
+        return f"error: {exc}"
+    return None
 
 
 @model_app.command("rollback")

@@ -53,3 +53,54 @@ def test_deploy_imports_only_gpu_core():
         mods = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         mods |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         assert not mods & {"online", "batch", "engines", "kernels"}, p
+
+
+def test_a_resident_job_keeps_its_process_between_runs(redis_server, redis_client, monkeypatch, tmp_path):
+    """The canary check runs in one long-lived `jaikod model canary-check --stdin` process: two runs, one
+    process; a killed one is started again at the next run, and shutdown stops it."""
+    import os
+    import signal
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("JAIKOD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)
+    s = Settings(redis_url=redis_server.url)
+    spec = next(j for j in job_specs(s) if j.name == "canary")
+    assert spec.resident
+    lines: list[str] = []
+    sched = Scheduler(s, redis_client, [spec], out=lines.append, background=True)
+    sched.setup()
+    sched.sched.start(paused=True)
+    try:
+        assert sched.run_job(spec) == "ok"
+        first = sched.residents["canary"]
+        assert sched.run_job(spec) == "ok" and sched.residents["canary"] is first and first.poll() is None
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        assert sched.run_job(spec) == "ok" and sched.residents["canary"].pid != first.pid
+    finally:
+        sched.shutdown()
+    sched.residents["canary"].wait(timeout=10)  # stopped with the scheduler
+    job = {j["name"]: j for j in ops.scheduler_report(redis_client)["jobs"]}["canary"]
+    assert job["runs"] == 3 and job["failures"] == 0 and job["command"][-1] == "--stdin"
+    assert job["last_message"] == "canary: nothing to decide (no staging model)"
+    assert sum(line == "[canary] canary: nothing to decide (no staging model)" for line in lines) == 3
+    assert not any(ops.RESIDENT_END in line for line in lines)  # the protocol's line is not job output
+
+
+def test_resident_loop_answers_each_run_and_turns_expected_errors_into_a_line():
+    from gpu_core.errors import JaikodError
+
+    calls: list[int] = []
+    out: list[str] = []
+
+    def once() -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise JaikodError("registry unreachable")
+
+    ops.resident_loop(once, out.append, errors=lambda e: f"error: {e}" if isinstance(e, JaikodError) else None,
+                      lines=["run\n", "\n", "run\n", "run\n"])
+    assert out == ["@@end 0", "error: registry unreachable", "@@end 2", "@@end 0"] and len(calls) == 3
+    with pytest.raises(ZeroDivisionError):  # an unexpected failure ends the process (the scheduler restarts it)
+        ops.resident_loop(lambda: 1 / 0, out.append, errors=lambda e: None, lines=["run\n"])
