@@ -85,3 +85,38 @@ def test_worse_model_is_not_promoted(world_env):
     assert after.get(RANKER, PRODUCTION).version == prod_before.version
     run = after.client.get_run(res.run_id)
     assert run.data.metrics["ndcg20"] == pytest.approx(res.ndcg_model)
+
+
+def test_continuous_rule_staging_within_tolerance_rejected_beyond(world_env, tmp_path, monkeypatch):
+    """The continuous retrain's rule (``continuous_not_worse_tolerance``, 2 %) on a registry of its own: the
+    nightly's production model registered there; a retrain with the nightly's configuration on the same days
+    (the same model, so not better) goes to ``staging`` for the canary; a crippled one, worse by more than
+    2 %, is not registered and says why. Production never moves."""
+    from gpu_core.settings import get_settings, reset_settings
+
+    prod_dir = Registry().download(Registry().require(RANKER, PRODUCTION))
+    monkeypatch.setenv("JAIKOD_HOME", str(tmp_path / "home"))  # its own MLflow registry; the lake is passed
+    reset_settings()
+    registry = Registry()
+    assert registry.versions(RANKER) == [] and str(tmp_path) in registry.tracking_uri
+    with registry.mlflow.start_run(experiment_id=registry.experiment("jaikod-ranker")) as run:
+        registry.mlflow.log_artifacts(str(prod_dir), artifact_path="ranker")
+    prod = registry.register_dir(RANKER, run.info.run_id, "ranker").version
+    registry.set_alias(RANKER, PRODUCTION, prod)
+    tol = get_settings().continuous_not_worse_tolerance
+    assert tol == 0.02
+
+    same = run_train(world_env.lake, registry=registry, not_worse_tolerance=tol)
+    assert same.ndcg_model == pytest.approx(same.ndcg_production, rel=1e-9)  # not better: the strict rule refuses it
+    assert same.promoted_to == STAGING and same.version not in (None, prod)
+    assert "not worse than production" in same.reason and "within 2%" in same.reason
+    assert registry.aliases(RANKER) == {PRODUCTION: prod, STAGING: same.version}
+
+    crippled = TrainConfig(n_rounds=1, max_depth=1, early_stopping_rounds=1, eta=0.01)
+    worse = run_train(world_env.lake, cfg=crippled, registry=registry, not_worse_tolerance=tol)
+    assert worse.ndcg_model < worse.ndcg_production * (1 - tol)
+    assert worse.version is None and worse.promoted_to is None
+    assert worse.reason == (f"not registered: NDCG@20 {worse.ndcg_model:.4f} < production "
+                            f"{worse.ndcg_production:.4f} - 2%")
+    assert registry.aliases(RANKER) == {PRODUCTION: prod, STAGING: same.version}  # nothing moved
+    assert len(registry.versions(RANKER)) == 2
