@@ -20,6 +20,11 @@ CHROMIUM = "/usr/bin/chromium"
 TOKEN = "operator-view-token"
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+# pixels of a canvas whose colour is not a grey (the series colours; axes, labels and background are greys)
+COLOURED_PIXELS = """(sel) => { const c = document.querySelector(sel); const d = c.getContext("2d")
+  .getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) { if (d[i + 3] > 0 && Math.max(d[i], d[i + 1], d[i + 2])
+    - Math.min(d[i], d[i + 1], d[i + 2]) > 60) n++; } return n; }"""
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
@@ -107,6 +112,10 @@ def test_operator_view_charts_tables_and_controls(stack, users):
         page.wait_for_function("document.querySelector('#chart-status .legend')?.textContent.includes('404')",
                                timeout=30_000)
         assert "Prometheus unavailable" not in page.inner_text("#prom-note")
+        # ... and the plot areas have drawn data: pixels in a series colour (axes and labels are grey)
+        for chart in ("latency", "rps", "status"):
+            drawn = page.evaluate(COLOURED_PIXELS, f"#chart-{chart} canvas")
+            assert drawn >= 9, f"{chart}: {drawn} coloured pixels (blank plot area)"  # at least one 3x3 dot
         assert "stream" in page.inner_text("#processes") and "scheduler" in page.inner_text("#processes")
         page.fill("#seller-id", str(seller))
         page.click("#ban-seller-btn")
