@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # a deployment's knobs in the caller's environment (a shell that ran `make run`, a Procfile) must not change
 # what the tests check: the suite sets what it needs itself
 for _knob in ("JAIKOD_READY_REQUIRES_STREAM", "JAIKOD_METRICS_PORT", "JAIKOD_WORKERS", "JAIKOD_CANARY_MIN_REQUESTS",
+              "JAIKOD_CANARY_SHARE", "JAIKOD_PROMETHEUS_URL",
               "JAIKOD_BIN", "JAIKOD_ADMIN_TOKEN", "JAIKOD_LAKE", "JAIKOD_SCHEDULER", "JAIKOD_MLFLOW_URI"):
     os.environ.pop(_knob, None)
 SHARED_DATA = ROOT.parent / "shared" / "data"
