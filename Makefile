@@ -24,11 +24,11 @@ run: export JAIKOD_METRICS_PORT ?= 9101
 run: export JAIKOD_READY_REQUIRES_STREAM ?= true
 run: export PROMETHEUS_ADDR ?= 127.0.0.1:9090
 run: export JAIKOD_PROMETHEUS_URL ?= http://$(PROMETHEUS_ADDR)
-# demo-sized canary: 20 % of feed users on staging, a decision after 100 staging requests — at the traffic
-# driver's 10 requests/s (8 feeds/s) that is about a minute (at 5 % it took over 4 minutes); production
-# keeps the defaults of gpu_core/settings.py (5 %, 1,000 requests)
+# demo-sized canary: 20 % of feed users on staging, a decision after 50 staging requests (and 200
+# impressions per arm) — at 5 % and 100 requests the traffic driver's 200 users took over 4 minutes of
+# undisturbed traffic; production keeps the defaults of gpu_core/settings.py (5 %, 1,000 requests)
 run: export JAIKOD_CANARY_SHARE ?= 0.2
-run: export JAIKOD_CANARY_MIN_REQUESTS ?= 100
+run: export JAIKOD_CANARY_MIN_REQUESTS ?= 50
 FRESH ?=
 
 .PHONY: run test soak bench bench-publish bench-peers lint redis install world nightly serve clean

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.continuous import check_trigger, count_new_interactions, run_continuous
-from kernels.features import MODEL_FEATURES
+from batch.continuous import DRIFT_FEATURES, check_trigger, count_new_interactions, run_continuous
 from kernels.metrics import psi
 
 
@@ -110,11 +109,9 @@ def test_new_interactions_trigger_a_real_retrain(world_env, redis_server, tmp_pa
     out = run_continuous(lake, registry=registry)
     assert out.decision.fire and out.trained
     assert out.decision.new_interactions == len(ev)
-    from kernels.features import MODEL_FEATURES
-
     # the new day against the last 7 training days is computed (this copy of the last day repeats every
     # user x listing pair of the day before, so user_item_similarity does move: it is not a no-drift case)
-    assert set(out.decision.psi) == set(MODEL_FEATURES) | {"score"}
+    assert set(out.decision.psi) == set(DRIFT_FEATURES) | {"score"}
     assert any("interactions" in r for r in out.decision.reasons)
     assert out.as_of == new_day.isoformat()
     train = out.train
@@ -162,47 +159,68 @@ def _copy_home(world_env, tmp_path):
     return home
 
 
-def _live_day(lake, fashion_share: float, seed: int = 0):
-    """The lake's last day D replaced by a copy of D-7 (same weekday, not in the 7-day reference), moved to D:
-    an unchanged world's day. ``fashion_share`` of its requests get every listing swapped for a fashion one
-    (the traffic driver's ``--drift-category fashion`` moves the impression mix the same way)."""
+def _trained_during(lake, day: dt.date, share: float = 0.1):
+    """A training time during ``day``: after its first ``share`` of events."""
+    import pandas as pd
+
+    ev = pd.read_parquet(lake / "events" / f"date={day}")
+    trained = ev["ts"].quantile(share).floor("min")
+    assert trained.date() == day
+    return trained, int(trained.value // 1_000_000)
+
+
+def _events_after(lake, trained):
+    """{day: events of that partition} for the partitions from ``trained``'s day on, and the count after it."""
+    import pandas as pd
+
+    out, n, n_requests = {}, 0, 0
+    for part in sorted((lake / "events").glob("date=*")):
+        day = dt.date.fromisoformat(part.name.split("=", 1)[1])
+        if day >= trained.date():
+            ev = out[day] = pd.read_parquet(part)
+            after = ev["ts"] > trained
+            n += int(after.sum())
+            n_requests += ev.loc[after & (ev["event_type"] == "impression"), "request_id"].nunique()
+    return out, n, n_requests
+
+
+def _to_fashion(lake, events: dict, trained, share: float, seed: int = 0) -> None:
+    """``share`` of the requests after ``trained`` get every listing swapped for a fashion one: the impression
+    mix moves the way the traffic driver's ``--drift-category fashion`` moves it."""
     import pandas as pd
 
     from gpu_core.schema import CATEGORIES
 
-    parts = sorted(p.name for p in (lake / "events").glob("date=*"))
-    day = dt.date.fromisoformat(parts[-1].split("=", 1)[1])
-    src = day - dt.timedelta(days=7)
-    ev = pd.read_parquet(lake / "events" / f"date={src}")
-    ev["ts"] = ev["ts"] + pd.Timedelta(days=7)
-    ev["event_id"] = "live-" + ev["event_id"].astype(str)
-    ev["request_id"] = "live-" + ev["request_id"].astype(str)
     rng = np.random.default_rng(seed)
-    if fashion_share > 0:
-        products = pd.read_parquet(lake / "products")
-        cat = products["category"]
-        fashion = products.loc[(cat == "fashion") if cat.dtype == object else (cat == CATEGORIES.index("fashion")),
-                               "product_id"].to_numpy()
-        reqs = ev["request_id"].dropna().unique()
-        moved = set(rng.choice(reqs, size=int(len(reqs) * fashion_share), replace=False))
-        swap = {int(p): int(rng.choice(fashion)) for p in ev["product_id"].dropna().unique()}
-        rows = ev["request_id"].isin(moved) & ev["product_id"].notna()
+    products = pd.read_parquet(lake / "products")
+    cat = products["category"]
+    is_fashion = (cat == CATEGORIES.index("fashion")) if pd.api.types.is_numeric_dtype(cat) else (cat == "fashion")
+    fashion = products.loc[is_fashion, "product_id"].to_numpy()
+    assert len(fashion) > 0
+    swap = {int(p): int(rng.choice(fashion)) for p in products["product_id"]}
+    for day, ev in events.items():
+        reqs = ev.loc[ev["ts"] > trained, "request_id"].dropna().unique()
+        moved = ev["request_id"].isin(rng.choice(reqs, size=int(len(reqs) * share), replace=False))
+        rows = moved & ev["product_id"].notna()
+        ev = ev.copy()
         ev.loc[rows, "product_id"] = ev.loc[rows, "product_id"].map(swap)
-    part = lake / "events" / f"date={day}"
-    for f in part.glob("*.parquet"):
-        f.unlink()
-    ev.to_parquet(part / "part-0.parquet", index=False)
-    return day, ev
+        part = lake / "events" / f"date={day}"
+        for f in part.glob("*.parquet"):
+            f.unlink()
+        ev.to_parquet(part / "part-0.parquet", index=False)
 
 
-def test_live_traffic_after_the_training_time_counts_on_its_own_day(world_env, redis_server, tmp_path, monkeypatch):
-    """The last training trained on day D, during D (a continuous retrain trains on the live day): events of
-    D after that time are the current window. An unchanged world's day does not drift; the same day with
-    half its requests moved to fashion listings does, once enough requests arrived."""
+def _state(home, as_of: dt.date, at_ms: int) -> None:
     import json
 
-    import pandas as pd
+    (home / "continuous").mkdir(exist_ok=True)
+    (home / "continuous" / "state.json").write_text(json.dumps({"as_of": as_of.isoformat(), "at_ms": at_ms}))
 
+
+def test_live_traffic_after_the_training_time_counts_from_its_own_day(world_env, redis_server, tmp_path, monkeypatch):
+    """Events after the last training's *time* count, its own day included (a continuous retrain trains on
+    the live day): too few requests -> no PSI; enough of an unchanged world -> no drift; the same
+    traffic with half its requests moved to fashion listings -> drift on the category."""
     from gpu_core.registry import RANKER, Registry
     from gpu_core.settings import reset_settings
 
@@ -210,39 +228,37 @@ def test_live_traffic_after_the_training_time_counts_on_its_own_day(world_env, r
     lake = home / "lake"
     monkeypatch.setenv("JAIKOD_HOME", str(home))
     monkeypatch.setenv("JAIKOD_REDIS_URL", redis_server.url)
-    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", "50")
     reset_settings()
-    day, ev = _live_day(lake, fashion_share=0.0)
-    trained = ev["ts"].quantile(0.1).floor("min")  # the day's first tenth of traffic came before the training
-    assert trained.date() == day
-    at_ms = int(trained.value // 1_000_000)
-    (home / "continuous").mkdir()
-    (home / "continuous" / "state.json").write_text(json.dumps({"as_of": day.isoformat(), "at_ms": at_ms}))
-    after = ev[ev["ts"] > trained]
-    n_requests = after.loc[after["event_type"] == "impression", "request_id"].nunique()
-    assert 50 <= n_requests and len(after) < len(ev)  # some of the day is before the training, most after
-
     registry = Registry()
     aliases = registry.aliases(RANKER)
+    last = max(dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in (lake / "events").glob("date=*"))
+
+    # trained during the world's last day: the rest of that day is new, and too little for a PSI (default 500)
+    trained, at_ms = _trained_during(lake, last)
+    _state(home, last, at_ms)
+    _, n_after, n_requests = _events_after(lake, trained)
+    few = run_continuous(lake, registry=registry, dry_run=True)
+    assert few.decision.new_interactions == n_after > 0
+    assert few.decision.psi == {} and not few.decision.fire
+    assert few.notes[0].startswith(f"{n_requests} requests after the last training (as of {last}, trained ")
+    assert "< 500 (drift_min_requests)" in few.notes[0]
+
+    # trained during day last-5: the rest of it and five more days of the same world
+    trained, at_ms = _trained_during(lake, last - dt.timedelta(days=5))
+    _state(home, last - dt.timedelta(days=5), at_ms)
+    events, n_after, n_requests = _events_after(lake, trained)
+    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", str(n_requests))
+    reset_settings()
     same = run_continuous(lake, registry=registry, dry_run=True)
-    assert same.decision.new_interactions == len(after)  # the training's own day, after its time
-    assert set(same.decision.psi) == set(MODEL_FEATURES) | {"score"}
+    assert same.decision.new_interactions == n_after
+    assert set(same.decision.psi) == set(DRIFT_FEATURES) | {"score"}
     assert not same.decision.fire, same.decision.reasons
     assert max(same.decision.psi.values()) < 0.2
 
-    _live_day(lake, fashion_share=0.5)
-    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", str(n_requests + 1))  # one request short: no PSI yet
-    reset_settings()
-    few = run_continuous(lake, registry=registry, dry_run=True)
-    assert few.decision.psi == {} and not few.decision.fire
-    assert f"{n_requests} requests after the last training" in few.notes[0]
-
-    monkeypatch.setenv("JAIKOD_DRIFT_MIN_REQUESTS", str(n_requests))
-    reset_settings()
+    _to_fashion(lake, events, trained, share=0.5)
     shifted = run_continuous(lake, registry=registry, dry_run=True)
     assert shifted.decision.fire
     assert any(r.startswith("drift: PSI(category)") for r in shifted.decision.reasons), shifted.decision.reasons
-    assert shifted.decision.psi["category"] > 2 * same.decision.psi["category"]
     assert registry.aliases(RANKER) == aliases  # a dry run trains nothing
 
     # a candidate in the canary (staging != production, in this copy's registry): no retrain replaces it

@@ -110,7 +110,7 @@ def test_continuous_rule_staging_within_tolerance_rejected_beyond(world_env, tmp
     assert same.ndcg_model == pytest.approx(same.ndcg_production, rel=1e-9)  # not better: the strict rule refuses it
     assert same.promoted_to == STAGING and same.version not in (None, prod)
     assert "not worse than production" in same.reason and "within 2%" in same.reason
-    assert registry.aliases(RANKER) == {PRODUCTION: prod, STAGING: same.version}
+    assert registry.aliases(RANKER) == {PRODUCTION: int(prod), STAGING: int(same.version)}
 
     crippled = TrainConfig(n_rounds=1, max_depth=1, early_stopping_rounds=1, eta=0.01)
     worse = run_train(world_env.lake, cfg=crippled, registry=registry, not_worse_tolerance=tol)
@@ -118,5 +118,5 @@ def test_continuous_rule_staging_within_tolerance_rejected_beyond(world_env, tmp
     assert worse.version is None and worse.promoted_to is None
     assert worse.reason == (f"not registered: NDCG@20 {worse.ndcg_model:.4f} < production "
                             f"{worse.ndcg_production:.4f} - 2%")
-    assert registry.aliases(RANKER) == {PRODUCTION: prod, STAGING: same.version}  # nothing moved
+    assert registry.aliases(RANKER) == {PRODUCTION: int(prod), STAGING: int(same.version)}  # nothing moved
     assert len(registry.versions(RANKER)) == 2
