@@ -268,4 +268,4 @@ def test_live_traffic_after_the_training_time_counts_from_its_own_day(world_env,
     waiting = run_continuous(lake, registry=registry)
     assert waiting.decision.fire and not waiting.trained
     assert f"{RANKER}/{candidate} is in the canary" in waiting.notes[-1]
-    assert registry.aliases(RANKER)["staging"] == candidate and len(registry.versions(RANKER)) == int(candidate)
+    assert registry.aliases(RANKER)["staging"] == int(candidate) and len(registry.versions(RANKER)) == int(candidate)
