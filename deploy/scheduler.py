@@ -123,6 +123,7 @@ class Scheduler:
             (*j.args, "--stdin") if j.resident else j.args)) for j in self.specs}
         self.children: dict[str, subprocess.Popen] = {}
         self.residents: dict[str, subprocess.Popen] = {}  # resident jobs' processes, kept between runs
+        self.stopping = False  # set by shutdown(): no job process starts after it (it would outlive us)
         self._lock = threading.Lock()
         self.started_ms = int(time.time() * 1000)
         cls = BackgroundScheduler if background else BlockingScheduler  # background: tests, embedding
@@ -152,6 +153,9 @@ class Scheduler:
 
     # ---- one run -------------------------------------------------------------------------------
     def run_job(self, spec: JobSpec) -> str:
+        with self._lock:
+            if self.stopping:  # a run APScheduler fired while Ctrl-C was being handled
+                return "skipped (shutting down)"
         rec = self.records[spec.name]
         rec.last_start_ms, rec.last_end_ms, rec.last_result = int(time.time() * 1000), None, "running"
         rec.runs += 1
@@ -164,6 +168,8 @@ class Scheduler:
                 start_new_session=True)
             with self._lock:
                 self.children[spec.name] = proc
+                if self.stopping:  # shutdown ran between the check above and the start
+                    self._kill(proc)
             timer = threading.Timer(self.s.job_timeout_s, self._kill, args=(proc,))
             timer.start()
             code = None
@@ -227,6 +233,7 @@ class Scheduler:
 
     def shutdown(self, *_: object) -> None:
         with self._lock:
+            self.stopping = True
             for proc in [*self.children.values(), *self.residents.values()]:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGTERM)

@@ -104,3 +104,16 @@ def test_resident_loop_answers_each_run_and_turns_expected_errors_into_a_line():
     assert out == ["@@end 0", "error: registry unreachable", "@@end 2", "@@end 0"] and len(calls) == 3
     with pytest.raises(ZeroDivisionError):  # an unexpected failure ends the process (the scheduler restarts it)
         ops.resident_loop(lambda: 1 / 0, out.append, errors=lambda e: None, lines=["run\n"])
+
+
+def test_no_job_starts_once_shutdown_began(redis_server, redis_client):
+    """Ctrl-C under `make run` left a `jaikod batch review` that APScheduler fired during the shutdown running
+    after everything else had stopped: after shutdown() a run starts no process."""
+    s = Settings(redis_url=redis_server.url)
+    spec = JobSpec("review", ("batch", "review"), "interval", every_s=3600)
+    sched = Scheduler(s, redis_client, [spec], out=lambda _line: None, background=True)
+    sched.setup()
+    sched.sched.start(paused=True)
+    sched.shutdown()
+    assert sched.run_job(spec) == "skipped (shutting down)"
+    assert sched.children == {} and sched.records["review"].runs == 0
