@@ -43,7 +43,10 @@ redis:
 	bash scripts/ensure_redis.sh "$(JAIKOD_REDIS_URL)" "$(JAIKOD_HOME)/redis"
 
 run: install redis
-	@if [ -n "$(FRESH)" ] || [ ! -f "$(JAIKOD_HOME)/lake/_world.json" ] || [ ! -f "$(JAIKOD_HOME)/mlflow/mlflow.db" ]; then \
+	@last=$$(ls -d "$(JAIKOD_HOME)/lake/events"/date=* 2>/dev/null | sed 's/.*date=//' | sort | tail -1); \
+	stale=; if [ -n "$$last" ] && [[ "$$last" < "$$(date -u -d yesterday +%F)" ]]; then \
+	  stale=1; echo "the lake's events end $$last: the idle days since would leave a gap that the ETL refuses (no continuous training), so the world is rebuilt to end yesterday"; fi; \
+	if [ -n "$(FRESH)" ] || [ -n "$$stale" ] || [ ! -f "$(JAIKOD_HOME)/lake/_world.json" ] || [ ! -f "$(JAIKOD_HOME)/mlflow/mlflow.db" ]; then \
 	  set -e; \
 	  $(JAIKOD) world build --size $(WORLD_SIZE) --seed 7 --out "$(JAIKOD_HOME)/lake" --start-date $(START_DATE); \
 	  $(JAIKOD) batch nightly --lake "$(JAIKOD_HOME)/lake"; \
