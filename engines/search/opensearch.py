@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 INDEX_PREFIX = "jaikod-listings-"
 K1, B = 1.5, 0.75  # bm25s' defaults, which SearchIndex.build uses
-_BULK_DOCS = 2000
+_BULK_DOCS = 1000
 
 
 class OpenSearchError(SearchIndexError):
@@ -163,7 +163,7 @@ def bulk_index(client: httpx.Client, name: str, docs: Iterable[dict], refresh: b
 
 
 def build_index(url: str, name: str, ids, titles, categories, eligible=None, a: Analyzer | None = None,
-                timeout_s: float = 120.0) -> int:
+                timeout_s: float = 600.0) -> int:
     """(Re)create index ``name`` on the node at ``url`` from the catalogue — the inputs of
     :meth:`SearchIndex.build` — and make it searchable; returns the number of listings."""
     a = a or analyzer()
@@ -172,7 +172,7 @@ def build_index(url: str, name: str, ids, titles, categories, eligible=None, a: 
             if c.head(f"/{name}").status_code == 200:
                 _check(c.delete(f"/{name}"))
             _check(c.put(f"/{name}", json=index_body(a)))
-            n = bulk_index(c, name, documents(ids, titles, categories, eligible, a))
+            n = bulk_index(c, name, documents(ids, titles, categories, eligible, a), timeout_s=timeout_s)
             _check(c.put(f"/{name}/_settings", json={"index": {"refresh_interval": "1s"}}))
             _check(c.post(f"/{name}/_refresh"))
         except httpx.HTTPError as exc:
