@@ -4,6 +4,7 @@ and exits != 0 with one clear line on error."""
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -422,12 +423,31 @@ def search_eval_cmd(
     size: Annotated[str, typer.Option(help="world size whose catalogue is judged when the lake has none")] = "demo",
     seed: Annotated[int, typer.Option(help="its seed (make run builds seed 7)")] = 7,
     out: Annotated[Path, typer.Option(help="folder for search.json + search.png")] = Path("bench/results"),
+    opensearch_url: Annotated[str | None, typer.Option(
+        help="also judge the OpenSearch backend on this node, beside the embedded index "
+             "(writes search_backends.json + .png)")] = None,
 ) -> None:
     """Judged queries (176, seven groups) against the index before issue 11 and today's: P@20, NDCG@10,
-    zero-result and false-fill rate per group, p50/p99 latency, cold vs warm first search."""
+    zero-result and false-fill rate per group, p50/p99 latency, cold vs warm first search. With
+    --opensearch-url: the embedded and the OpenSearch keyword backends side by side instead."""
     from batch import search_eval as se
 
     _apply_common(lake)
+    if opensearch_url:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as prog:
+            task = prog.add_task("judged queries, both backends", total=None)
+            res = se.compare_backends(opensearch_url, lake, size, seed,
+                                      progress=lambda _s, d, t: prog.update(task, completed=d, total=t))
+        print_table(f"keyword backends on {res['catalogue']} ({res['listings']} listings)", se.backend_rows(res))
+        for b, v in res["latency_ms"].items():
+            console.print(f"{b}: p50 {v['p50']:.2f} ms p99 {v['p99']:.2f} ms")
+        same = res["same_top20_and_steps"]
+        console.print(f"same top 20 and fallback steps: {same['queries']}/{res['queries']}")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "search_backends.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
+        se.plot_backends(res, out / "search_backends.png")
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as prog:
         task = prog.add_task("judged queries", total=None)

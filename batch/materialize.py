@@ -24,6 +24,7 @@ from batch.lake import atomic_dir
 from engines.embeddings import TitleSpace
 from engines.index import VectorIndex, write_manifest
 from engines.search.index import SearchIndex
+from engines.search.opensearch import build_index, index_name, prune_indexes
 from gpu_core.feature_store import VERSIONS, OnlineStore, OverrideKeys, SellerRecord
 from gpu_core.feature_store import write_sellers as write_seller_records
 from gpu_core.geo import N_REGIONS
@@ -89,6 +90,9 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
         if space is not None:
             space.save(tmp)
         write_manifest(tmp, version=version, day=day, products=int(eligible.sum()))
+    if settings.keyword_backend == "opensearch":  # the same catalogue into the node (retrieval there)
+        build_index(settings.opensearch_url, index_name(version), views.product_ids, extra["title"].to_numpy(),
+                    extra["category"].to_numpy(), eligible=eligible)
     # 2. the Redis snapshot, then the pointer
     store = OnlineStore(client or redis.Redis.from_url(settings.redis_url))
     by_region, trending = popular_lists(views.product["popularity"], views.product_region, eligible,
@@ -114,7 +118,10 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
         store.set_flags(int(pid), sold=True, pipe=pipe)
     pipe.execute()
     (root / "CURRENT").write_text(version)
-    _prune(root, keep={version, *[v.decode() for v in store.r.lrange(VERSIONS, 0, -1)]})
+    keep = {version, *[v.decode() for v in store.r.lrange(VERSIONS, 0, -1)]}
+    _prune(root, keep=keep)
+    if settings.keyword_backend == "opensearch":
+        prune_indexes(settings.opensearch_url, keep)
     return MaterializeSummary(version, day, len(views.user_ids), len(views.product_ids), root / version,
                               time.perf_counter() - t0)
 

@@ -125,20 +125,13 @@ def _systems(cat: Catalogue, min_hits: int) -> dict[str, Callable[[str], np.ndar
     return {"baseline": baseline, "search": search, "_index": new}
 
 
-def evaluate(lake: Path | None = None, size: str = "demo", seed: int = 7, judged: Path = JUDGED,
-             cold: bool = True, progress: Callable[[str, int, int], None] | None = None) -> dict:
-    from gpu_core.settings import get_settings
-
-    min_hits = get_settings().search_min_hits
-    queries = load_judged(judged)
-    cat = load_catalogue(lake, size, seed)
+def judge(cat: Catalogue, queries: list[dict], systems: dict[str, Callable[[str], np.ndarray]],
+          progress: Callable[[str, int, int], None] | None = None) -> tuple[list[dict], dict, dict]:
+    """Every system answers every judged query (one untimed call, then a timed one): per-query rows,
+    per-group means and the latencies (ms) of each system."""
     import pyarrow as pa
 
     lower = pa.array([t.lower() for t in cat.titles], type=pa.string())
-    t0 = time.perf_counter()
-    systems = _systems(cat, min_hits)
-    build_s = time.perf_counter() - t0
-    index = systems.pop("_index")
     pos = {int(i): j for j, i in enumerate(cat.ids)}
     per_query = []
     lat: dict[str, list[float]] = {k: [] for k in systems}
@@ -170,6 +163,21 @@ def evaluate(lake: Path | None = None, size: str = "demo", seed: int = 7, judged
             "zero_result_rate": float(np.mean([r[name]["zero"] for r in rows])),
             "false_fill_rate": float(np.mean([r[name]["false_fill"] for r in rows])) if grp == "no_match" else None,
         } for name in systems}}
+    return per_query, groups, lat
+
+
+def evaluate(lake: Path | None = None, size: str = "demo", seed: int = 7, judged: Path = JUDGED,
+             cold: bool = True, progress: Callable[[str, int, int], None] | None = None) -> dict:
+    from gpu_core.settings import get_settings
+
+    min_hits = get_settings().search_min_hits
+    queries = load_judged(judged)
+    cat = load_catalogue(lake, size, seed)
+    t0 = time.perf_counter()
+    systems = _systems(cat, min_hits)
+    build_s = time.perf_counter() - t0
+    index = systems.pop("_index")
+    per_query, groups, lat = judge(cat, queries, systems, progress)
     out = {"catalogue": cat.source, "listings": len(cat.ids), "queries": len(queries), "min_hits": min_hits,
            "index_build_s": round(build_s, 2), "groups": groups,
            "latency_ms": {name: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
@@ -254,20 +262,25 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    _group_bars(res, axes, ("baseline", "search"))
+    fig.suptitle(f"judged search queries ({res['queries']}) on {res['catalogue']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _group_bars(res: dict, axes, systems: tuple[str, str]) -> None:
+    """P@20 and NDCG@10 per group, two systems side by side, on the first two axes."""
     groups = list(res["groups"])
     x = np.arange(len(groups))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, metric, title in ((axes[0], "p20", "precision@20"), (axes[1], "ndcg10", "NDCG@10")):
-        for name, off in (("baseline", -0.2), ("search", 0.2)):
+        for name, off in zip(systems, (-0.2, 0.2), strict=True):
             ax.bar(x + off, [res["groups"][g][name][metric] for g in groups], 0.4, label=name)
         ax.set_xticks(x, groups, rotation=30, ha="right")
         ax.set_ylim(0, 1.05)
         ax.set_title(title)
         ax.legend()
-    fig.suptitle(f"judged search queries ({res['queries']}) on {res['catalogue']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_results(res: dict, out_dir: Path) -> tuple[Path, Path]:
@@ -277,3 +290,86 @@ def write_results(res: dict, out_dir: Path) -> tuple[Path, Path]:
     png = out_dir / "search.png"
     plot(res, png)
     return j, png
+
+
+# ---- the two keyword backends side by side (issue 17) ------------------------------------------------
+BACKENDS = ("embedded", "opensearch")
+
+
+def compare_backends(url: str, lake: Path | None = None, size: str = "demo", seed: int = 7, judged: Path = JUDGED,
+                     progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """The judged set on the embedded index and on the OpenSearch node at ``url`` (one index built there
+    from the same catalogue): per group P@20 / NDCG@10 / zero-result / false-fill for each, whether both
+    answer the same top 20 and the same fallback steps, p50/p99 latency of each (plan + retrieval +
+    relevance of the hits, i.e. the search's work in retrieval and hydration)."""
+    from engines.search.index import SearchIndex
+    from engines.search.opensearch import OpenSearchIndex, build_index, index_name
+    from gpu_core.settings import get_settings
+
+    min_hits = get_settings().search_min_hits
+    queries = load_judged(judged)
+    cat = load_catalogue(lake, size, seed)
+    t0 = time.perf_counter()
+    local = SearchIndex.build(cat.ids, cat.titles, cat.category, eligible=cat.in_stock)
+    t1 = time.perf_counter()
+    name = index_name(f"eval-{size}-{seed}")
+    build_index(url, name, cat.ids, cat.titles, cat.category, eligible=cat.in_stock)
+    t2 = time.perf_counter()
+    remote = OpenSearchIndex(local, url, name, timeout_s=30.0)
+    answers: dict[str, dict[str, tuple]] = {b: {} for b in BACKENDS}
+
+    def system(name_: str, index) -> Callable[[str], np.ndarray]:
+        def answer(q: str) -> np.ndarray:
+            plan = index.plan(q)
+            hits = index.retrieve(plan, 1000, min_hits=min_hits)
+            index.relevance(hits.plan, hits.ids)  # the hydration stage's share of the work
+            answers[name_][q] = (frozenset(hits.ids[:LIMIT].tolist()), hits.steps)
+            return hits.ids[:LIMIT]
+        return answer
+
+    try:
+        per_query, groups, lat = judge(cat, queries, {"embedded": system("embedded", local),
+                                                      "opensearch": system("opensearch", remote)}, progress)
+    finally:
+        remote.close()
+    same = [q["query"] for q in queries if answers["embedded"][q["query"]] == answers["opensearch"][q["query"]]]
+    return {"catalogue": cat.source, "listings": len(cat.ids), "queries": len(queries), "min_hits": min_hits,
+            "index_build_s": {"embedded": round(t1 - t0, 2), "opensearch": round(t2 - t1, 2)},
+            "groups": groups,
+            "latency_ms": {b: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))}
+                           for b, v in lat.items()},
+            "same_top20_and_steps": {"queries": len(same), "share": len(same) / max(len(queries), 1),
+                                     "differ": [q["query"] for q in queries if q["query"] not in set(same)]},
+            "per_query": per_query}
+
+
+def backend_rows(res: dict) -> list[dict]:
+    rows = []
+    for grp, v in res["groups"].items():
+        e, o = v["embedded"], v["opensearch"]
+        rows.append({"group": grp, "queries": v["queries"],
+                     "P@20 embedded": f"{e['p20']:.2f}", "P@20 opensearch": f"{o['p20']:.2f}",
+                     "NDCG@10 embedded": f"{e['ndcg10']:.2f}", "NDCG@10 opensearch": f"{o['ndcg10']:.2f}",
+                     "zero emb/os": f"{e['zero_result_rate']:.2f}/{o['zero_result_rate']:.2f}",
+                     "false-fill emb/os": f"{_ff(e['false_fill_rate'])}/{_ff(o['false_fill_rate'])}"})
+    return rows
+
+
+def plot_backends(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), gridspec_kw={"width_ratios": [3, 3, 1.4]})
+    _group_bars(res, axes, BACKENDS)
+    lat = res["latency_ms"]
+    for i, m in enumerate(("p50", "p99")):
+        axes[2].bar(np.arange(2) + (i - 0.5) * 0.4, [lat[b][m] for b in BACKENDS], 0.4, label=m)
+    axes[2].set_xticks(np.arange(2), BACKENDS)
+    axes[2].set_title("latency ms (in process)")
+    axes[2].legend()
+    fig.suptitle(f"keyword backends on {res['queries']} judged queries, {res['catalogue']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -10,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-ORDER = ("world", "batch", "etl_scale", "ltr", "online", "search", "feast", "scaling", "retrieval", "text", "vision",
+ORDER = ("world", "batch", "etl_scale", "ltr", "online", "search", "search_backends", "feast", "scaling", "retrieval", "text", "vision",
          "stream", "boost")
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -106,6 +106,16 @@ def write_result(path: Path, result: dict[str, Any], *, world: Any) -> Path:
     return path
 
 
+def print_rows(rows: list[dict[str, Any]]) -> None:
+    """A list of same-keyed dicts as a plain ``a | b | c`` table (header first)."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(str(r[c]) for c in cols))
+
+
 def publish(src: Path = LATEST, dst: Path = RESULTS) -> list[Path]:
     """``make bench-publish``: replace the committed results with the latest run's files."""
     done = []

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bench._meta import print_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,11 +29,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args(argv)
     res = se.evaluate(args.lake, args.size, args.seed)
-    rows = se.table_rows(res)
-    cols = list(rows[0])
-    print(" | ".join(cols))
-    for r in rows:
-        print(" | ".join(str(r[c]) for c in cols))
+    print_rows(se.table_rows(res))
     print("latency ms:", {k: {m: round(v, 3) for m, v in d.items()} for k, d in res["latency_ms"].items()})
     print("cold start:", res.get("cold_start"))
     print("goals:", res["goals"])

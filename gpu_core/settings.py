@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     vector_nprobe: int = 64  # IVF lists probed per query, applied when the index is loaded
     search_min_hits: int = 10  # a search whose listings hold every required term finds fewer -> rarest term too
     search_tier_gap: float = 10.0  # FinalScore += relevance tier * gap (> any score spread: tiers never mix)
+    # the keyword index's retrieval: the in-process BM25 index, or an OpenSearch node (query understanding and
+    # the text-relevance features stay in process either way; engines/search/opensearch.py)
+    keyword_backend: Literal["embedded", "opensearch"] = "embedded"
+    opensearch_url: str = "http://127.0.0.1:9200"  # the node `python -m deploy.opensearch` starts
+    opensearch_timeout_ms: float = 150.0  # one retrieval call; past it (or refused) -> keyword_index_down
 
     # --- scoring -------------------------------------------------------------------------
     w_ctr: float = 1.0  # FinalScore = pCTR*w1 + pCVR*w2 + SellerTrust*w3 + BoostMultiplier

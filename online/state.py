@@ -22,6 +22,7 @@ from engines.embeddings import TitleSpace
 from engines.index import VectorIndex
 from engines.ranker import Ranker, ScoreWeights
 from engines.search.index import SearchIndex
+from engines.search.opensearch import OpenSearchIndex, index_name
 from gpu_core.device import Backend
 from gpu_core.errors import FeatureStoreError, RegistryError, RegistryUnavailable
 from gpu_core.feature_store import LiveListingKeys, OnlineStore, OverrideKeys, rt_product_key
@@ -131,12 +132,18 @@ class ModelHolder:
 
 
 class IndexHolder:
-    def __init__(self, root: Path, nprobe: int | None = None):
+    """The indexes of one snapshot version. The keyword index is the embedded one, or (``keyword_backend``
+    ``opensearch``) the same index's query understanding and relevance with retrieval on the OpenSearch node
+    at ``opensearch_url`` (the version's index, written by the materialiser); a node that is down at load
+    is no load error: its searches answer ``keyword_index_down`` until it answers."""
+
+    def __init__(self, root: Path, nprobe: int | None = None, settings: Settings | None = None):
         self.root = root
         self.nprobe = nprobe
+        self.settings = settings
         self.version: str | None = None
         self.vector: VectorIndex | None = None
-        self.keyword: SearchIndex | None = None
+        self.keyword: SearchIndex | OpenSearchIndex | None = None
         self.title_space: TitleSpace | None = None  # cold-start vectors of intake listings
         self.error: str | None = None
 
@@ -149,6 +156,10 @@ class IndexHolder:
             vector, _ = None, errors.append(f"vector: {exc}")
         try:
             keyword = SearchIndex.load(folder)
+            st = self.settings
+            if st is not None and st.keyword_backend == "opensearch":
+                keyword = OpenSearchIndex(keyword, st.opensearch_url, index_name(version),
+                                          timeout_s=st.opensearch_timeout_ms / 1000)
             keyword.warm()  # analyzer dictionaries, tries and the fuzzy vocabulary before it serves
         except Exception as exc:
             keyword, _ = None, errors.append(f"keyword: {exc}")
@@ -281,7 +292,7 @@ class ServiceState:
         self.store = OnlineStore(self.redis)
         self.registry = registry
         self.models = ModelHolder(registry, be)
-        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings.vector_nprobe)
+        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings.vector_nprobe, settings)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up

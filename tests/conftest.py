@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # what the tests check: the suite sets what it needs itself
 for _knob in ("JAIKOD_READY_REQUIRES_STREAM", "JAIKOD_METRICS_PORT", "JAIKOD_WORKERS", "JAIKOD_CANARY_MIN_REQUESTS",
               "JAIKOD_CANARY_SHARE", "JAIKOD_PROMETHEUS_URL",
-              "JAIKOD_BIN", "JAIKOD_ADMIN_TOKEN", "JAIKOD_LAKE", "JAIKOD_SCHEDULER", "JAIKOD_MLFLOW_URI"):
+              "JAIKOD_BIN", "JAIKOD_ADMIN_TOKEN", "JAIKOD_LAKE", "JAIKOD_SCHEDULER", "JAIKOD_MLFLOW_URI",
+              "JAIKOD_KEYWORD_BACKEND", "JAIKOD_OPENSEARCH_URL"):
     os.environ.pop(_knob, None)
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -216,3 +217,72 @@ def photo():
     if img is None:
         pytest.skip("matplotlib's sample photo grace_hopper.jpg is not installed")
     return img
+
+
+class _NodeStarter:
+    """The session's OpenSearch node (deploy/opensearch.py), started in a background thread as soon as
+    the collected tests include one that needs it, so its JVM start-up overlaps the tests before it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.node = None
+        self.error: BaseException | None = None
+        self.skip: str | None = None
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def begin(self, base: Path) -> None:
+        import threading
+
+        from deploy.opensearch import OpenSearchNode, missing_tools
+
+        with self._lock:
+            if self.thread is not None or self.skip is not None:
+                return
+            self.skip = missing_tools()
+            if self.skip:
+                return
+            self.node = OpenSearchNode(base)
+            self.thread = threading.Thread(target=self._run, name="opensearch-start", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.node.start()
+        except BaseException as exc:  # reported by the fixture, in the test that needs the node
+            self.error = exc
+
+    def get(self, base: Path):
+        self.begin(base)
+        if self.skip:
+            pytest.skip(f"OpenSearch node not available: {self.skip}")
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if not self.node.running():  # a test stopped it on purpose (keyword index down): start it again
+            self.node.start()
+        return self.node
+
+
+_OPENSEARCH = _NodeStarter()
+_OPENSEARCH_BASE = Path(os.environ.get("TMPDIR", "/tmp")) / f"jaikod-opensearch-{os.getpid()}"
+
+
+def pytest_collection_finish(session):
+    if any("opensearch_node" in getattr(item, "fixturenames", ()) for item in session.items):
+        _OPENSEARCH.begin(_OPENSEARCH_BASE)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OPENSEARCH.thread is not None:
+        _OPENSEARCH.thread.join()
+        if _OPENSEARCH.node is not None:
+            _OPENSEARCH.node.stop()
+        shutil.rmtree(_OPENSEARCH_BASE, ignore_errors=True)
+
+
+@pytest.fixture()
+def opensearch_node():
+    """The session's OpenSearch node, running (skipped with the reason when java, javac or mvn is missing)."""
+    return _OPENSEARCH.get(_OPENSEARCH_BASE)

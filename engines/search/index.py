@@ -313,24 +313,20 @@ class SearchIndex:
         the fallback chain when that finds fewer than ``min_hits``."""
         if isinstance(plan, str):
             plan = self.plan(plan)
-        steps: list[str] = list(plan.fixes)
+        steps, done = chain_start(plan)
+        if done is not None:
+            return done
         req = plan.parsed.required
         empty = np.empty(0, np.int64)
-        if plan.parsed.condition_only:
-            steps.append(CONDITION_ONLY)
-        if not req or plan.unknown:
-            return SearchHits(empty, np.empty(0, np.float32), plan, (*steps, NO_MATCH))
         sets = [self._rows(t) for t in req]
         rows = sets[0]
         for s in sets[1:]:
             rows = np.intersect1d(rows, s, assume_unique=True)
         rows = rows[self.eligible[rows]]
+        rarest = rarest_term([len(s) for s in sets])
         if not len(rows):  # no listing has them all: say so (and suggest the rarest term), never fill
-            rarest = min(range(len(req)), key=lambda i: (len(sets[i]), i))
-            plan = QueryPlan(plan.query, plan.parsed, plan.fixes, plan.suggestion or req[rarest].text, plan.unknown)
-            return SearchHits(empty, np.empty(0, np.float32), plan, (*steps, NO_MATCH))
+            return no_match(plan, steps, req[rarest].text)
         if len(rows) < min_hits and len(req) > 1:
-            rarest = min(range(len(req)), key=lambda i: (len(sets[i]), i))
             more = sets[rarest][self.eligible[sets[rarest]]]
             more = np.setdiff1d(more, rows, assume_unique=True)
             if len(more):
@@ -418,6 +414,28 @@ class SearchIndex:
             "text_category_match": cat_match.astype(np.float32),
             "text_condition_match": cond_hit / len(cond) if cond else cond_hit,
         }
+
+
+def chain_start(plan: QueryPlan) -> tuple[list[str], SearchHits | None]:
+    """The fallback steps a query starts with (its fixes, ``condition_only_query``), and the ``no_match``
+    answer when it has no required term or one that no title holds (every backend's first step)."""
+    steps = list(plan.fixes)
+    if plan.parsed.condition_only:
+        steps.append(CONDITION_ONLY)
+    if not plan.parsed.required or plan.unknown:
+        return steps, SearchHits(np.empty(0, np.int64), np.empty(0, np.float32), plan, (*steps, NO_MATCH))
+    return steps, None
+
+
+def rarest_term(doc_counts: list[int]) -> int:
+    """Position of the required term in the fewest titles (the first on ties): the relaxation step."""
+    return min(range(len(doc_counts)), key=lambda i: (doc_counts[i], i))
+
+
+def no_match(plan: QueryPlan, steps: list[str], rarest: str) -> SearchHits:
+    """No listing holds every required term: ``no_match`` with the rarest one as suggestion, never a fill."""
+    plan = QueryPlan(plan.query, plan.parsed, plan.fixes, plan.suggestion or rarest, plan.unknown)
+    return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32), plan, (*steps, NO_MATCH))
 
 
 def relevance_order_key(f: dict[str, np.ndarray]) -> np.ndarray:
