@@ -13,7 +13,7 @@ Measures through a real uvicorn (1 worker) on loopback:
   5xx.
 * **soak** (``--soak-s``): feed, search, events and bad input for that long; the worker's RSS sampled.
 
-Writes bench/results/reliability.json.
+Writes bench/results/latest/reliability.json (reliability_soak.json with ``--only-soak``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import tempfile
 import threading
@@ -31,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_online import OUT, build_tiny_world, pct, private_redis, uvicorn_server
+from bench._meta import LATEST as OUT
+from bench._meta import write_result
+from bench.bench_online import build_tiny_world, pct, private_redis, uvicorn_server
 
 
 async def closed_loop(base: str, bodies: list[dict], conc: int, max_s: float, path: str = "/v1/feed",
@@ -236,9 +237,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["slow_redis"] = slow_redis(env, url, bodies, rated, args.max_s)
         if args.soak_s > 0:
             result["soak"] = soak(env, bodies, args.soak_s)
-    args.out.mkdir(parents=True, exist_ok=True)
     name = "reliability_soak.json" if args.only_soak else "reliability.json"
-    (args.out / name).write_text(json.dumps(result, indent=2, default=float))
+    write_result(args.out / name, result, world=result["world"])
     _print(result)
     return result
 
