@@ -162,9 +162,13 @@ class ModelHolder:
                 try:
                     ref = self.registry.get(RANKER, alias)
                 except RegistryUnavailable as exc:  # keep serving what is loaded; /readyz says why
-                    self.error = self.unavailable = exc.message
-                    if alias == PRODUCTION and alias not in self.models:
-                        changed |= self._load_cache(exc.message)
+                    self.unavailable = exc.message
+                    if alias == PRODUCTION:
+                        self.error = exc.message
+                        if alias not in self.models:
+                            changed |= self._load_cache(exc.message)
+                    elif self.error is None:
+                        self.error = exc.message
                     continue
                 cur = self.models.get(alias)
                 if ref is None:
