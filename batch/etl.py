@@ -323,7 +323,8 @@ def point_in_time_features(rows: pd.DataFrame, ev: pd.DataFrame, products: pd.Da
                                                 <= LAST_VIEWED_TTL_S // USER_WINDOW.width_s)
     imp["last_viewed_category"] = np.where(fresh, np.nan_to_num(m["cat"].to_numpy(), nan=-1), -1).astype(np.int32)
     # ---- context of the request: text relevance of each listing to the request's query (the function
-    # and statistics the service's hydration uses), one query plan per distinct query
+    # and statistics the service's hydration uses), one query plan per distinct query; the lake keeps
+    # the stored form of each query (engines.search.stored: no user text), read back as the same plan
     queries = imp["query"].fillna("").astype(str).to_numpy()
     text = {k: np.zeros(len(imp), dtype=np.float32) for k in TEXT_FEATURES}
     has_q = queries != ""
@@ -332,7 +333,7 @@ def point_in_time_features(rows: pd.DataFrame, ev: pd.DataFrame, products: pd.Da
         pids = imp["product_id"].to_numpy(np.int64)
         for q in np.unique(queries[has_q]):
             sel = np.flatnonzero(queries == q)
-            for k, v in search.relevance(search.plan(q), pids[sel]).items():
+            for k, v in search.relevance(search.plan_recorded(q), pids[sel]).items():
                 text[k][sel] = v
     for k, v in text.items():
         imp[k] = v

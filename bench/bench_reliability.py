@@ -13,7 +13,7 @@ Measures through a real uvicorn (1 worker) on loopback:
   5xx.
 * **soak** (``--soak-s``): feed, search, events and bad input for that long; the worker's RSS sampled.
 
-Writes bench/results/reliability.json.
+Writes bench/results/latest/reliability.json (reliability_soak.json with ``--only-soak``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import tempfile
 import threading
@@ -31,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.bench_online import OUT, build_tiny_world, pct, private_redis, uvicorn_server
+from bench._meta import LATEST as OUT
+from bench._meta import write_result
+from bench.bench_online import build_tiny_world, pct, private_redis, uvicorn_server
 
 
 async def closed_loop(base: str, bodies: list[dict], conc: int, max_s: float, path: str = "/v1/feed",
@@ -97,6 +98,13 @@ def overload(env: dict[str, str], bodies: list[dict], rated: int, max_s: float) 
             row = asyncio.run(closed_loop(base, bodies, rated * mult, max_s, think_on_429_s=1.0))
             row["multiple"] = mult
             out["admission_on_retry_after"].append(row)
+    # the same 4x with clients retrying at once, on uvicorn's pure-Python HTTP parser (h11): the peer
+    with uvicorn_server("online.app:create_app", {**env, "JAIKOD_MAX_IN_FLIGHT": str(rated), "UVICORN_HTTP": "h11",
+                                                  "JAIKOD_SHED_DELAY_MS": "0"}) as base:
+        asyncio.run(closed_loop(base, bodies, 2, 2.0))
+        row = asyncio.run(closed_loop(base, bodies, rated * 4, max_s))
+        row["multiple"] = 4
+        out["admission_on_h11_no_delay"] = row
     with uvicorn_server("online.app:create_app", {**env, "JAIKOD_MAX_IN_FLIGHT": "10000",
                                                   "JAIKOD_MAX_QUEUE_MS": "1000000"}) as base:
         asyncio.run(closed_loop(base, bodies, 2, 2.0))
@@ -203,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-s", type=float, default=6.0, help="seconds per load level")
     ap.add_argument("--soak-s", type=float, default=0.0, help="soak duration (0: no soak)")
     ap.add_argument("--only-soak", action="store_true")
+    ap.add_argument("--only-overload", action="store_true", help="the overload table only (no slow Redis)")
     ap.add_argument("--rated", type=int, default=None, help="admission limit to measure (default: the setting)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
@@ -233,12 +242,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   "world": "tiny (seed 3)", "budget_ms": Settings().request_budget_ms}
         if not args.only_soak:
             result["overload"] = overload(env, bodies, rated, args.max_s)
-            result["slow_redis"] = slow_redis(env, url, bodies, rated, args.max_s)
+            if not args.only_overload:
+                result["slow_redis"] = slow_redis(env, url, bodies, rated, args.max_s)
         if args.soak_s > 0:
             result["soak"] = soak(env, bodies, args.soak_s)
-    args.out.mkdir(parents=True, exist_ok=True)
     name = "reliability_soak.json" if args.only_soak else "reliability.json"
-    (args.out / name).write_text(json.dumps(result, indent=2, default=float))
+    write_result(args.out / name, result, world=result["world"])
     _print(result)
     return result
 
@@ -249,11 +258,12 @@ def _print(result: dict[str, Any]) -> None:
         print(f"overload (rated concurrency {ov['rated_concurrency']} per worker, budget {result['budget_ms']} ms)")
         print(f"{'clients':>8} {'rps':>7} {'adm p50':>8} {'adm p99':>8} {'shed':>6} {'5xx':>4}")
         rows = [*ov["admission_on"], *[{**r, "concurrency": f"{r['concurrency']}r"} for r in ov["admission_on_retry_after"]],
+                {**ov["admission_on_h11_no_delay"], "concurrency": f"{ov['admission_on_h11_no_delay']['concurrency']}h"},
                 {**ov["admission_off"], "concurrency": f"{ov['admission_off']['concurrency']}*"}]
         for row in rows:
             print(f"{row['concurrency']!s:>8} {row['rps']:7.0f} {row['admitted_p50_ms']:8.1f} "
                   f"{row['admitted_p99_ms']:8.1f} {row['shed_share']:6.1%} {row['server_errors']:4d}")
-        print("  r: clients honour Retry-After; *: admission control off")
+        print("  r: clients honour Retry-After; h: h11 parser and no shed delay (before); *: admission control off")
     sr = result.get("slow_redis")
     if sr:
         for k in ("healthy", "slow", "after"):

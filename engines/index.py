@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.text.tokenize import tokenize
+from gpu_core.checksums import ArtifactCorrupt, check, file_digests
 from gpu_core.device import backend
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,29 @@ class KeywordIndex:
         return cls(bm25s.BM25.load(str(path), show_progress=False), np.load(folder / "keyword_ids.npy"))
 
 
+MANIFEST = "manifest.json"
+
+
 def write_manifest(folder: Path, **info) -> None:
-    (folder / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
+    """The folder's manifest: ``info`` and the SHA-256 of every file in it (written last)."""
+    files = file_digests(folder, exclude={MANIFEST})
+    (folder / MANIFEST).write_text(json.dumps({**info, "files": files}, indent=2, default=str))
 
 
 def read_manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def verify_folder(folder: Path) -> None:
+    """Refuse (:class:`~gpu_core.checksums.ArtifactCorrupt`) an index folder whose files do not match its
+    manifest's checksums, before faiss or bm25s reads them; a folder without a manifest or without
+    checksums (written before them) passes."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return
+    try:
+        files = json.loads(path.read_text()).get("files")
+    except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise ArtifactCorrupt(f"index {Path(folder).name} refused: unreadable manifest ({exc})") from None
+    if files is not None:
+        check(folder, files, f"index {Path(folder).name}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_core.checksums import ArtifactCorrupt, check, sha256_file
 from gpu_core.errors import RegistryError, RegistryUnavailable
 from gpu_core.settings import Settings, get_settings
 
@@ -243,7 +244,9 @@ class RankerArtifact:
         folder.mkdir(parents=True, exist_ok=True)
         self.ctr.save_model(folder / RANKER_FILES["ctr"])
         self.cvr.save_model(folder / RANKER_FILES["cvr"])
-        (folder / RANKER_META).write_text(json.dumps({**self.meta, "features": list(self.features)}, indent=2))
+        files = {f: sha256_file(folder / f) for f in RANKER_FILES.values()}  # verified before a load
+        (folder / RANKER_META).write_text(json.dumps({**self.meta, "features": list(self.features), "files": files},
+                                                     indent=2))
         return folder
 
     @staticmethod
@@ -262,6 +265,8 @@ class RankerArtifact:
         folder = Path(folder)
         try:
             meta = json.loads((folder / RANKER_META).read_text())
+            if isinstance(meta.get("files"), dict):  # a truncated or damaged booster is refused unread
+                check(folder, meta["files"], f"ranker artifact at {folder}")
             boosters = []
             for key in ("ctr", "cvr"):
                 b = xgb.Booster()
@@ -271,7 +276,7 @@ class RankerArtifact:
                     params["nthread"] = nthread
                 b.set_param(params)
                 boosters.append(b)
-        except (OSError, ValueError, KeyError, xgb.core.XGBoostError) as exc:
+        except (OSError, ValueError, KeyError, AttributeError, ArtifactCorrupt, xgb.core.XGBoostError) as exc:
             raise RegistryError(f"ranker artifact at {folder} is missing or unreadable: {exc}",
                                 field="model") from exc
         features = tuple(meta.get("features", ()))

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     lake: Path | None = Field(None, description="Parquet data lake; default <home>/lake")
     redis_url: str = "redis://127.0.0.1:6379/0"
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under <home>/mlflow")
+    model_cache: Path | None = Field(None, description=(
+        "the last production model loaded OK (checksummed copy), served when the registry is unreachable at "
+        "start; default <home>/artifacts/model_cache"))
     device: Literal["auto", "cpu", "gpu"] = "auto"
     scheduler: str | None = Field(None, description="dask.distributed scheduler address; None = local cluster")
     dask_workers: int = 2
@@ -98,6 +101,7 @@ class Settings(BaseSettings):
     max_in_flight_other: int = 16  # other /v1 requests (events, text, listings, fraud) per worker
     max_queue_ms: float = 50.0  # a request queued behind others longer than this is shed (429)
     retry_after_s: int = 1  # Retry-After on a 429
+    shed_delay_ms: float = 10.0  # an edge 429 is sent this late (a timer, no slot held): paces clients that retry at once
     redis_breaker_s: float = 0.25  # after a Redis timeout/refusal, requests skip Redis this long, then one probes
     pii_key: str | None = Field(None, description="key of the PII hashes at rest; unset = <home>/pii_key")
     aof_rewrite_interval_s: float = 3600.0  # BGREWRITEAOF this often (stream processor), so trimmed events leave the AOF
@@ -117,6 +121,7 @@ class Settings(BaseSettings):
     stream_archive_events: int = 5000  # micro-batch size of the Parquet archive
     stream_archive_interval_s: float = 2.0  # ... or its age
     stream_claim_idle_ms: int = 30_000  # pending entries idle this long are taken over (crashed consumer)
+    stream_consumer_reap_idle_s: float = 600.0  # consumers idle this long, nothing pending, leave the group
     continuous_not_worse_tolerance: float = 0.02  # a continuous retrain goes to staging at NDCG@20 >= prod * 0.98
     canary_min_requests: int = 1000  # staging requests before an automatic decision
     canary_min_impressions: int = 200  # staging impressions before its CTR is compared
@@ -158,6 +163,10 @@ class Settings(BaseSettings):
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
 
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.model_cache if self.model_cache is not None else self.artifacts_dir / "model_cache"
+
     def digest(self) -> str:
         """Stable hash of every setting that can change a ranking (for replayable request logs): secrets
         and per-process addresses are left out, so a new admin token or port is not a "settings change"."""
@@ -166,14 +175,14 @@ class Settings(BaseSettings):
 
 
 DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing_key", "host", "port", "workers",
-                   "home", "lake", "scheduler", "redis_url", "mlflow_uri", "log_requests", "metrics_port",
+                   "home", "lake", "scheduler", "redis_url", "mlflow_uri", "model_cache", "log_requests", "metrics_port",
                    "ready_requires_stream", "job_timeout_s", "prometheus_url", "schedule_nightly_utc",
                    "schedule_continuous_s", "schedule_canary_s", "schedule_boost_s", "schedule_review_s",
                    "schedule_purge_utc",
                    # the edge's limits decide whether a request is served, never its ranking
                    "max_body_bytes", "max_events_body_bytes", "max_upload_body_bytes", "max_header_bytes",
-                   "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "redis_breaker_s",
-                   "aof_rewrite_interval_s")
+                   "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "shed_delay_ms", "redis_breaker_s",
+                   "aof_rewrite_interval_s", "stream_consumer_reap_idle_s")
 _current: Settings | None = None
 
 

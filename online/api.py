@@ -249,7 +249,9 @@ def readyz(svc: Svc):
             "model_version": (m.label if (m := state.models.get("production")) else None),
             "snapshot_version": state.mirror.version if state.mirror else None,
             "registry": "unavailable" if state.models.unavailable else "ok",
-            "model_error": state.models.error, "index_error": state.indexes.error}
+            "model_error": state.models.error, "index_error": state.indexes.error,
+            "model_source": state.models.source, "model_refused": state.models.refused or None,
+            "index_refused": state.indexes.refused}
     for name, report in svc.readiness.items():
         body[name] = report()  # which model answers each AI service (e.g. text: heads or rules only)
     return JSONResponse(body, status_code=200 if body["ready"] else 503)

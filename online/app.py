@@ -51,6 +51,8 @@ def create_app(state: ServiceState | None = None, *, settings: Settings | None =
         if svc.state is None:
             svc.state = ServiceState(settings, backend(), Registry(settings=settings))
             svc.pipeline = RankingPipeline(svc.state)
+        svc.state.models.on_refused = svc.state.indexes.on_refused = (
+            lambda kind: svc.metrics.artifacts_refused.labels(kind).inc())  # a corrupt artifact was refused
         if svc.state.mirror is None:
             svc.state.startup()
         if not svc.state.warm and svc.state.mirror is not None:

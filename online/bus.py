@@ -55,6 +55,10 @@ class EventBus(Protocol):
 
     def ack(self, ids: Sequence[str]) -> None: ...
 
+    def reap(self, keep: str, min_idle_ms: int) -> list[str]:
+        """Remove consumers of the group (but ``keep``) idle longer than ``min_idle_ms`` with nothing
+        pending (dead processors); their names."""
+
     def trim(self) -> int:
         """Drop entries every consumer has acknowledged; number dropped."""
 
@@ -139,6 +143,24 @@ class RedisStreamsBus:
     def ack(self, ids: Sequence[str]) -> None:
         if ids:
             self.r.xack(self.stream, self.group, *ids)
+
+    def reap(self, keep: str, min_idle_ms: int) -> list[str]:
+        """``XGROUP DELCONSUMER`` for every consumer idle longer than ``min_idle_ms`` with no pending entry
+        (one with pending entries stays until they are claimed: deleting it would drop them)."""
+        try:
+            consumers = self.r.xinfo_consumers(self.stream, self.group)
+        except redis.ResponseError:
+            return []
+        gone = []
+        for c in consumers:
+            name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
+            idle = int(c.get("inactive", -1)) if int(c.get("inactive", -1)) >= 0 else int(c.get("idle", 0))
+            if name != keep and int(c.get("pending", 0)) == 0 and idle > min_idle_ms:
+                # DELCONSUMER returns the pending count it dropped: 0 unless one was delivered meanwhile
+                if self.r.xgroup_delconsumer(self.stream, self.group, name):
+                    log.warning("consumer %s removed with entries delivered since the check", name)
+                gone.append(name)
+        return gone
 
     def trim(self) -> int:
         """``XTRIM MINID`` below the oldest entry not yet acknowledged or not yet delivered."""
@@ -242,6 +264,9 @@ class KafkaBus:
 
     def claim(self, consumer: str, min_idle_ms: int, count: int) -> list[BusEntry]:
         return []
+
+    def reap(self, keep: str, min_idle_ms: int) -> list[str]:
+        return []  # Kafka's group coordinator drops members whose session timed out
 
     def ack(self, ids: Sequence[str]) -> None:
         from confluent_kafka import TopicPartition

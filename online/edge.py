@@ -4,7 +4,8 @@ after Starlette's own error middleware).
 1. **Headers**: all request headers together at most ``max_header_bytes`` -> 431.
 2. **Admission** (per worker): ranking requests (``/v1/feed``, ``/v1/search``) beyond
    ``max_in_flight`` in flight, and other ``/v1`` requests beyond ``max_in_flight_other``, are answered
-   ``429`` with ``Retry-After`` at once, before any work; the admin API and the ops endpoints are never
+   ``429`` with ``Retry-After`` before any work (after ``shed_delay_ms``, which paces clients that retry
+   at once); the admin API and the ops endpoints are never
    shed. The arrival time is stamped into the scope (:func:`arrival`), so a request's deadline counts
    the time it queued for a thread, and a request that queued longer than ``max_queue_ms`` is shed by
    :func:`shed_if_queued` with the same 429.
@@ -18,6 +19,7 @@ Every refusal is the API's error envelope ``{"error": {"code", "message", "field
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -109,6 +111,11 @@ class EdgeGuard:
         self.metrics = metrics
         self.in_flight = {"ranking": 0, "other": 0}
         self.limits = {"ranking": settings.max_in_flight, "other": settings.max_in_flight_other}
+        payload = orjson.dumps(error_body("overloaded", "too many requests in flight; retry later", None))
+        self._shed_start = {"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+            (b"retry-after", str(settings.retry_after_s).encode())]}
+        self._shed_body = {"type": "http.response.body", "body": payload}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -123,10 +130,7 @@ class EdgeGuard:
             return
         cls = admission_class(path)
         if cls is not None and self.in_flight[cls] >= self.limits[cls]:
-            if self.metrics is not None:
-                self.metrics.shed.labels(cls, "in_flight").inc()
-            await self._refuse(send, 429, "overloaded", "too many requests in flight; retry later", None,
-                               [(b"retry-after", str(s.retry_after_s).encode())])
+            await self._shed(cls, send)
             return
         if cls is not None:
             scope[AHEAD] = self.in_flight[cls]
@@ -138,6 +142,18 @@ class EdgeGuard:
         finally:
             if cls is not None:
                 self.in_flight[cls] -= 1
+
+    async def _shed(self, cls: str, send) -> None:
+        """The 429 of a request over the in-flight limit: prebuilt bytes, a prebound counter, no body read,
+        no log line; sent after ``shed_delay_ms`` (an event-loop timer holding no slot), so a client that
+        retries at once is paced instead of keeping the worker's HTTP parser busy against the requests
+        it admitted."""
+        if self.metrics is not None:
+            self.metrics.shed.labels(cls, "in_flight").inc()
+        if self.s.shed_delay_ms > 0:
+            await asyncio.sleep(self.s.shed_delay_ms / 1000.0)
+        await send(self._shed_start)
+        await send(self._shed_body)
 
     async def _checked_body(self, scope, receive, send, path: str):
         """A receive that replays the (limited, checked) body, or None when a refusal was sent."""

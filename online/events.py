@@ -17,12 +17,13 @@ import redis
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engines.search.stored import redact
 from gpu_core.errors import JaikodError
 from gpu_core.schema import DEVICE_TYPES, EVENT_TYPES
 from gpu_core.settings import Settings
 from online.bus import EventBus, make_bus
 from online.schemas import Count, Id
-from online.wiring import Svc
+from online.wiring import Services, Svc
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -94,10 +95,24 @@ def make_event_bus(settings: Settings) -> EventBus:
     return make_bus(client, settings)
 
 
+def _store_queries_understood(svc: Services, events: list[dict]) -> None:
+    """Each event's ``query`` becomes its stored form (engines.search.stored): the bus, the online store
+    and the lake never hold the text typed, only what the index understood of it (one plan per query)."""
+    index = svc.state.indexes.keyword if svc.state is not None else None
+    forms: dict[str, str] = {}
+    for e in events:
+        q = e.get("query")
+        if q:
+            if q not in forms:
+                forms[q] = redact(q, index)
+            e["query"] = forms[q]
+
+
 @router.post("/v1/events", response_model=EventsResponse, tags=["events"])
 def post_events(svc: Svc, body: EventsRequest) -> dict[str, int]:
     """Append events to the bus; ``accepted`` new ones, ``duplicates`` already seen (by event_id)."""
     events = [e.model_dump(exclude_none=True) for e in body.events]
+    _store_queries_understood(svc, events)
     try:
         accepted, dup = svc.event_bus().publish(events)
     except (redis.RedisError, ConnectionError, OSError) as exc:

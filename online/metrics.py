@@ -26,6 +26,9 @@ class Metrics:
         self.events = Counter("jaikod_events_total", "Events posted to /v1/events", ["result"], registry=r)
         self.shed = Counter("jaikod_requests_shed_total", "Requests answered 429 by admission control",
                             ["admission_class", "reason"], registry=r)
+        self.artifacts_refused = Counter("jaikod_artifacts_refused_total",
+                                         "Published model/index versions refused (checksum mismatch, unreadable); "
+                                         "the version loaded before keeps serving", ["kind"], registry=r)
         self.fallback_rate = Gauge("jaikod_fallback_rate_window",
                                    "Share of feed responses with a fallback over the alert's sliding window",
                                    registry=r)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.search.stored import redact
 from gpu_core.clock import frozen
 from gpu_core.device import to_host
 from gpu_core.errors import JaikodError
@@ -27,7 +28,8 @@ def record_of(ctx: RequestContext, batch: CandidateBatch, mirror_ids: np.ndarray
     """The replay record of a served request (``batch`` as it left the pipeline)."""
     X = to_host(batch.X) if batch.X is not None else np.zeros((0, len(MODEL_FEATURES)), np.float32)
     return ReplayRecord(
-        kind=ctx.kind, user_id=ctx.user_id, query=ctx.query, limit=ctx.limit, now_ms=ctx.now_ms,
+        kind=ctx.kind, user_id=ctx.user_id, limit=ctx.limit, now_ms=ctx.now_ms,
+        query=ctx.query_plan.stored if ctx.query_plan is not None else redact(ctx.query),  # no typed text
         device_type=ctx.device_type, geo_from_request=ctx.lat is not None,
         snapshot_version=ctx.snapshot_version or "", model_version=ctx.model_version, arm=ctx.arm,
         settings_digest=settings_digest, fallbacks=list(ctx.fallbacks), features=list(MODEL_FEATURES),

@@ -19,12 +19,13 @@ from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
 from engines.embeddings import TitleSpace
-from engines.index import VectorIndex
+from engines.index import VectorIndex, verify_folder
 from engines.ranker import Ranker, ScoreWeights
 from engines.search.index import SearchIndex
 from engines.search.opensearch import OpenSearchIndex, index_name
+from gpu_core.checksums import ArtifactCorrupt, check, file_digests
 from gpu_core.device import Backend
-from gpu_core.errors import FeatureStoreError, RegistryError, RegistryUnavailable
+from gpu_core.errors import FeatureStoreError, RegistryUnavailable
 from gpu_core.feature_store import LiveListingKeys, OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.ids import ids_only
 from gpu_core.moderation import decode_hash, listing_key
@@ -84,15 +85,71 @@ def load_model_dir(model_dir: Path, ref: ModelRef | None, be: Backend) -> Ranker
     return Ranker.load(model_dir, ref, device=be.xgb_device, nthread=1)
 
 
-class ModelHolder:
-    """Production (and staging, for the canary) rankers, hot-reloaded when a registry alias moves."""
+class ModelCache:
+    """A local copy of the last production model that loaded OK: the artifact's files plus ``cache.json``
+    (the model reference and the SHA-256 of every file), replaced atomically. Served when the registry is
+    unreachable at start (``model_source: cache``); a copy whose files do not match is refused."""
 
-    def __init__(self, registry: Registry | None, be: Backend):
+    INFO = "cache.json"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def save(self, src: Path, ref: ModelRef) -> None:
+        import json
+        import shutil
+        import uuid
+
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.root.parent / f".{self.root.name}.tmp-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(src, tmp)
+        info = {"ref": {"name": ref.name, "version": ref.version, "alias": ref.alias, "source": ref.source,
+                        "run_id": ref.run_id, "metrics": ref.metrics},
+                "files": file_digests(tmp, exclude={self.INFO}), "saved_at": time.time()}
+        (tmp / self.INFO).write_text(json.dumps(info, indent=2))
+        old = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
+        if self.root.exists():
+            self.root.rename(old)
+        tmp.rename(self.root)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def version(self) -> str | None:
+        import json
+
+        try:
+            return json.loads((self.root / self.INFO).read_text())["ref"]["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def load(self, be: Backend) -> Ranker:
+        """The cached ranker (checksums verified first); ArtifactCorrupt or OSError when there is none
+        or it is damaged."""
+        import json
+
+        try:
+            info = json.loads((self.root / self.INFO).read_text())
+            ref = ModelRef(**info["ref"])
+            files = info["files"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactCorrupt(f"model cache {self.root} refused: unreadable {self.INFO} ({exc})") from None
+        check(self.root, files, f"model cache {self.root}")
+        return load_model_dir(self.root, ref, be)
+
+
+class ModelHolder:
+    """Production (and staging, for the canary) rankers, hot-reloaded when a registry alias moves; the
+    production model is also copied to a local cache, served when the registry is down at start."""
+
+    def __init__(self, registry: Registry | None, be: Backend, cache_dir: Path | None = None):
         self.registry = registry
         self.be = be
+        self.cache = ModelCache(cache_dir) if cache_dir is not None else None
+        self.source: str | None = None  # where production came from: registry | cache
         self.models: dict[str, Ranker] = {}
         self.error: str | None = None
         self.unavailable: str | None = None  # the registry could not be reached at the last refresh
+        self.refused: dict[str, dict[str, Any]] = {}  # alias -> the version refused (corrupt), why, what serves
+        self.on_refused: Any = None  # called with "model" when a version is refused (a metric)
         self._lock = threading.Lock()
 
     def refresh(self) -> bool:
@@ -106,7 +163,13 @@ class ModelHolder:
                 try:
                     ref = self.registry.get(RANKER, alias)
                 except RegistryUnavailable as exc:  # keep serving what is loaded; /readyz says why
-                    self.error = self.unavailable = exc.message
+                    self.unavailable = exc.message
+                    if alias == PRODUCTION:
+                        self.error = exc.message
+                        if alias not in self.models:
+                            changed |= self._load_cache(exc.message)
+                    elif self.error is None:
+                        self.error = exc.message
                     continue
                 cur = self.models.get(alias)
                 if ref is None:
@@ -115,17 +178,54 @@ class ModelHolder:
                         changed = True
                     continue
                 if cur is not None and cur.ref is not None and cur.ref.version == ref.version:
+                    if alias == PRODUCTION and self.source == "cache":
+                        self.source = "registry"  # the registry is back and names the cached version
                     continue
+                if self.refused.get(alias, {}).get("version") == ref.version:
+                    continue  # refused once (corrupt): not downloaded, logged and counted again
                 try:
-                    model = load_model_dir(self.registry.download(ref), ref, self.be)
-                except (RegistryError, OSError) as exc:
+                    path = self.registry.download(ref)
+                    model = load_model_dir(path, ref, self.be)
+                except Exception as exc:  # noqa: BLE001 - any bad artifact is refused; what is loaded serves on
                     self.error = f"cannot load {ref.label}: {exc}"
-                    log.warning("model load failed: %s", self.error)
+                    self.refused = {**self.refused, alias: {
+                        "version": ref.version, "reason": str(exc)[:500],
+                        "serving": cur.ref.version if cur is not None and cur.ref is not None else None}}
+                    log.warning("model load failed (%s keeps serving): %s",
+                                cur.label if cur is not None else "nothing", self.error)
+                    if self.on_refused is not None:
+                        self.on_refused("model")
                     continue
                 self.models = {**self.models, alias: model}  # atomic swap
                 self.error = None
                 changed = True
+                if alias == PRODUCTION:
+                    self.source = "registry"
+                    self._save_cache(path, ref)
         return changed
+
+    def _save_cache(self, path: Path, ref: ModelRef) -> None:
+        if self.cache is None or self.cache.version() == ref.version:
+            return
+        try:
+            self.cache.save(path, ref)
+        except Exception as exc:  # noqa: BLE001 - a cache that cannot be written never stops serving
+            log.warning("model cache not written: %s", exc)
+
+    def _load_cache(self, why: str) -> bool:
+        if self.cache is None or not self.cache.root.exists():
+            return False
+        try:
+            model = self.cache.load(self.be)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is refused: a clear not-ready instead
+            self.error = f"registry unavailable ({why}); model cache refused: {exc}"
+            log.warning("%s", self.error)
+            return False
+        self.models = {**self.models, PRODUCTION: model}
+        self.source = "cache"
+        self.error = f"registry unavailable; serving {model.label} from the local model cache"
+        log.warning("registry unavailable at start: serving %s from the local model cache", model.label)
+        return True
 
     def get(self, alias: str = PRODUCTION) -> Ranker | None:
         return self.models.get(alias)
@@ -146,25 +246,53 @@ class IndexHolder:
         self.keyword: SearchIndex | OpenSearchIndex | None = None
         self.title_space: TitleSpace | None = None  # cold-start vectors of intake listings
         self.error: str | None = None
+        self.refused: dict[str, str] | None = None  # the last index version refused (kept the previous)
+        self.on_refused: Any = None  # called with "index" when a version is refused (a metric)
 
     def load(self, version: str) -> None:
+        """Load the indexes of snapshot ``version``. A folder whose files do not match its manifest's
+        checksums (truncated, damaged) is refused before any reader touches it; an index that is refused
+        or fails to load keeps the one loaded before (``refused`` says which version and why, logged and
+        counted once); only with nothing loaded before does that index go down (its retrieval fallback)."""
         folder = self.root / version
         errors = []
+        vector = keyword = space = None
         try:
-            vector = VectorIndex.load(folder, nprobe=self.nprobe)
-        except Exception as exc:
-            vector, _ = None, errors.append(f"vector: {exc}")
-        try:
-            keyword = SearchIndex.load(folder)
-            st = self.settings
-            if st is not None and st.keyword_backend == "opensearch":
-                keyword = OpenSearchIndex(keyword, st.opensearch_url, index_name(version),
-                                          timeout_s=st.opensearch_timeout_ms / 1000)
-            keyword.warm()  # analyzer dictionaries, tries and the fuzzy vocabulary before it serves
-        except Exception as exc:
-            keyword, _ = None, errors.append(f"keyword: {exc}")
-        self.vector, self.keyword, self.version = vector, keyword, version
-        self.title_space = TitleSpace.load(folder)
+            verify_folder(folder)
+        except ArtifactCorrupt as exc:
+            errors = [f"vector: {exc}", f"keyword: {exc}"]
+        else:
+            try:
+                vector = VectorIndex.load(folder, nprobe=self.nprobe)
+            except Exception as exc:
+                errors.append(f"vector: {exc}")
+            try:
+                keyword = SearchIndex.load(folder)
+                st = self.settings
+                if st is not None and st.keyword_backend == "opensearch":
+                    keyword = OpenSearchIndex(keyword, st.opensearch_url, index_name(version),
+                                              timeout_s=st.opensearch_timeout_ms / 1000)
+                keyword.warm()  # analyzer dictionaries, tries and the fuzzy vocabulary before it serves
+            except Exception as exc:
+                errors.append(f"keyword: {exc}")
+            try:
+                space = TitleSpace.load(folder)
+            except Exception as exc:
+                errors.append(f"title space: {exc}")
+        if errors and (self.vector is not None or self.keyword is not None):
+            kept = self.version
+            vector = vector if vector is not None else self.vector
+            keyword = keyword if keyword is not None else self.keyword
+            space = space if space is not None else self.title_space
+            self.refused = {"version": version, "serving": kept, "reason": "; ".join(errors)}
+            log.warning("index %s refused, %s keeps serving: %s", version, kept, "; ".join(errors))
+            if self.on_refused is not None:
+                self.on_refused("index")
+            self.vector, self.keyword, self.title_space = vector, keyword, space
+            self.error = None if vector is not None and keyword is not None else "; ".join(errors)
+            return
+        self.vector, self.keyword, self.version, self.title_space = vector, keyword, version, space
+        self.refused = None
         self.error = "; ".join(errors) or None
 
     def add_listings(self, ids: np.ndarray, titles: list[str], categories: np.ndarray, vectors: np.ndarray) -> None:
@@ -291,7 +419,7 @@ class ServiceState:
         self.redis_health = RedisHealth(settings.redis_breaker_s)
         self.store = OnlineStore(self.redis)
         self.registry = registry
-        self.models = ModelHolder(registry, be)
+        self.models = ModelHolder(registry, be, settings.model_cache_dir)
         self.indexes = IndexHolder(settings.artifacts_dir / "index", settings.vector_nprobe, settings)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None

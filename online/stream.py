@@ -42,6 +42,7 @@ import orjson
 import pyarrow as pa
 import redis
 
+from engines.search.stored import ensure_stored
 from gpu_core import ops
 from gpu_core.feature_store import OnlineStore, applied_key
 from gpu_core.lake import commit_file, events_table, partition_dir, stage_file, staged_path
@@ -135,6 +136,8 @@ class StreamProcessor:
         self.dead_lettered = 0
         self._refused: set[str] = set()  # ids dead-lettered by the last apply (not buffered for the archive)
         self._last_claim = 0.0
+        self._last_reap = 0.0
+        self.reaped: list[str] = []  # consumers this processor removed from the group (dead ones)
         self.started_ms = int(time.time() * 1000)
         self.last_applied_ms: int | None = None
         self.last_event_ts_ms: int | None = None
@@ -166,6 +169,9 @@ class StreamProcessor:
         for entry in entries:
             why = entry.problem or event_problem(entry.event)
             if why is None:
+                q = entry.event.get("query")
+                if q:  # the service stores queries understood; another producer's typed text is not kept
+                    entry.event["query"] = ensure_stored(q)
                 good.append(entry)
             else:
                 poison.append((entry, why))
@@ -383,6 +389,23 @@ class StreamProcessor:
             log.info("aof rewrite not started: %s", exc)
             return False
 
+    def reap(self, now: float) -> list[str]:
+        """Every ``stream_consumer_reap_idle_s / 4`` (at most once a minute): consumers idle longer than
+        ``stream_consumer_reap_idle_s`` with nothing pending leave the group; never fails the loop."""
+        idle_s = self.s.stream_consumer_reap_idle_s
+        if idle_s <= 0 or now - self._last_reap < min(idle_s / 4, 60.0):
+            return []
+        self._last_reap = now
+        try:
+            gone = self.bus.reap(self.consumer, int(idle_s * 1000))
+        except redis.RedisError as exc:
+            log.warning("consumer reap failed: %s", exc)
+            return []
+        if gone:
+            log.info(orjson.dumps({"event": "consumers_removed", "consumers": gone}).decode())
+            self.reaped.extend(gone)
+        return gone
+
     def step(self) -> int:
         """One read (blocking up to stream_block_ms), apply, and archive when due; entries read."""
         self.rewrite_aof()
@@ -397,6 +420,7 @@ class StreamProcessor:
         if not got:
             got = self.bus.read(self.consumer, self.s.stream_batch, self.s.stream_block_ms)
         self._take(got)
+        self.reap(now)
         self._maybe_flush()
         return len(got)
 

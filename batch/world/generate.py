@@ -51,6 +51,8 @@ from dask.callbacks import Callback
 from batch.world.hidden import HiddenModel, is_match, query_matches, sample_user_preferences
 from batch.world.images import write_product_images
 from batch.world.lexicon import DRIFT_QUERIES, EN_ADJECTIVES, QUERIES, TH_ADJECTIVES, TITLE_WORDS
+from engines.search.analyzer import analyzer
+from engines.search.stored import stored_query
 from gpu_core.errors import ConfigError, LakeError
 from gpu_core.geo import CITY_LAT, CITY_LON, CITY_WEIGHT, N_REGIONS, region_of
 from gpu_core.lake import EVENTS_SCHEMA
@@ -280,6 +282,7 @@ class _EventContext:
     query_code: np.ndarray  # [Q] code of each query_flat entry in the relevance keys
     drift_code: np.ndarray  # [D] same for drift_flat
     match_keys: np.ndarray  # sorted query_code * P + product index of relevant (query, listing) pairs
+    stored_queries: np.ndarray  # object [all queries]: the stored form of each query code
 
 
 def _groups(codes: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -449,7 +452,8 @@ def generate_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int) -
             "model_version": pa.array(np.full(len(ems), MODEL_VERSION, dtype=object), type=pa.string()),
             "session_id": session_ids.take(pa.array(r_sess[e_req])),
             "device_type": _pick(DEVICE_TYPES, s_device[r_sess[e_req]]),
-            "query": pa.array(query[e_req], type=pa.string()),
+            # the lake keeps a query's stored form (engines.search.stored), never the text typed
+            "query": pa.array(np.append(ctx.stored_queries, "")[q_code[e_req]], type=pa.string()),
         },
         schema=EVENTS_SCHEMA,
     )
@@ -678,6 +682,9 @@ def _build_into(
         query_code=np.array([code_of_query[q] for q in qf], dtype=np.int64),
         drift_code=np.array([code_of_query[q] for q in df_], dtype=np.int64),
         match_keys=query_matches(all_queries, products.column("title").to_pylist()),
+        # the generator's queries are templates, not user text: every word is kept
+        stored_queries=np.array([stored_query(analyzer().query(q), known=lambda t: True) for q in all_queries],
+                                dtype=object),
     )
 
     # The Dask graph: static tables, image chunks, one task per (day, chunk) of events.

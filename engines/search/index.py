@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from engines.search.analyzer import Analyzer, ParsedQuery, QueryTerm, analyzer, clean, surface_tokens
+from engines.search.stored import parsed_of_stored, stored_query
 from kernels.features import TEXT_FEATURES
 from kernels.scoring import relevance_tier
 
@@ -64,6 +65,7 @@ class QueryPlan:
     fixes: tuple[str, ...] = ()
     suggestion: str | None = None
     unknown: tuple[str, ...] = ()  # required words no listing has
+    stored: str = ""  # what a store may keep of the query (engines.search.stored): no user text
 
     def body(self) -> dict:
         out = {"normalized": self.parsed.text, "terms": self.parsed.tagged(), "fixes": list(self.fixes)}
@@ -258,7 +260,19 @@ class SearchIndex:
             rest = [t.text for t in parsed.terms if t.text not in unknown]
             suggestion = " ".join(rest) if rest and any(t.tag != "condition" for t in parsed.terms
                                                        if t.text in rest) else None
-        return QueryPlan(query, parsed, tuple(fixes), suggestion, unknown)
+        return QueryPlan(query, parsed, tuple(fixes), suggestion, unknown, self.stored(parsed))
+
+    def stored(self, parsed: ParsedQuery) -> str:
+        """The stored form of an understood query: concepts and catalogue words kept, other words not."""
+        return stored_query(parsed, known=lambda t: self.df(t) > 0)
+
+    def plan_recorded(self, query: str) -> QueryPlan:
+        """The plan of a query read back from a store: a stored form (no fixes to redo: it was stored
+        understood), or typed text (values written before the stored form) planned as typed."""
+        parsed = parsed_of_stored(query, self.a)
+        if parsed is None:
+            return self.plan(query)
+        return QueryPlan(query, parsed, (), None, self._unknown(parsed), query)
 
     def _unknown(self, parsed: ParsedQuery) -> tuple[str, ...]:
         return tuple(t.text for t in parsed.required if self.df(t) == 0)
@@ -384,9 +398,12 @@ class SearchIndex:
         all_req = np.ones(n, bool)
         brand_hit = np.zeros(n, np.float32)
         n_brand = 0
+        any_unknown = False
         for t in req:
             hit, best = self._term_match(t, rows)
-            w = self.idf(self.df(t))
+            df = self.df(t)
+            any_unknown |= df == 0
+            w = self.idf(df)
             weight += w
             covered += w * hit
             all_req &= hit
@@ -404,7 +421,8 @@ class SearchIndex:
         cats = [CATEGORIES.index(c) for c in p.categories if c in CATEGORIES]
         cat_match = np.isin(self.category[rows], cats) if cats else np.zeros(n, bool)
         words = "".join(surface_tokens(" ".join(t.text for t in req)))
-        phrase = np.fromiter((bool(words) and words in s for s in self.compact[rows]), bool, n)
+        # a query with a word no listing has is no phrase match (its stored form keeps no such word)
+        phrase = np.fromiter((bool(words) and not any_unknown and words in s for s in self.compact[rows]), bool, n)
         return {
             "text_bm25": bm25,
             "text_coverage": (covered / weight if weight > 0 else covered).astype(np.float32),
@@ -434,7 +452,7 @@ def rarest_term(doc_counts: list[int]) -> int:
 
 def no_match(plan: QueryPlan, steps: list[str], rarest: str) -> SearchHits:
     """No listing holds every required term: ``no_match`` with the rarest one as suggestion, never a fill."""
-    plan = QueryPlan(plan.query, plan.parsed, plan.fixes, plan.suggestion or rarest, plan.unknown)
+    plan = replace(plan, suggestion=plan.suggestion or rarest)
     return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32), plan, (*steps, NO_MATCH))
 
 

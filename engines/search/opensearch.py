@@ -249,6 +249,9 @@ class OpenSearchIndex:
     def plan(self, query: str) -> QueryPlan:
         return self.local.plan(query)
 
+    def plan_recorded(self, query: str) -> QueryPlan:
+        return self.local.plan_recorded(query)
+
     def relevance(self, plan: QueryPlan | str, product_ids: np.ndarray) -> dict[str, np.ndarray]:
         return self.local.relevance(plan, product_ids)
 

@@ -162,6 +162,8 @@ def moderation_router() -> APIRouter:
             except Exception as exc:  # noqa: BLE001 - the status page must render
                 canary_body = {"configured": True, "status": f"unavailable: {type(exc).__name__}"}
         return {"ready": state.ready(), "models": models, "model_error": state.models.error,
+                "model_source": state.models.source, "model_refused": state.models.refused or None,
+                "index_refused": state.indexes.refused,
                 "snapshot_version": state.mirror.version if state.mirror else None, "text_model": text,
                 "canary": canary_body, **process_reports(svc), "moderation_depth": _queue(request).depth(),
                 "review_backlog": ReviewBacklog(state.redis).depth()}

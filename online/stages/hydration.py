@@ -55,7 +55,7 @@ class HydrationStage:
             cols["is_boosted_now"] = xp.maximum(cols["is_boosted_now"], xp.asarray(forced))
         index = state.indexes.keyword
         if ctx.query and index is not None:  # the search's own query (as in training rows)
-            plan = ctx.query_plan if ctx.query_plan is not None else index.plan(ctx.query)
+            plan = ctx.query_plan if ctx.query_plan is not None else index.plan_recorded(ctx.query)
             for k, v in index.relevance(plan, m.ids[idx]).items():
                 cols[k] = xp.asarray(v)
         batch.cols = cols

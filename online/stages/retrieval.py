@@ -48,7 +48,8 @@ class RetrievalStage:
                     raise RuntimeError(state.indexes.error or "keyword index not loaded")
                 if ctx.kind == "search":
                     return self.search(ctx, state, pool)
-                ids, _ = state.indexes.keyword.search(query, n // 5)  # the session's last query seasons the feed
+                kw = state.indexes.keyword  # the session's last query (its stored form) seasons the feed
+                ids = kw.retrieve(kw.plan_recorded(query), n // 5).ids
                 keyword_ok = True
                 ids_parts.append(ids)
                 src_parts.append(np.full(len(ids), Source.KEYWORD, np.int8))

@@ -8,7 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engines.search.index import SearchIndex
@@ -139,3 +139,47 @@ def test_tiers_never_lift_a_non_matching_listing(rows):
     final = score + 10.0 * np.asarray(relevance_tier(full, full, cond, xp=np))
     if full.any() and (~full.astype(bool)).any():
         assert final[full > 0].min() > final[full == 0].max()
+
+
+STORE_QUERIES = ["ไอโฟน มือสอง", "iphone 13", "โซฟา ikea", "iphnoe", "sofa 0812345678", "Somchai Jaidee",
+                 "somchai.ab12@example.co.th", "nike รองเท้า like new", "lamp lamp", "มือสอง", "ikea sof"]
+
+
+@pytest.mark.parametrize("q", STORE_QUERIES)
+def test_stored_query_keeps_no_user_text_and_the_same_features(index, q):
+    """What a store keeps of a query (its stored form) gives the very relevance features of the live plan
+    (so the lake, the replay log and the session query need no typed text), and holds no word that no
+    listing has."""
+    from engines.search.stored import is_stored, kept_words
+
+    plan = index.plan(q)
+    assert is_stored(plan.stored)
+    for secret in ("0812345678", "somchai", "jaidee", "example"):
+        assert secret not in plan.stored
+    back = index.plan_recorded(plan.stored)
+    assert len(back.unknown) == len(plan.unknown) and back.parsed.categories == plan.parsed.categories
+    ids = index.ids
+    live, stored = index.relevance(plan, ids), index.relevance(back, ids)
+    for k in TEXT_FEATURES:
+        np.testing.assert_array_equal(live[k], stored[k], err_msg=k)
+    assert set(kept_words(plan.stored).split()) <= set(" ".join(t.text for t in plan.parsed.terms).split())
+
+
+@given(st.lists(st.sampled_from(["iphone", "ไอโฟน", "sofa", "ikea", "มือสอง", "used", "13", "lamp", "nike",
+                                 "0899999999", "zzqx", "กล้อง", "like new", "toy"]), min_size=1, max_size=5))
+@settings(deadline=None, max_examples=60)  # the first spelling fix builds the fuzzy vocabulary
+def test_stored_query_features_equal_live_for_any_mix(index, words):
+    q = " ".join(words)
+    plan = index.plan(q)
+    live, stored = index.relevance(plan, index.ids), index.relevance(index.plan_recorded(plan.stored), index.ids)
+    assert all(np.array_equal(live[k], stored[k]) for k in TEXT_FEATURES), q
+    assert "0899999999" not in plan.stored and "zzqx" not in plan.stored
+
+
+def test_typed_text_reads_back_as_typed_and_no_index_keeps_concepts_only(index):
+    from engines.search.stored import ensure_stored, redact
+
+    assert index.plan_recorded("ikea sofa").stored == index.plan("ikea sofa").stored  # an old, typed value
+    form = redact("ikea sofa 0812345678")  # no index: concepts kept, plain words not
+    assert "0812345678" not in form and ensure_stored(form) == form and ensure_stored("") == ""
+    assert "0812345678" not in ensure_stored("call 0812345678")

@@ -35,7 +35,8 @@ def test_alias_move_hot_reloads_without_dropped_requests(private_registry_home, 
 
     reg = Registry()
     old = reg.require(RANKER, PRODUCTION)
-    roomy = get_settings().model_copy(update={"max_in_flight": 16})  # 4 hammering clients are never shed here
+    # 4 hammering clients are never shed here (nor for queueing on a loaded machine)
+    roomy = get_settings().model_copy(update={"max_in_flight": 16, "max_queue_ms": 60_000.0})
     with TestClient(create_app(settings=roomy, refresher=False, services=False)) as client:
         state = client.app.state.services.state
         assert state.models.get(PRODUCTION).label == old.label

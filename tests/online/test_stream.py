@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engines.realtime import read_product_rt, read_user_rt
+from engines.search.stored import redact
 from gpu_core.feature_store import OnlineStore
 from gpu_core.lake import EVENTS_SCHEMA
 from gpu_core.settings import get_settings, reset_settings
@@ -159,4 +160,48 @@ def test_flags_and_user_features(stream_env, redis_client):
     rt = read_product_rt(store, [3, 4], now / 1000)
     assert rt["is_boosted_now"].tolist() == [1.0, 0.0] and rt["stock_status"].tolist() == [1.0, 0.0]
     u = read_user_rt(store, 5, now / 1000)
-    assert u["session_clicks_last_5m"] == 1 and u["current_search_query"] == "iphone"
+    # typed text put on the bus by another producer is kept as its stored form (no user text at rest)
+    assert u["session_clicks_last_5m"] == 1 and u["current_search_query"] == redact("iphone") != "iphone"
+
+
+def test_restart_under_the_same_name_takes_its_own_pending_entries_at_once(stream_env, redis_client, monkeypatch):
+    """A processor killed after its entries were delivered (kill -9: in its pending list, never applied)
+    and restarted under the same name applies them in its first pass: the claim timeout (10 minutes
+    here) never comes into it — no other consumer holds them, so no claim can have run."""
+    monkeypatch.setenv("JAIKOD_STREAM_CLAIM_IDLE_MS", "600000")
+    reset_settings()
+    lake = stream_env / "lake"
+    bus = RedisStreamsBus(redis_client)
+    events = make_events(90, seed=3)
+    bus.publish(events)
+    bus.ensure_group()
+    assert len(bus.read("worker-r", 60, 10)) == 60  # delivered to worker-r, which then died
+    assert bus.lag()["pending"] == 60
+    out = StreamProcessor(redis_client, lake, "worker-r").run(max_idle_s=0.5)
+    assert out["applied"] == 90
+    check_exact(redis_client, lake, events)
+
+
+def test_dead_consumers_leave_the_group_but_not_one_with_pending_entries(stream_env, redis_client, monkeypatch):
+    monkeypatch.setenv("JAIKOD_STREAM_CONSUMER_REAP_IDLE_S", "0.2")
+    monkeypatch.setenv("JAIKOD_STREAM_CLAIM_IDLE_MS", "600000")
+    reset_settings()
+    s = get_settings()
+    bus = RedisStreamsBus(redis_client)
+    bus.publish(make_events(5, seed=4))
+    bus.ensure_group()
+    for name in ("ghost-1", "ghost-2"):  # processors that started, read nothing, and died
+        redis_client.xgroup_createconsumer(s.event_stream, s.event_group, name)
+    assert len(bus.read("holder", 2, 10)) == 2  # a dead one that still holds entries: kept
+    time.sleep(0.3)
+    p = StreamProcessor(redis_client, stream_env / "lake", "worker-live")
+    p.start()
+    for _ in range(20):
+        p.step()
+        if p.reaped:
+            break
+        time.sleep(0.1)
+    left = {c["name"].decode(): c["pending"] for c in redis_client.xinfo_consumers(s.event_stream, s.event_group)}
+    assert sorted(p.reaped) == ["ghost-1", "ghost-2"]
+    assert "worker-live" in left and not left.keys() & {"ghost-1", "ghost-2"}
+    assert left["holder"] == 2  # the holder's entries are still there to be claimed

@@ -37,7 +37,7 @@ class LiveServer:
              "--port", str(self.port), "--log-level", "warning"],
             env=env, cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout_s: float = 90.0, status: int = 200) -> None:
+    def wait_ready(self, timeout_s: float = 300.0, status: int = 200) -> None:  # a bound, for loaded machines
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if self.proc.poll() is not None:

@@ -114,7 +114,7 @@ def test_overload_is_shed_with_429_and_retry_after(tight, world_users):
 def test_registry_unreachable_at_start_is_a_clear_not_ready(tiny_world, redis_server, tmp_path, world_users):
     tiny_world.ensure_redis(redis_server)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = server_env(tiny_world, mlflow_uri=dead)
+    env = server_env(tiny_world, mlflow_uri=dead, model_cache=tmp_path / "no_cache")  # and no local cache
     # MLflow's own HTTP client retries 7 times with backoff (minutes) by default: bounded here, and the
     # deployment must bound it the same way (RELIABILITY.md, known gap)
     env.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2")

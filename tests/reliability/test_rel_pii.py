@@ -4,11 +4,16 @@ Redis that keeps an AOF and an uncompressed RDB; a real stream processor applies
 Then every log line, every file under the home and the lake, every Redis key and value (DUMP) and the
 AOF/RDB files are scanned: 0 hits.
 
-Not seeded (known gaps, RELIABILITY.md): search text, which the replay log and the lake's ``query`` column
-keep for the ``text_match`` feature, and face images (eKYC, the face vault's own policy)."""
+Search text is seeded too: a name, a phone and an e-mail typed as ``/v1/search`` queries (replay log
+sampled at 100 %) and carried by the events that report those searches (bus, session query in Redis, the
+lake's ``query`` column): the stores keep the query's stored form (engines.search.stored), never the text.
+Faces: an eKYC upload (ID photo + selfies) with encrypted retention on; neither the uploaded bytes nor a
+raw pixel block of the face is anywhere in plaintext, and the one retained file decrypts back (AES-GCM,
+purged after 30 days by the vault)."""
 
 from __future__ import annotations
 
+import io
 import secrets
 import subprocess
 import sys
@@ -16,10 +21,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow.parquet as pq
 import pytest
 import redis
+from PIL import Image
 
 from tests.reliability.conftest import ROOT, LiveServer, server_env
+from tests.support.synthetic import draw_face
 
 
 def _seeds() -> dict[str, str]:
@@ -53,8 +61,16 @@ def _hits(blob: bytes, seeds: dict[str, str]) -> list[str]:
 def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
     url, data = aof_redis
     seeds = _seeds()
+    face = draw_face(int(seeds["phone"][-4:]))
+    face_png = _png(face)
+    selfie_pngs = [_png(draw_face(int(seeds["phone"][-4:]), yaw=y)) for y in (0.6, -0.6)]
+    blobs = {f"face upload bytes {i}": face_png[o:o + 48] for i, o in enumerate(range(64, len(face_png) - 48,
+                                                                                         len(face_png) // 5))}
+    blobs["face pixel block"] = face[150, 100:220].tobytes()  # a raw RGB row across the face
+    blobs["selfie upload bytes"] = selfie_pngs[0][100:148]
     lake = tmp_path / "lake"
     env = server_env(tiny_world, redis_url=url, lake=lake, replay_sample_rate=1.0, log_requests="true")
+    env["JAIKOD_VISION_RETENTION_ENABLED"] = "true"
     env["JAIKOD_REDIS_URL"] = url
     server = LiveServer(env, tmp_path / "uvicorn.log")
     try:
@@ -79,6 +95,21 @@ def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
             assert c.post("/v1/feed", json={"user_id": 5}).status_code == 200
             bad_admin = c.get("/v1/admin/overrides", headers={"X-Admin-Token": seeds["name"]})
             assert bad_admin.status_code == 403
+            # search text: typed as queries, then reported by the client with the impressions it showed
+            for q in (seeds["name"], f"iphone {seeds['phone']}", seeds["email"], f"sofa {seeds['line_id']}"):
+                r = c.post("/v1/search", json={"user_id": 5, "query": q, "limit": 5})
+                assert r.status_code == 200, r.text
+                assert "q1:" not in r.text  # the response says what was understood, not the stored form
+                events = [{"event_id": f"s{secrets.token_hex(4)}", "event_type": "impression", "ts": now,
+                           "user_id": 5, "product_id": 1 + i, "query": q, "position": i} for i in range(3)]
+                assert c.post("/v1/events", json={"events": events}).status_code == 200
+            assert c.post("/v1/feed", json={"user_id": 5}).status_code == 200  # the session query seasons it
+            # a face: ID photo + selfies, kept only encrypted (retention on)
+            r = c.post("/v1/ekyc-match", files=[("id_card", ("id.png", face_png, "image/png")),
+                                                *[("selfies", (f"s{i}.png", f, "image/png"))
+                                                  for i, f in enumerate(selfie_pngs)]])
+            assert r.status_code == 200, r.text
+            assert r.json()["retained"] is True
         proc_env = {**env, "JAIKOD_AOF_REWRITE_INTERVAL_S": "0.3", "JAIKOD_STREAM_ARCHIVE_INTERVAL_S": "0.2"}
         out = subprocess.run([sys.executable, "-m", "online.stream", "--consumer", "pii", "--max-idle-s", "2"],
                              env=proc_env, cwd=ROOT, capture_output=True, timeout=120)
@@ -96,7 +127,7 @@ def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
     found: dict[str, list[str]] = {}
 
     def scan(where: str, blob: bytes) -> None:
-        h = _hits(blob, seeds)
+        h = _hits(blob, seeds) + [k for k, v in blobs.items() if v in blob]
         if h:
             found[where] = h
 
@@ -109,3 +140,34 @@ def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
                 scan(str(path), path.read_bytes())
     assert any(data.rglob("*.aof")) and (data / "dump.rdb").exists()
     assert not found, found
+    # the searches did reach every store, as their stored form (so the scan above looked at them)
+    from gpu_core.replay_log import replay_key
+
+    logged = r.keys(replay_key("*"))
+    assert logged and any(b'["u"]' in (r.hget(k, "query") or b"") for k in logged)
+    lake_queries = pq.read_table(lake / "events", columns=["query"])["query"].to_pylist()
+    assert any(q and q.startswith("q1:") for q in lake_queries)
+    # the face upload was retained, encrypted: the one cold-storage file decrypts back to the bytes sent
+    from engines.vision.vault import FaceVault
+
+    retained = list(Path(tiny_world.home, "cold_storage", "ekyc").glob("*.bin"))
+    assert len(retained) == 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAIKOD_HOME", str(tiny_world.home))
+        from engines.vision.config import reset_vision_settings
+        from gpu_core.settings import reset_settings
+
+        reset_settings()
+        reset_vision_settings()
+        try:
+            assert FaceVault().open(retained[0])[0] == face_png
+        finally:
+            retained[0].unlink()
+    reset_settings()
+    reset_vision_settings()
+
+
+def _png(img) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
