@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import hypothesis
 import pytest
 import redis
 
@@ -21,6 +22,9 @@ for _knob in ("JAIKOD_READY_REQUIRES_STREAM", "JAIKOD_METRICS_PORT", "JAIKOD_WOR
               "JAIKOD_KEYWORD_BACKEND", "JAIKOD_OPENSEARCH_URL"):
     os.environ.pop(_knob, None)
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# property tests check results, not speed: no per-example deadline (a loaded CI machine is no failure)
+hypothesis.settings.register_profile("jaikod", deadline=None)
+hypothesis.settings.load_profile("jaikod")
 
 
 def _free_port() -> int:
