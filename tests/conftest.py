@@ -215,3 +215,22 @@ def photo():
     if img is None:
         pytest.skip("matplotlib's sample photo grace_hopper.jpg is not installed")
     return img
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory):
+    """One real Kafka broker (KRaft, single node, jars from Maven Central via deploy/jvm/kafka/pom.xml) on
+    free loopback ports, started the first time a test asks for it and shared by the session. Skips (with
+    the reason) only when java/mvn is missing or Maven Central does not serve the jars."""
+    from deploy.engines import EngineUnavailable, KafkaBroker
+
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), heap_mb=384, partitions=4)
+    try:
+        broker.start()
+    except EngineUnavailable as exc:
+        pytest.skip(f"no Kafka broker: {exc}")
+    try:
+        broker.wait_ready(120.0)
+        yield broker
+    finally:
+        broker.stop()
