@@ -20,6 +20,9 @@ format of an event on the bus.
 ``jk:stream:stats``                     hash: applied, archived, files, dead_lettered (counters)
 ``jk:stream:dead``                      Redis stream: poison events (fields ``e`` raw payload,
                                         ``reason``, ``source_id`` bus position, ``at_ms``)
+``jk:stream:outbox``                    list: payloads the Flink job applied, awaiting the lake archive
+``jk:stream:outbox:manifest``           hash: archive file -> JSON event ids (renamed, not yet marked)
+``jk:stream:archived:{h(event_id)}``    the Flink job's archive marker: the event is in the lake (TTL 7 d)
 ======================================  ========================================================
 
 ``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
@@ -52,6 +55,10 @@ MANIFEST = "jk:stream:manifest"
 STREAM_STATS = "jk:stream:stats"
 DEAD_LETTER = "jk:stream:dead"
 DEAD_LETTER_MAXLEN = 100_000  # oldest poison entries are dropped beyond this (XADD MAXLEN ~)
+OUTBOX = "jk:stream:outbox"
+OUTBOX_MANIFEST = "jk:stream:outbox:manifest"
+ARCHIVED = "jk:stream:archived:{}"
+ARCHIVED_TTL_S = 7 * 24 * 3600
 
 # feed latency histogram buckets (ms, upper bounds) kept per model version for the canary's p99
 LATENCY_BUCKETS_MS: tuple[float, ...] = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
@@ -105,6 +112,11 @@ def event_problem(e: Any) -> str | None:
 def seen_event_key(event_id: str) -> str:
     """The event API's dedupe marker of ``event_id`` (keyed hash: no client-chosen id in a key name)."""
     return SEEN_EVENT.format(pseudonym(event_id))
+
+
+def archived_key(event_id: str) -> str:
+    """The Flink job's marker of an event already written to the lake (keyed hash of its id)."""
+    return ARCHIVED.format(pseudonym(event_id))
 
 
 def version_seen_key(event_type: str, event_id: str) -> str:
