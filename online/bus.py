@@ -269,11 +269,16 @@ class KafkaBus:
         return {"lag": total, "pending": len(self._msgs)}
 
 
+def kafka_topic(settings: Settings | None = None) -> str:
+    """The events topic on Kafka: the event stream's name with dots (``jk:events`` -> ``jk.events``)."""
+    return (settings or get_settings()).event_stream.replace(":", ".")
+
+
 def make_bus(client: redis.Redis, settings: Settings | None = None) -> EventBus:
     s = settings or get_settings()
     if s.event_bus == "kafka":
         if not s.kafka_bootstrap:
             raise ConfigError("event_bus=kafka needs JAIKOD_KAFKA_BOOTSTRAP", field="kafka_bootstrap")
-        return KafkaBus(s.kafka_bootstrap, s.event_stream.replace(":", "."), s.event_group, dedupe=client,
+        return KafkaBus(s.kafka_bootstrap, kafka_topic(s), s.event_group, dedupe=client,
                         ttl_s=s.event_dedupe_ttl_s)
     return RedisStreamsBus(client, s)

@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -41,7 +42,7 @@ from gpu_core import ops
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import STREAM_STATS
 from online.apply import EventApplier
-from online.bus import entry_of
+from online.bus import entry_of, kafka_topic
 from online.outbox import OutboxArchiver, to_outbox
 
 log = logging.getLogger("jaikod.stream")
@@ -57,6 +58,39 @@ def connector_jar(jvm_home: Path | None = None) -> Path:
     if not jars:
         raise FileNotFoundError(f"no Kafka connector jar under {lib} (run: bash scripts/jvm_engine.sh fetch flink)")
     return jars[-1]
+
+
+class FlinkUnavailable(RuntimeError):
+    """The Flink venv or the connector jar cannot be had here (no java/mvn, registry unreachable)."""
+
+
+def ensure_flink_python(timeout_s: float = 1200.0) -> Path:
+    """The Flink venv's python, created first when needed (``scripts/flink_venv.sh``: apache-flink 2.2 and
+    the connector jar; a few minutes the first time, instant after)."""
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "flink_venv.sh")], capture_output=True, text=True,
+                         timeout=timeout_s)
+    if out.returncode in (3, 4):
+        raise FlinkUnavailable(out.stderr.strip()[-500:] or f"flink_venv.sh exited {out.returncode}")
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/flink_venv.sh failed ({out.returncode}): {out.stderr[-2000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def job_command(python: Path | str, bootstrap: str, topic: str, group: str, lake: Path | str,
+                bounded: bool = False, parallelism: int = 1, consumer: str | None = None) -> list[str]:
+    """The command line that runs the job (with the Flink venv's ``python``, from the repository root)."""
+    cmd = [str(python), "-m", "online.flink_job", "--bootstrap", bootstrap, "--topic", topic, "--group", group,
+           "--lake", str(lake), "--parallelism", str(parallelism)]
+    if consumer:
+        cmd += ["--consumer", consumer]
+    return cmd + (["--bounded"] if bounded else [])
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """The environment of the job's process: the caller's, this repository first on PYTHONPATH."""
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
 
 
 try:  # the job's classes need pyflink; the driver helpers above and the archiver do not
@@ -198,7 +232,7 @@ class Driver:
             stop: threading.Event) -> dict[str, Any]:
         t0 = time.monotonic()
         self.archiver.recover()
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        os.environ["PYTHONPATH"] = job_env()["PYTHONPATH"]  # the Python workers inherit it
         env = build_env(self.s, bootstrap, topic, group, bounded, parallelism, self.s.redis_url)
         client = env.execute_async("jaikod-stream")
         submitted_s = time.monotonic() - t0
@@ -236,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     s = get_settings()
     ap = argparse.ArgumentParser(prog="python -m online.flink_job", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bootstrap", default=s.kafka_bootstrap, help="Kafka bootstrap servers (JAIKOD_KAFKA_BOOTSTRAP)")
-    ap.add_argument("--topic", default=s.event_stream.replace(":", "."), help="events topic (as KafkaBus names it)")
+    ap.add_argument("--topic", default=kafka_topic(s), help="events topic (as KafkaBus names it)")
     ap.add_argument("--group", default=s.event_group, help="Kafka consumer group (offsets committed on checkpoints)")
     ap.add_argument("--lake", type=Path, default=None, help="Parquet lake (default $JAIKOD_HOME/lake)")
     ap.add_argument("--parallelism", type=int, default=1)

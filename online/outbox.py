@@ -62,8 +62,10 @@ class OutboxArchiver:
             if any((self.lake / f).exists() for f in m["files"]):
                 for f in m["files"]:
                     commit_file(self.lake / f)
-                self._mark(m["event_ids"], key, 0, 0, 0)
+                self._mark(m["event_ids"], key, 0, len(m["event_ids"]), len(m["files"]))
                 n += len(m["event_ids"])
+                self.archived += len(m["event_ids"])
+                self.files += len(m["files"])
             else:
                 for f in m["files"]:
                     staged_path(self.lake / f).unlink(missing_ok=True)
