@@ -3,9 +3,9 @@ processors run, ours (:mod:`online.stream`, over the event bus) and the Flink jo
 over Kafka), so the two cannot differ in what an event does.
 
 :class:`EventApplier` screens entries (:func:`gpu_core.streams.event_problem`), applies a batch in one Redis
-``MULTI`` -- the real-time features (:meth:`OnlineStore.apply_event`: the batch ETL's window definitions,
-idempotent per event id), the per-model-version CTR counters (idempotent per event id) and the listing
-flags an event carries -- and writes poison to the dead-letter stream. :func:`stage_archive` writes the
+``MULTI`` -- the real-time features and the listing flags an event carries (:meth:`OnlineStore.apply_event`: the
+batch ETL's window definitions, idempotent per event id) and the per-model-version CTR counters
+(idempotent per event id) -- and writes poison to the dead-letter stream. :func:`stage_archive` writes the
 batch's Parquet files (one per UTC day, staged: :func:`gpu_core.lake.stage_file`); each processor commits
 them with its own bookkeeping (ours: manifest + bus ack; Flink: manifest + per-event archive markers).
 
@@ -151,13 +151,13 @@ class EventApplier:
         pid, etype = int(e["product_id"]), e["event_type"]
         at = len(pipe.command_stack)
         self.store.apply_event(e["event_id"], etype, int(e["ts"]), int(e["user_id"]), pid,
-                               self.categories.of(pid), e.get("query") or "", pipe=pipe)
+                               self.categories.of(pid), e.get("query") or "", pipe=pipe,
+                               sold=None if e.get("in_stock") is None else not e["in_stock"],
+                               boosted=None if e.get("boosted") is None else bool(e["boosted"]))
         mv = e.get("model_version")
         if mv and etype in ("impression", "click"):
             self._count(keys=[version_seen_key(etype, e["event_id"]), VERSION_STATS.format(mv)],
                         args=[f"{etype}s", VERSION_TTL_S], client=pipe)
-        self.store.set_flags(pid, sold=None if e.get("in_stock") is None else not e["in_stock"],
-                             boosted=None if e.get("boosted") is None else bool(e["boosted"]), pipe=pipe)
         return at
 
     def apply(self, entries: Sequence[BusEntry]) -> Applied:

@@ -2,9 +2,9 @@
 bus's consumer group (several processes share the work).
 
 For every batch of entries, in one Redis ``MULTI`` (:class:`online.apply.EventApplier`, the step the Flink
-job runs too): the real-time features (:meth:`OnlineStore.apply_event`, the
-batch ETL's window definitions, idempotent per event id), the per-model-version CTR counters
-(idempotent per event id, ``jk:mv:*``) and the listing flags an event carries (stock, boost). So an
+job runs too): the real-time features and the listing flags an event carries (stock, boost)
+(:meth:`OnlineStore.apply_event`, the batch ETL's window definitions, idempotent per event id) and the
+per-model-version CTR counters (idempotent per event id, ``jk:mv:*``). So an
 event is visible to ``/v1/feed`` as soon as it is read (well under 1 s), and a redelivery after a
 crash counts nothing twice.
 

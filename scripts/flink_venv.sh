@@ -11,6 +11,9 @@ VENV="${1:-$ROOT/.venv-flink}"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 STAMP="$VENV/.installed"
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9  # one install at a time (make test starts one in the background; the test fixture waits for it)
 bash "$ROOT/scripts/jvm_engine.sh" fetch flink >/dev/null
 if [[ ! -f "$STAMP" || "$REQ" -nt "$STAMP" ]]; then
   echo "flink: installing $REQ into $VENV" >&2
