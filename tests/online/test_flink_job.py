@@ -138,7 +138,7 @@ def test_flink_and_our_processor_write_the_same_features_and_lake(flink_python, 
     events = make_events(N_EVENTS)
     poison = {"event_id": "fl-poison", "event_type": "teleport", "ts": events[0]["ts"], "user_id": 1,
               "product_id": 1}
-    publisher = KafkaBus(kafka_broker.bootstrap, topic, "pub", dedupe=None)
+    publisher = KafkaBus(kafka_broker.bootstrap, topic, "pub", dedupe=None, timeout_s=60.0)
     assert publisher.publish(events + [poison]) == (N_EVENTS + 1, 0)
 
     base = redis_server.url.rsplit("/", 1)[0]
