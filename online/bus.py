@@ -266,7 +266,7 @@ class KafkaBus:
                                   "linger.ms": 5, "logger": log})
         self.consumer: Any = None
         self.consumer_name: str | None = None
-        self._probe: Any = None  # a consumer that never joins the group (lag from a non-consuming process)
+        self._admin: Any = None  # offsets for lag (also in a process that consumes nothing: the API)
         self._parts: dict[int, _Partition] = {}
         self._assigned = False
         self._early: list[BusEntry] = []  # read while waiting for the first assignment
@@ -279,10 +279,9 @@ class KafkaBus:
         if self._topic_ready:
             return
         from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": log})
-        fut = admin.create_topics([NewTopic(self.topic, self.partitions, self.replication_factor)],
+        fut = self._admin_client().create_topics([NewTopic(self.topic, self.partitions, self.replication_factor)],
                                   operation_timeout=self.timeout, request_timeout=self.timeout)[self.topic]
         try:
             fut.result(timeout=self.timeout + 1)
@@ -326,17 +325,6 @@ class KafkaBus:
         deadline = time.monotonic() + 10.0
         while self._assigned and not self._early and time.monotonic() < deadline and self._group_backlog() > 0:
             self._early += self._consume(500, 0.1)
-
-    def _group_backlog(self) -> int:
-        """Entries of this consumer's partitions that the group has not committed."""
-        tps = self.consumer.assignment()
-        if not tps:
-            return 0
-        total = 0
-        for tp in self.consumer.committed(tps, timeout=self.timeout):
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=self.timeout, cached=False)
-            total += max(0, high - (tp.offset if tp.offset >= 0 else low))
-        return total
 
     def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
         for tp in partitions:
@@ -466,48 +454,58 @@ class KafkaBus:
         return 0
 
     # ---- lag ---------------------------------------------------------------------------------------
-    def _partitions(self, client: Any) -> list[Any]:
-        from confluent_kafka import TopicPartition
+    def _admin_client(self) -> Any:
+        from confluent_kafka.admin import AdminClient
 
-        md = client.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
-        if md is None or md.error is not None:
-            return []
-        return [TopicPartition(self.topic, p) for p in sorted(md.partitions)]
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": log})
+        return self._admin
+
+    def _offsets(self, partitions: Sequence[int] | None = None) -> dict[int, tuple[int, int, int]]:
+        """{partition: (earliest, latest, committed by the group or -1)}, in three batched requests."""
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        from confluent_kafka.admin import OffsetSpec
+
+        admin = self._admin_client()
+        if partitions is None:
+            md = admin.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
+            if md is None or md.error is not None:
+                return {}
+            partitions = sorted(md.partitions)
+        if not partitions:
+            return {}
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        kw = {"request_timeout": self.timeout}
+        low = admin.list_offsets({tp: OffsetSpec.earliest() for tp in tps}, **kw)
+        high = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, **kw)
+        group = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(self.group, tps)], **kw)[self.group]
+        committed = {tp.partition: tp.offset for tp in group.result(self.timeout).topic_partitions}
+        return {tp.partition: (low[tp].result(self.timeout).offset, high[tp].result(self.timeout).offset,
+                               committed.get(tp.partition, -1)) for tp in tps}
+
+    def _group_backlog(self) -> int:
+        """Entries of this consumer's partitions that the group has not committed."""
+        parts = [tp.partition for tp in self.consumer.assignment()]
+        return sum(max(0, hi - (c if c >= 0 else lo)) for lo, hi, c in self._offsets(parts).values())
 
     def lag(self) -> dict[str, int]:
-        from confluent_kafka import Consumer
-
         if self.consumer is not None:
             total = 0
-            for tp in self.consumer.assignment():
-                _, high = self.consumer.get_watermark_offsets(tp, timeout=self.timeout, cached=False)
-                part = self._parts.get(tp.partition)
-                pos = part.next if part is not None and part.next is not None else None
-                if pos is None:
-                    got = self.consumer.committed([tp], timeout=self.timeout)[0].offset
-                    pos = got if got >= 0 else self.consumer.get_watermark_offsets(tp, timeout=self.timeout)[0]
-                total += max(0, high - pos)
-            return {"lag": total, "pending": sum(len(p.outstanding) for p in self._parts.values())}
-        if self._probe is None:
-            self._probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
-                                    "enable.auto.commit": False, "logger": log})
-        tps = self._partitions(self._probe)
-        if not tps:
-            return {"lag": 0, "pending": 0}
-        committed = self._probe.committed(tps, timeout=self.timeout)
-        total = 0
-        for tp in committed:
-            low, high = self._probe.get_watermark_offsets(tp, timeout=self.timeout, cached=False)
-            total += max(0, high - (tp.offset if tp.offset >= 0 else low))
+            for p, (lo, hi, c) in self._offsets([tp.partition for tp in self.consumer.assignment()]).items():
+                part = self._parts.get(p)
+                pos = part.next if part is not None and part.next is not None else (c if c >= 0 else lo)
+                total += max(0, hi - pos)
+            early = len(self._early)  # taken from the broker while joining, not yet handed out
+            return {"lag": total + early, "pending": sum(len(p.outstanding) for p in self._parts.values()) - early}
+        total = sum(max(0, hi - (c if c >= 0 else lo)) for lo, hi, c in self._offsets().values())
         return {"lag": total, "pending": 0}
 
     def close(self) -> None:
         """Leave the consumer (a static member: its partitions wait ``session.timeout.ms`` for it to come
         back under the same name) and flush the producer."""
-        for c in (self.consumer, self._probe):
-            if c is not None:
-                c.close()
-        self.consumer = self._probe = None
+        if self.consumer is not None:
+            self.consumer.close()
+        self.consumer = self._admin = None
         self._parts.clear()
         self._assigned = False
         self.producer.flush(self.timeout)

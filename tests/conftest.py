@@ -231,16 +231,36 @@ class _EarlyBroker:
     def begin(self, home: Path) -> None:
         from deploy.engines import KafkaBroker
 
-        self.broker = KafkaBroker(home, heap_mb=384, partitions=4)
+        # C1 only: the JIT's start-up work halves on 2 busy cores; a test broker moves few messages
+        self.broker = KafkaBroker(home, heap_mb=384, partitions=4, jvm_opts=("-XX:TieredStopAtLevel=1",))
 
         def start() -> None:
             try:
-                self.broker.start()
+                self.broker.start().wait_ready(180.0)
+                self.warm_up()
             except BaseException as exc:  # handed to the fixture, which skips or fails with it
                 self.error = exc
 
         self.thread = threading.Thread(target=start, name="kafka-broker-start", daemon=True)
         self.thread.start()
+
+    def warm_up(self) -> None:
+        """One append (idempotent producer: the transaction coordinator loads) and one group join (the
+        offsets topic is created) with long timeouts, so the first test pays no broker first-use costs."""
+        try:
+            from confluent_kafka import Consumer, Producer
+        except ImportError:
+            return
+        p = Producer({"bootstrap.servers": self.broker.bootstrap, "enable.idempotence": True, "acks": "all"})
+        p.produce("jaikod-warm-up", b"1")
+        assert p.flush(120) == 0, "kafka warm-up append not delivered in 120 s"
+        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "jaikod-warm-up",
+                      "auto.offset.reset": "earliest"})
+        c.subscribe(["jaikod-warm-up"])
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not [m for m in c.consume(1, 0.5) if not m.error()]:
+            pass
+        c.close()
 
     def get(self):
         from deploy.engines import EngineUnavailable
@@ -250,7 +270,7 @@ class _EarlyBroker:
             pytest.skip(f"no Kafka broker: {self.error}")
         if self.error is not None:
             raise self.error
-        return self.broker.wait_ready(120.0)
+        return self.broker
 
 
 _KAFKA = _EarlyBroker()
