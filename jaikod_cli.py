@@ -526,16 +526,16 @@ def _stream_flink(consumer: str | None, parallelism: int, bounded: bool) -> int:
 
     from gpu_core.errors import ConfigError
     from gpu_core.settings import get_settings
-    from online.bus import kafka_topic
+    from gpu_core.streams import event_topic
     from online.flink_job import ensure_flink_python, job_command, job_env
 
     s = get_settings()
     if not s.kafka_bootstrap:
         raise ConfigError("--engine flink reads the events topic from Kafka: set JAIKOD_KAFKA_BOOTSTRAP",
                           field="kafka_bootstrap")
-    cmd = job_command(ensure_flink_python(), s.kafka_bootstrap, kafka_topic(s), s.event_group, s.lake_dir,
+    cmd = job_command(ensure_flink_python(), s.kafka_bootstrap, event_topic(s.event_stream), s.event_group, s.lake_dir,
                       bounded=bounded, parallelism=parallelism, consumer=consumer)
-    err_console.print(f"flink job consuming {kafka_topic(s)} on {s.kafka_bootstrap} (group {s.event_group})")
+    err_console.print(f"flink job consuming {event_topic(s.event_stream)} on {s.kafka_bootstrap} (group {s.event_group})")
     return subprocess.run(cmd, env=job_env(JAIKOD_HOME=str(s.home), JAIKOD_REDIS_URL=s.redis_url)).returncode
 
 

@@ -7,7 +7,8 @@ Stable API (other helpers and the supervisor rely on it; add, never rename)::
 
     from deploy.engines import KafkaBroker, EngineUnavailable, fetch_engine, free_port
 
-    broker = KafkaBroker(home, port=None, controller_port=None, heap_mb=384, partitions=4)
+    broker = KafkaBroker(home, port=None, controller_port=None, heap_mb=384, partitions=4,
+                         extra={}, jvm_opts=())   # extra: more server.properties; jvm_opts: more JVM flags
     broker.start()            # fetch the jars (cached), format KRaft storage once, start kafka.Kafka
     broker.wait_ready(60.0)   # until the broker answers on its port (raises EngineError with the log tail)
     broker.bootstrap          # "127.0.0.1:<port>"  (JAIKOD_KAFKA_BOOTSTRAP)
@@ -118,7 +119,7 @@ class KafkaBroker:
 
     def __init__(self, home: Path | str, port: int | None = None, controller_port: int | None = None,
                  heap_mb: int = 384, partitions: int = 4, log_level: str = "INFO",
-                 extra: dict[str, str] | None = None):
+                 extra: dict[str, str] | None = None, jvm_opts: tuple[str, ...] = ()):
         self.home = Path(home)
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
@@ -126,6 +127,7 @@ class KafkaBroker:
         self.partitions = partitions
         self.log_level = log_level
         self.extra = dict(extra or {})  # more server.properties keys (win over ours)
+        self.jvm_opts = tuple(jvm_opts)  # more JVM options of the broker (e.g. -XX:TieredStopAtLevel=1)
         self.proc: subprocess.Popen | None = None
         self.started_s: float | None = None
         self._t0 = 0.0
@@ -215,7 +217,9 @@ class KafkaBroker:
         self.format_storage(lib)
         self._out = open(self.home / "logs" / "stdout.log", "ab")  # noqa: SIM115 - closed in stop()
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.proc = subprocess.Popen(self._java(lib, self.main_class, str(self.config_path)),
+        cmd = self._java(lib, self.main_class, str(self.config_path))
+        cmd[1:1] = self.jvm_opts
+        self.proc = subprocess.Popen(cmd,
                                      stdout=self._out, stderr=subprocess.STDOUT, cwd=self.home,
                                      start_new_session=True)
         return self

@@ -4,6 +4,8 @@ format of an event on the bus.
 
 ======================================  ========================================================
 ``{settings.event_stream}``             Redis stream of accepted events, one field ``e`` (JSON)
+``event_topic(settings.event_stream)``  the same events on Kafka (``event_bus=kafka``): the stream name with
+                                        ``.`` for ``:``, message value = the JSON event, key = product id
 ``jk:ev:seen:{h(event_id)}``            event API dedupe marker (TTL settings.event_dedupe_ttl_s)
 ``jk:mv:seen:{t}:{h(event_id)}``        per-version CTR counted once per event (TTL 7 days)
 ``jk:mv:{model_version}``               hash: impressions, clicks (from events), requests, errors,
@@ -126,6 +128,12 @@ def version_seen_key(event_type: str, event_id: str) -> str:
 def dead_letter_fields(payload: bytes, reason: str, source_id: str, at_ms: int) -> dict[str, bytes | str]:
     """One dead-letter entry (the raw payload as it was on the bus, so a replay re-sends it unchanged)."""
     return {"e": payload, "reason": reason[:500], "source_id": source_id, "at_ms": str(at_ms)}
+
+
+def event_topic(stream: str) -> str:
+    """The Kafka topic that carries the events of the Redis stream name ``stream`` (``:`` is not allowed in a
+    topic name). Every Kafka reader of the events (our bus adapter, the Flink job) takes it from here."""
+    return stream.replace(":", ".")
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

@@ -40,9 +40,9 @@ import redis
 
 from gpu_core import ops
 from gpu_core.settings import Settings, get_settings
-from gpu_core.streams import STREAM_STATS
+from gpu_core.streams import STREAM_STATS, event_topic
 from online.apply import EventApplier
-from online.bus import entry_of, kafka_topic
+from online.bus import entry_of
 from online.outbox import OutboxArchiver, to_outbox
 
 log = logging.getLogger("jaikod.stream")
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     s = get_settings()
     ap = argparse.ArgumentParser(prog="python -m online.flink_job", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bootstrap", default=s.kafka_bootstrap, help="Kafka bootstrap servers (JAIKOD_KAFKA_BOOTSTRAP)")
-    ap.add_argument("--topic", default=kafka_topic(s), help="events topic (as KafkaBus names it)")
+    ap.add_argument("--topic", default=event_topic(s.event_stream), help="events topic (as KafkaBus names it)")
     ap.add_argument("--group", default=s.event_group, help="Kafka consumer group (offsets committed on checkpoints)")
     ap.add_argument("--lake", type=Path, default=None, help="Parquet lake (default $JAIKOD_HOME/lake)")
     ap.add_argument("--parallelism", type=int, default=1)

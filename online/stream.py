@@ -60,6 +60,7 @@ class StreamProcessor:
         self.lake = Path(lake)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.bus = bus or make_bus(client, self.s)
+        self.bus.on_release(self.flush)  # Kafka rebalance: archive and acknowledge before the hand-over
         self.applier = EventApplier(client, self.s)
         self.store = self.applier.store
         self.buffer: list[BusEntry] = []
@@ -301,13 +302,16 @@ class DeadLetters:
         return [(eid.decode(), f) for eid, f in self.r.xrange(DEAD_LETTER)]
 
     def replay(self, ids: list[str] | None = None) -> int:
-        """Re-send the payloads (all, or ``ids``) to the event bus and remove them here; number re-sent."""
+        """Re-send the payloads (all, or ``ids``) to the event bus as they are and remove them here; number
+        re-sent."""
         picked = self._select(ids)
-        for eid, f in picked:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.xadd(self.s.event_stream, {"e": f.get(b"e", b"")})
-            pipe.xdel(DEAD_LETTER, eid)
-            pipe.execute()
+        bus = make_bus(self.r, self.s)
+        try:
+            for eid, f in picked:  # re-sent first, then removed: a crash between re-sends it twice (deduped)
+                bus.resend([f.get(b"e", b"")])
+                self.r.xdel(DEAD_LETTER, eid)
+        finally:
+            bus.close()
         return len(picked)
 
     def drop(self, ids: list[str] | None = None) -> int:
@@ -326,7 +330,10 @@ def run_stream(consumer: str | None = None, lake: Path | None = None, max_idle_s
         signal.signal(sig, lambda *_: stop.set())
     if on_start is not None:
         on_start(proc)
-    return proc.run(stop, max_idle_s)
+    try:
+        return proc.run(stop, max_idle_s)
+    finally:
+        proc.bus.close()
 
 
 def main(argv: list[str] | None = None) -> None:
