@@ -99,7 +99,7 @@ def lake_events(lake: Path) -> pd.DataFrame:
 
 
 def run_ours(bootstrap: str, topic: str, r: redis.Redis, lake: Path, want: int) -> StreamProcessor:
-    bus = KafkaBus(bootstrap, topic, f"ours-{topic}", dedupe=None, timeout_s=10.0)
+    bus = KafkaBus(bootstrap, topic, f"ours-{topic}", dedupe=None, timeout_s=30.0, partitions=1)
     proc = StreamProcessor(r, lake, "ours", get_settings(), bus=bus)
     proc.start()
     deadline = time.monotonic() + 120
@@ -107,7 +107,7 @@ def run_ours(bootstrap: str, topic: str, r: redis.Redis, lake: Path, want: int) 
         assert time.monotonic() < deadline, f"our processor took {proc.applied} of {want} events"
         proc.step()
     proc.flush()
-    bus.consumer.close()
+    bus.close()
     return proc
 
 
@@ -138,7 +138,7 @@ def test_flink_and_our_processor_write_the_same_features_and_lake(flink_python, 
     events = make_events(N_EVENTS)
     poison = {"event_id": "fl-poison", "event_type": "teleport", "ts": events[0]["ts"], "user_id": 1,
               "product_id": 1}
-    publisher = KafkaBus(kafka_broker.bootstrap, topic, "pub", dedupe=None, timeout_s=60.0)
+    publisher = KafkaBus(kafka_broker.bootstrap, topic, "pub", dedupe=None, timeout_s=60.0, partitions=1)
     assert publisher.publish(events + [poison]) == (N_EVENTS + 1, 0)
 
     base = redis_server.url.rsplit("/", 1)[0]
