@@ -56,6 +56,8 @@ run: install redis
 	$(VENV)/bin/honcho start -f Procfile --no-colour
 
 test: install redis
+	@# the Flink job's venv (apache-flink 2.2, ~1.5 min) installs beside the first tests; its fixture waits for it
+	@mkdir -p "$(JAIKOD_HOME)"; (bash scripts/flink_venv.sh >"$(JAIKOD_HOME)/flink_venv.log" 2>&1 &)
 	bash scripts/run_tests.sh
 
 # heavier reliability runs: the OpenAPI fuzz with 500 cases per operation, then the 10-minute soak

@@ -541,17 +541,46 @@ def stream_cmd(
     consumer: Annotated[str | None, typer.Option(help="consumer name in the group (default host-pid; "
                                                       "reuse it on restart)")] = None,
     max_idle_s: Annotated[float | None, typer.Option(help="exit after this long without events")] = None,
+    engine: Annotated[str, typer.Option(help="ours | flink: the PyFlink job over Kafka (JAIKOD_KAFKA_BOOTSTRAP; "
+                                             "its venv comes from scripts/flink_venv.sh)")] = "ours",
+    parallelism: Annotated[int, typer.Option(help="Flink job parallelism (--engine flink)")] = 1,
+    bounded: Annotated[bool, typer.Option(help="Flink: stop at the topic's end offsets at start")] = False,
 ) -> None:
     """Stream processor: event bus -> real-time features (< 1 s) + Parquet archive (consumer group)."""
     if ctx.invoked_subcommand is not None:
         return
+    _apply_common(lake)
+    if engine == "flink":
+        raise typer.Exit(_stream_flink(consumer, parallelism, bounded))
+    if engine != "ours":
+        from gpu_core.errors import ConfigError
+
+        raise ConfigError(f"--engine must be ours or flink, got {engine!r}", field="engine")
     from online.stream import run_stream
 
-    _apply_common(lake)
     out = run_stream(consumer, lake, max_idle_s,
                      on_start=lambda p: err_console.print(f"stream processor {p.consumer} consuming "
                                                           f"{p.s.event_stream} (group {p.s.event_group})"))
     print_table("stream", out)
+
+
+def _stream_flink(consumer: str | None, parallelism: int, bounded: bool) -> int:
+    """Run the Flink job (online/flink_job.py) in the Flink venv with this process's settings; its exit code."""
+    import subprocess
+
+    from gpu_core.errors import ConfigError
+    from gpu_core.settings import get_settings
+    from gpu_core.streams import event_topic
+    from online.flink_job import ensure_flink_python, job_command, job_env
+
+    s = get_settings()
+    if not s.kafka_bootstrap:
+        raise ConfigError("--engine flink reads the events topic from Kafka: set JAIKOD_KAFKA_BOOTSTRAP",
+                          field="kafka_bootstrap")
+    cmd = job_command(ensure_flink_python(), s.kafka_bootstrap, event_topic(s.event_stream), s.event_group, s.lake_dir,
+                      bounded=bounded, parallelism=parallelism, consumer=consumer)
+    err_console.print(f"flink job consuming {event_topic(s.event_stream)} on {s.kafka_bootstrap} (group {s.event_group})")
+    return subprocess.run(cmd, env=job_env(JAIKOD_HOME=str(s.home), JAIKOD_REDIS_URL=s.redis_url)).returncode
 
 
 dead_letter_app = typer.Typer(help="Poison events the stream processor set aside: list, replay, drop.",

@@ -10,8 +10,8 @@ import sys
 import traceback
 from pathlib import Path
 
-ORDER = ("world", "batch", "etl_scale", "ltr", "online", "search", "search_backends", "feast", "scaling", "retrieval", "text", "vision",
-         "stream", "boost")
+ORDER = ("world", "batch", "etl_scale", "ltr", "online", "search", "search_backends", "feast", "scaling", "retrieval",
+         "text", "vision", "stream", "flink", "boost")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -207,7 +207,8 @@ def default_row(view: FeatureView) -> np.ndarray:
 # the decoders.
 _APPLY_EVENT_TEMPLATE = """
 -- KEYS: seen, product rt, user rt, user query
--- ARGV: event_type, product bucket, user minute bucket, category+1, query, seen_ttl
+-- ARGV: event_type, product bucket, user minute bucket, category+1, query, seen_ttl, sold, boosted
+--       (sold / boosted: '0', '1' or '' for "the event does not say"; set once per event id like the rest)
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[6])) == false then return 0 end
 local etype = ARGV[1]
 local function ring(key, B, bucket, count_base)
@@ -234,6 +235,8 @@ elseif etype == 'click' then
 elseif etype == 'order' then
   redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_SOLD}', 1)
 end
+if ARGV[7] ~= nil and ARGV[7] ~= '' then redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_SOLD}', tonumber(ARGV[7])) end
+if ARGV[8] ~= nil and ARGV[8] ~= '' then redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_BOOST}', tonumber(ARGV[8])) end
 if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', {QUERY_TTL_S}) end
 return 1
 """
@@ -246,7 +249,8 @@ def apply_event_script() -> str:
             .replace("{UB}", str(USER_WINDOW.n_buckets)).replace("{P_IMPR}", str(P_IMPR))
             .replace("{P_CLICK}", str(P_CLICK)).replace("{U_CLICK}", str(U_CLICK))
             .replace("{U_LAST_MIN}", str(U_LAST_MIN)).replace("{U_LAST_CAT}", str(U_LAST_CAT))
-            .replace("{P_SOLD}", str(P_SOLD)).replace("{QUERY_TTL_S}", str(QUERY_TTL_S)))
+            .replace("{P_SOLD}", str(P_SOLD)).replace("{P_BOOST}", str(P_BOOST))
+            .replace("{QUERY_TTL_S}", str(QUERY_TTL_S)))
 
 
 def flag_ops(*, sold: bool | None = None, boosted: bool | None = None) -> list[Any]:
@@ -365,12 +369,15 @@ class OnlineStore:
 
     # ---- real-time ---------------------------------------------------------------------------
     def apply_event(self, event_id: str, event_type: str, ts_ms: int, user_id: int, product_id: int,
-                    category: int, query: str = "", pipe: Any = None) -> Any:
-        """Apply one event to the real-time state, once per event id (idempotent)."""
+                    category: int, query: str = "", pipe: Any = None, *, sold: bool | None = None,
+                    boosted: bool | None = None) -> Any:
+        """Apply one event to the real-time state, once per event id (idempotent): its window counts, the
+        user's last category and query, and the listing flags it carries (``sold`` / ``boosted``; a
+        redelivered event sets no flag again, so a replay cannot undo a later event's flag)."""
         ts = ts_ms / 1000.0
         keys = [applied_key(event_id), rt_product_key(product_id), rt_user_key(user_id), user_query_key(user_id)]
         args = [event_type, PRODUCT_WINDOW.bucket(ts), USER_WINDOW.bucket(ts), int(category) + 1, query or "",
-                SEEN_TTL_S]
+                SEEN_TTL_S, "" if sold is None else int(bool(sold)), "" if boosted is None else int(bool(boosted))]
         return self._apply(keys=keys, args=args, client=pipe if pipe is not None else self.r)
 
     def set_flags(self, product_id: int, *, sold: bool | None = None, boosted: bool | None = None,

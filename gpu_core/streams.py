@@ -4,6 +4,8 @@ format of an event on the bus.
 
 ======================================  ========================================================
 ``{settings.event_stream}``             Redis stream of accepted events, one field ``e`` (JSON)
+``event_topic(settings.event_stream)``  the same events on Kafka (``event_bus=kafka``): the stream name with
+                                        ``.`` for ``:``, message value = the JSON event, key = product id
 ``jk:ev:seen:{h(event_id)}``            event API dedupe marker (TTL settings.event_dedupe_ttl_s)
 ``jk:mv:seen:{t}:{h(event_id)}``        per-version CTR counted once per event (TTL 7 days)
 ``jk:mv:{model_version}``               hash: impressions, clicks (from events), requests, errors,
@@ -20,6 +22,9 @@ format of an event on the bus.
 ``jk:stream:stats``                     hash: applied, archived, files, dead_lettered (counters)
 ``jk:stream:dead``                      Redis stream: poison events (fields ``e`` raw payload,
                                         ``reason``, ``source_id`` bus position, ``at_ms``)
+``jk:stream:outbox``                    list: payloads the Flink job applied, awaiting the lake archive
+``jk:stream:outbox:manifest``           hash: archive file -> JSON event ids (renamed, not yet marked)
+``jk:stream:archived:{h(event_id)}``    the Flink job's archive marker: the event is in the lake (TTL 7 d)
 ======================================  ========================================================
 
 ``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
@@ -52,6 +57,10 @@ MANIFEST = "jk:stream:manifest"
 STREAM_STATS = "jk:stream:stats"
 DEAD_LETTER = "jk:stream:dead"
 DEAD_LETTER_MAXLEN = 100_000  # oldest poison entries are dropped beyond this (XADD MAXLEN ~)
+OUTBOX = "jk:stream:outbox"
+OUTBOX_MANIFEST = "jk:stream:outbox:manifest"
+ARCHIVED = "jk:stream:archived:{}"
+ARCHIVED_TTL_S = 7 * 24 * 3600
 
 # feed latency histogram buckets (ms, upper bounds) kept per model version for the canary's p99
 LATENCY_BUCKETS_MS: tuple[float, ...] = (5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000)
@@ -107,6 +116,11 @@ def seen_event_key(event_id: str) -> str:
     return SEEN_EVENT.format(pseudonym(event_id))
 
 
+def archived_key(event_id: str) -> str:
+    """The Flink job's marker of an event already written to the lake (keyed hash of its id)."""
+    return ARCHIVED.format(pseudonym(event_id))
+
+
 def version_seen_key(event_type: str, event_id: str) -> str:
     return VERSION_SEEN.format(f"{event_type[:1]}:{pseudonym(event_id)}")
 
@@ -114,6 +128,12 @@ def version_seen_key(event_type: str, event_id: str) -> str:
 def dead_letter_fields(payload: bytes, reason: str, source_id: str, at_ms: int) -> dict[str, bytes | str]:
     """One dead-letter entry (the raw payload as it was on the bus, so a replay re-sends it unchanged)."""
     return {"e": payload, "reason": reason[:500], "source_id": source_id, "at_ms": str(at_ms)}
+
+
+def event_topic(stream: str) -> str:
+    """The Kafka topic that carries the events of the Redis stream name ``stream`` (``:`` is not allowed in a
+    topic name). Every Kafka reader of the events (our bus adapter, the Flink job) takes it from here."""
+    return stream.replace(":", ".")
 
 
 def encode_event(event: dict[str, Any]) -> bytes:

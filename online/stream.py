@@ -1,9 +1,10 @@
 """The stream processor (``jaikod stream`` / ``python -m online.stream``): one consumer of the event
 bus's consumer group (several processes share the work).
 
-For every entry, in one Redis ``MULTI``: the real-time features (:meth:`OnlineStore.apply_event`, the
-batch ETL's window definitions, idempotent per event id), the per-model-version CTR counters
-(idempotent per event id, ``jk:mv:*``) and the listing flags an event carries (stock, boost). So an
+For every batch of entries, in one Redis ``MULTI`` (:class:`online.apply.EventApplier`, the step the Flink
+job runs too): the real-time features and the listing flags an event carries (stock, boost)
+(:meth:`OnlineStore.apply_event`, the batch ETL's window definitions, idempotent per event id) and the
+per-model-version CTR counters (idempotent per event id, ``jk:mv:*``). So an
 event is visible to ``/v1/feed`` as soon as it is read (well under 1 s), and a redelivery after a
 crash counts nothing twice.
 
@@ -25,96 +26,30 @@ of its batch goes on. ``jaikod stream dead-letter list|replay|drop`` works throu
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-import uuid
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
-import pyarrow as pa
 import redis
 
-from engines.search.stored import ensure_stored
 from gpu_core import ops
-from gpu_core.feature_store import OnlineStore, applied_key
-from gpu_core.lake import commit_file, events_table, partition_dir, stage_file, staged_path
-from gpu_core.pii import pseudonym
-from gpu_core.schema import PRODUCT_DAILY
+from gpu_core.lake import commit_file, staged_path
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import (
     DEAD_LETTER,
-    DEAD_LETTER_MAXLEN,
     MANIFEST,
     STREAM_STATS,
-    VERSION_STATS,
-    dead_letter_fields,
-    encode_event,
-    event_problem,
-    version_seen_key,
 )
+from online.apply import EventApplier, stage_archive
 from online.bus import BusEntry, EventBus, make_bus
 
 log = logging.getLogger("jaikod.stream")
-
-VERSION_TTL_S = 7 * 24 * 3600
-
-# CTR per model version, once per event id. KEYS: marker, stats hash; ARGV: field, ttl
-_COUNT_VERSION = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) == false then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-return 1
-"""
-
-
-class ProductCategories:
-    """product id -> category code, from the live snapshot's product table (reloaded when it moves)."""
-
-    def __init__(self, store: OnlineStore, every_s: float = 5.0):
-        self.store, self.every_s = store, every_s
-        self.version: str | None = None
-        self.ids = np.empty(0, np.int64)
-        self.cats = np.empty(0, np.int32)
-        self._checked = 0.0
-
-    def refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < self.every_s:
-            return
-        self._checked = now
-        v = self.store.current_version()
-        if v is None or v == self.version:
-            return
-        try:
-            m = self.store.load_product_mirror(v)
-        except Exception as exc:
-            log.warning("product categories not loaded: %s", exc)
-            return
-        order = np.argsort(m["ids"], kind="stable")
-        self.ids = m["ids"][order]
-        self.cats = PRODUCT_DAILY.unpack(m["rows"])["category"][order].astype(np.int32)
-        self.version = v
-
-    def of(self, pid: int) -> int:
-        if not len(self.ids):
-            return -1
-        i = int(np.searchsorted(self.ids, pid))
-        return int(self.cats[i]) if i < len(self.ids) and self.ids[i] == pid else -1
-
-
-PSEUDONYMISED = ("event_id", "session_id")  # client-chosen ids: the lake keeps their keyed hash only
-
-
-def _pseudonymised(e: dict[str, Any]) -> dict[str, str]:
-    """The event's client-chosen ids as keyed hashes (stable, so the lake still de-duplicates and joins)."""
-    return {k: pseudonym(e[k]) for k in PSEUDONYMISED if e.get(k)}
 
 
 class StreamProcessor:
@@ -125,9 +60,9 @@ class StreamProcessor:
         self.lake = Path(lake)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.bus = bus or make_bus(client, self.s)
-        self.store = OnlineStore(client)
-        self.categories = ProductCategories(self.store)
-        self._count = client.register_script(_COUNT_VERSION)
+        self.bus.on_release(self.flush)  # Kafka rebalance: archive and acknowledge before the hand-over
+        self.applier = EventApplier(client, self.s)
+        self.store = self.applier.store
         self.buffer: list[BusEntry] = []
         self.buffer_since: float | None = None
         self.applied = 0
@@ -149,89 +84,35 @@ class StreamProcessor:
         """Move poison entries to the dead-letter stream with their reasons, then acknowledge them."""
         if not entries:
             return 0
-        at = int(time.time() * 1000)
-        pipe = self.r.pipeline(transaction=True)
-        for entry, reason in entries:
-            payload = entry.raw or encode_event(entry.event)
-            pipe.xadd(DEAD_LETTER, dead_letter_fields(payload, reason, entry.id, at), maxlen=DEAD_LETTER_MAXLEN,
-                      approximate=True)
-        pipe.hincrby(STREAM_STATS, "dead_lettered", len(entries))
-        pipe.execute()
+        self.applier.dead_letter(entries)
         self.bus.ack([entry.id for entry, _ in entries])
-        for entry, reason in entries:
-            log.warning(orjson.dumps({"event": "dead_lettered", "id": entry.id, "reason": reason}).decode())
         self.dead_lettered += len(entries)
         return len(entries)
 
     def screen(self, entries: list[BusEntry]) -> list[BusEntry]:
         """The entries that are valid events; the others go to the dead-letter stream."""
-        good, poison = [], []
-        for entry in entries:
-            why = entry.problem or event_problem(entry.event)
-            if why is None:
-                q = entry.event.get("query")
-                if q:  # the service stores queries understood; another producer's typed text is not kept
-                    entry.event["query"] = ensure_stored(q)
-                good.append(entry)
-            else:
-                poison.append((entry, why))
+        good, poison = self.applier.split(entries)
         self.dead_letter(poison)
         return good
 
     # ---- apply -------------------------------------------------------------------------------
-    def _queue_apply(self, pipe: Any, entry: BusEntry) -> int:
-        """Queue one entry's commands on ``pipe``; the stack index of its apply-event result."""
-        e = entry.event
-        pid, etype = int(e["product_id"]), e["event_type"]
-        at = len(pipe.command_stack)
-        self.store.apply_event(e["event_id"], etype, int(e["ts"]), int(e["user_id"]), pid,
-                               self.categories.of(pid), e.get("query") or "", pipe=pipe)
-        mv = e.get("model_version")
-        if mv and etype in ("impression", "click"):
-            self._count(keys=[version_seen_key(etype, e["event_id"]), VERSION_STATS.format(mv)],
-                        args=[f"{etype}s", VERSION_TTL_S], client=pipe)
-        self.store.set_flags(pid, sold=None if e.get("in_stock") is None else not e["in_stock"],
-                             boosted=None if e.get("boosted") is None else bool(e["boosted"]), pipe=pipe)
-        return at
-
     def apply(self, entries: list[BusEntry]) -> int:
-        """Apply entries to the online store in one MULTI; number newly applied (not seen before). An entry
-        whose commands Redis refuses (say, a key of the wrong type) is dead-lettered and its idempotency
-        markers removed, so a replay after the cause is fixed applies it; the others apply as usual."""
+        """Apply entries to the online store in one MULTI (:meth:`EventApplier.apply`); number newly applied
+        (not seen before). Entries Redis refuses are dead-lettered and acknowledged."""
         if not entries:
             return 0
-        self.categories.refresh()
-        pipe = self.r.pipeline(transaction=True)
-        starts = [self._queue_apply(pipe, entry) for entry in entries]
-        res = pipe.execute(raise_on_error=False)
-        ends = starts[1:] + [len(res)]
-        applied: list[Any] = []
-        poison = []
-        for entry, a, b in zip(entries, starts, ends, strict=True):
-            err = next((x for x in res[a:b] if isinstance(x, Exception)), None)
-            if err is None:
-                applied.append(res[a])
-                continue
-            poison.append((entry, f"redis refused the event: {str(err)[:200]}"))
-            applied.append(None)
-        if poison:
-            e = [entry.event for entry, _ in poison]
-            self.r.delete(*[applied_key(x["event_id"]) for x in e],
-                          *[version_seen_key(x["event_type"], x["event_id"]) for x in e])
-            self.dead_letter(poison)
-            self._refused.update(entry.id for entry, _ in poison)
-        new = sum(1 for v in applied if v == 1)
-        entries = [e for e, v in zip(entries, applied, strict=True) if v is not None]
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hincrby(STREAM_STATS, "applied", new)
-        pipe.hincrby(STREAM_STATS, "duplicates", len(entries) - new)
-        pipe.execute()
-        self.applied += new
-        self.duplicates += len(entries) - new
-        if new:
+        done = self.applier.apply(entries)
+        if done.refused:
+            self.bus.ack([entry.id for entry in done.refused])
+            self.dead_lettered += len(done.refused)
+            self._refused.update(entry.id for entry in done.refused)
+        self.applied += done.new
+        self.duplicates += done.duplicates
+        if done.new:
             self.last_applied_ms = int(time.time() * 1000)
-            self.last_event_ts_ms = int(entries[-1].event["ts"])
-        return new
+            kept = [e for e in entries if e.id not in self._refused]
+            self.last_event_ts_ms = int(kept[-1].event["ts"])
+        return done.new
 
     # ---- archive -----------------------------------------------------------------------------
     def flush(self) -> int:
@@ -239,21 +120,7 @@ class StreamProcessor:
         if not self.buffer:
             return 0
         entries, self.buffer, self.buffer_since = self.buffer, [], None
-        by_day: dict[dt.date, list[dict]] = defaultdict(list)
-        for entry in entries:
-            e = entry.event
-            day = dt.datetime.fromtimestamp(int(e["ts"]) / 1000, dt.UTC).date()
-            by_day[day].append({**e, **_pseudonymised(e), "_bus_id": entry.id})
-        files: list[Path] = []
-        unarchivable: set[str] = set()
-        for day, rows in sorted(by_day.items()):
-            table, bad = self._table(rows)
-            unarchivable.update(bad)
-            if table is None:
-                continue
-            final = partition_dir(self.lake / "events", day) / f"stream-{uuid.uuid4().hex}.parquet"
-            stage_file(table, final)
-            files.append(final)
+        files, unarchivable = stage_archive(self.lake, entries)
         if unarchivable:
             self.dead_letter([(entry, "cannot be archived to Parquet") for entry in entries
                               if entry.id in unarchivable])
@@ -274,21 +141,6 @@ class StreamProcessor:
         except redis.RedisError as exc:
             log.warning("trim failed: %s", exc)
         return len(entries)
-
-    @staticmethod
-    def _table(rows: list[dict]) -> tuple[Any, list[str]]:
-        """(Arrow table of the rows that convert, bus ids of the rows that do not)."""
-        try:
-            return events_table(rows), []
-        except (pa.ArrowException, ValueError, TypeError, OverflowError):
-            good, bad = [], []
-            for row in rows:
-                try:
-                    events_table([row])
-                    good.append(row)
-                except (pa.ArrowException, ValueError, TypeError, OverflowError):
-                    bad.append(row["_bus_id"])
-            return (events_table(good) if good else None), bad
 
     def _ack(self, ids: list[str], manifest_key: str, n: int, n_files: int) -> None:
         self.bus.ack(ids)
@@ -470,13 +322,16 @@ class DeadLetters:
         return [(eid.decode(), f) for eid, f in self.r.xrange(DEAD_LETTER)]
 
     def replay(self, ids: list[str] | None = None) -> int:
-        """Re-send the payloads (all, or ``ids``) to the event bus and remove them here; number re-sent."""
+        """Re-send the payloads (all, or ``ids``) to the event bus as they are and remove them here; number
+        re-sent."""
         picked = self._select(ids)
-        for eid, f in picked:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.xadd(self.s.event_stream, {"e": f.get(b"e", b"")})
-            pipe.xdel(DEAD_LETTER, eid)
-            pipe.execute()
+        bus = make_bus(self.r, self.s)
+        try:
+            for eid, f in picked:  # re-sent first, then removed: a crash between re-sends it twice (deduped)
+                bus.resend([f.get(b"e", b"")])
+                self.r.xdel(DEAD_LETTER, eid)
+        finally:
+            bus.close()
         return len(picked)
 
     def drop(self, ids: list[str] | None = None) -> int:
@@ -495,7 +350,10 @@ def run_stream(consumer: str | None = None, lake: Path | None = None, max_idle_s
         signal.signal(sig, lambda *_: stop.set())
     if on_start is not None:
         on_start(proc)
-    return proc.run(stop, max_idle_s)
+    try:
+        return proc.run(stop, max_idle_s)
+    finally:
+        proc.bus.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,8 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -290,3 +292,95 @@ def pytest_sessionfinish(session, exitstatus):
 def opensearch_node():
     """The session's OpenSearch node, running (skipped with the reason when java, javac or mvn is missing)."""
     return _OPENSEARCH.get(_OPENSEARCH_BASE)
+
+
+class _EarlyBroker:
+    """The session's Kafka broker, started in a background thread as soon as collection shows a test that
+    needs it (fetch, format and JVM start-up overlap the tests that run before it); ``get`` waits for it."""
+
+    def __init__(self) -> None:
+        self.broker = None
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    def begin(self, home: Path) -> None:
+        from deploy.engines import KafkaBroker
+
+        # C1 only: the JIT's start-up work halves on 2 busy cores; a test broker moves few messages
+        self.broker = KafkaBroker(home, heap_mb=384, partitions=4, jvm_opts=("-XX:TieredStopAtLevel=1",))
+
+        def start() -> None:
+            try:
+                self.broker.start().wait_ready(180.0)
+                self.warm_up()
+            except BaseException as exc:  # handed to the fixture, which skips or fails with it
+                self.error = exc
+
+        self.thread = threading.Thread(target=start, name="kafka-broker-start", daemon=True)
+        self.thread.start()
+
+    def warm_up(self) -> None:
+        """One append (idempotent producer: the transaction coordinator loads) and one group join (the
+        offsets topic is created) with long timeouts, so the first test pays no broker first-use costs."""
+        try:
+            from confluent_kafka import Consumer, Producer
+        except ImportError:
+            return
+        p = Producer({"bootstrap.servers": self.broker.bootstrap, "enable.idempotence": True, "acks": "all"})
+        p.produce("jaikod-warm-up", b"1")
+        assert p.flush(120) == 0, "kafka warm-up append not delivered in 120 s"
+        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "jaikod-warm-up",
+                      "auto.offset.reset": "earliest"})
+        c.subscribe(["jaikod-warm-up"])
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not [m for m in c.consume(1, 0.5) if not m.error()]:
+            pass
+        c.close()
+
+    def get(self):
+        from deploy.engines import EngineUnavailable
+
+        self.thread.join()
+        if isinstance(self.error, EngineUnavailable):
+            pytest.skip(f"no Kafka broker: {self.error}")
+        if self.error is not None:
+            raise self.error
+        return self.broker
+
+
+_KAFKA = _EarlyBroker()
+
+
+def _needs_kafka(item: pytest.Item) -> bool:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return "kafka_broker" in getattr(item, "fixturenames", ()) or params.get("bus_backend") == "kafka"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    if any(_needs_kafka(item) for item in items) and _KAFKA.thread is None:
+        _KAFKA.begin(Path(tempfile.mkdtemp(prefix="jaikod-kafka-")))
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One real Kafka broker (KRaft, single node, jars from Maven Central via deploy/jvm/kafka/pom.xml) on
+    free loopback ports, shared by the session: started in the background once collection shows a test
+    that needs it, waited for by the first such test. Skips (with the reason) only when java/mvn is missing
+    or Maven Central does not serve the jars."""
+    if _KAFKA.thread is None:  # asked for dynamically (getfixturevalue) by a test collection did not flag
+        _KAFKA.begin(Path(tempfile.mkdtemp(prefix="jaikod-kafka-")))
+    try:
+        yield _KAFKA.get()
+    finally:
+        if _KAFKA.broker is not None:
+            _KAFKA.broker.stop()
+            shutil.rmtree(_KAFKA.broker.home, ignore_errors=True)
+
+
+@pytest.fixture(params=["redis", "kafka"])
+def bus_backend(request, monkeypatch, jaikod_env):
+    """The universal event-bus contract: the test runs on Redis Streams and on a real Kafka broker (its own
+    topic and group), with the settings in the environment for the processes it starts."""
+    from tests.support.buses import use_backend
+
+    return use_backend(request.param, monkeypatch, request)

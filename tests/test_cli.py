@@ -69,3 +69,13 @@ def test_the_cli_finds_the_checkout_state_from_any_directory(monkeypatch, tmp_pa
     assert jaikod_cli.default_home() == Path(jaikod_cli.__file__).resolve().parent / "var"
     monkeypatch.setenv("JAIKOD_HOME", str(tmp_path))
     assert jaikod_cli.default_home() is None  # the environment wins
+
+
+@pytest.mark.parametrize("args,names", [(["--engine", "spark"], "--engine"),
+                                        (["--engine", "flink"], "JAIKOD_KAFKA_BOOTSTRAP")])
+def test_stream_engine_mistakes_are_one_clear_line(jaikod_env, monkeypatch, args, names):
+    monkeypatch.delenv("JAIKOD_KAFKA_BOOTSTRAP", raising=False)
+    result = runner.invoke(app, ["stream", *args])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and names in lines[0]

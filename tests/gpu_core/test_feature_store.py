@@ -65,3 +65,14 @@ def test_order_marks_sold_and_flags(redis_client):
     rt = read_product_rt(store, [10, 11], 1_700_000_100.0)
     assert rt["stock_status"].tolist() == [0.0, 1.0]
     assert rt["is_boosted_now"].tolist() == [0.0, 1.0]
+
+
+def test_event_flags_are_set_once_per_event_id(redis_client):
+    """A redelivered event sets no flag again: replaying "out of stock" cannot undo a later restock."""
+    store = OnlineStore(redis_client)
+    ts = 1_700_000_000_000
+    assert store.apply_event("s1", "impression", ts, 1, 10, 0, sold=True, boosted=True) == 1
+    assert store.apply_event("s2", "impression", ts + 1, 1, 10, 0, sold=False) == 1
+    assert store.apply_event("s1", "impression", ts, 1, 10, 0, sold=True, boosted=False) == 0  # redelivery
+    rt = read_product_rt(store, [10], 1_700_000_100.0)
+    assert rt["stock_status"].tolist() == [1.0] and rt["is_boosted_now"].tolist() == [1.0]

@@ -1,9 +1,8 @@
-"""The Kafka adapter of the event bus. Broker tests run when JAIKOD_TEST_KAFKA (host:port of a reachable
-broker) is set; the failure path runs everywhere against a closed loopback port."""
+"""The Kafka adapter of the event bus against a real broker (the session's ``kafka_broker``: KRaft, jars from
+Maven Central); the failure path runs against a closed loopback port."""
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 
@@ -13,8 +12,6 @@ pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed"
 
 from gpu_core.streams import SEEN_EVENT  # noqa: E402
 from online.bus import KafkaBus  # noqa: E402
-
-BROKER = os.environ.get("JAIKOD_TEST_KAFKA")
 
 
 def _closed_port() -> int:
@@ -38,10 +35,9 @@ def test_unreachable_broker_is_not_acknowledged_and_marks_roll_back(redis_client
     assert not any(redis_client.exists(SEEN_EVENT.format(e["event_id"])) for e in events)
 
 
-@pytest.mark.skipif(not BROKER, reason="no Kafka broker reachable (set JAIKOD_TEST_KAFKA=host:port to run)")
-def test_publish_read_ack_roundtrip(redis_client):
+def test_publish_read_ack_roundtrip(redis_client, kafka_broker):
     topic = f"jaikod-test-{uuid.uuid4().hex[:8]}"
-    bus = KafkaBus(BROKER, topic, f"g-{topic}", dedupe=redis_client, timeout_s=10.0)
+    bus = KafkaBus(kafka_broker.bootstrap, topic, f"g-{topic}", dedupe=redis_client, timeout_s=10.0)
     events = [_event(i) for i in range(5)]
     assert bus.publish(events) == (5, 0)
     assert bus.publish(events[:2]) == (0, 2)  # duplicates counted once

@@ -1,5 +1,5 @@
-"""A poison event never stops the stream: a real ``python -m online.stream`` process over a real Redis,
-fed good events with poison between them (written around the event API's checks, as an old writer or
+"""A poison event never stops the stream: a real ``python -m online.stream`` process over each event bus
+(``bus_backend``: Redis Streams, a real Kafka broker; same bodies), fed good events with poison between them (written around the event API's checks, as an old writer or
 a hand-made XADD would). Each poison costs one dead-letter entry; every good event is applied and
 archived once; the processor exits 0."""
 
@@ -50,27 +50,24 @@ def _jaikod(env: dict, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_poison_costs_one_dead_letter_each_and_nothing_else(jaikod_env, redis_client, redis_server):
+def test_poison_costs_one_dead_letter_each_and_nothing_else(jaikod_env, redis_client, redis_server, bus_backend):
     from gpu_core.settings import get_settings
     from gpu_core.streams import DEAD_LETTER, STREAM_STATS
 
     s = get_settings()
-    stream = s.event_stream
     good = [_event(i) for i in range(60)]
-    pipe = redis_client.pipeline()
+    payloads = []
     for i, e in enumerate(good):
-        pipe.xadd(stream, {"e": orjson.dumps(e)})
+        payloads.append(orjson.dumps(e))
         if i % 8 == 3 and POISON:
-            pipe.xadd(stream, {"e": POISON[(i // 8) % len(POISON)]})
-    for p in POISON:
-        pipe.xadd(stream, {"e": p})
-    pipe.xadd(stream, {"x": b"no e field"})
-    pipe.execute()
+            payloads.append(POISON[(i // 8) % len(POISON)])
+    bus_backend.append_raw(redis_client, payloads + POISON)
+    bus_backend.append_without_event(redis_client)
     n_poison = sum(1 for i in range(60) if i % 8 == 3) + len(POISON) + 1
     # a poison by state: the product's real-time key holds the wrong type, so Redis refuses the update
     redis_client.hset("jk:rt:p:5000", mapping={"x": "1"})
     wrong = _event(2000, product_id=5000)
-    redis_client.xadd(stream, {"e": orjson.dumps(wrong)})
+    bus_backend.append_raw(redis_client, [orjson.dumps(wrong)])
     n_poison += 1
 
     env = _env(jaikod_env, redis_server.url)
@@ -80,8 +77,7 @@ def test_poison_costs_one_dead_letter_each_and_nothing_else(jaikod_env, redis_cl
     assert redis_client.xlen(DEAD_LETTER) == n_poison, stats
     assert stats["dead_lettered"] == n_poison
     assert stats["applied"] == len(good)
-    groups = redis_client.xinfo_groups(stream)
-    assert groups[0]["pending"] == 0 and groups[0]["lag"] == 0
+    assert bus_backend.unacknowledged(redis_client) == {"lag": 0, "pending": 0}
     lake = ds.dataset(s.lake_dir / "events", format="parquet", partitioning="hive").to_table()
     ids = lake.column("event_id").to_pylist()
     from gpu_core.pii import pseudonym
@@ -108,16 +104,13 @@ def test_poison_costs_one_dead_letter_each_and_nothing_else(jaikod_env, redis_cl
     assert dropped.returncode == 0 and redis_client.xlen(DEAD_LETTER) == 0
 
 
-def test_processor_killed_midway_loses_and_doubles_nothing(jaikod_env, redis_client, redis_server):
+def test_processor_killed_midway_loses_and_doubles_nothing(jaikod_env, redis_client, redis_server, bus_backend):
     from gpu_core.settings import get_settings
     from gpu_core.streams import STREAM_STATS
 
     s = get_settings()
     n = 3000
-    pipe = redis_client.pipeline()
-    for i in range(n):
-        pipe.xadd(s.event_stream, {"e": orjson.dumps(_event(i))})
-    pipe.execute()
+    bus_backend.append_raw(redis_client, [orjson.dumps(_event(i)) for i in range(n)])
     env = {**_env(jaikod_env, redis_server.url), "JAIKOD_STREAM_BATCH": "100", "JAIKOD_STREAM_ARCHIVE_EVENTS": "500"}
     proc = subprocess.Popen([sys.executable, "-m", "online.stream", "--consumer", "rel-k", "--max-idle-s", "2"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,3 +127,4 @@ def test_processor_killed_midway_loses_and_doubles_nothing(jaikod_env, redis_cli
     ids = lake.column("event_id").to_pylist()
     assert len(ids) == n and len(set(ids)) == n
     assert int(redis_client.hget(STREAM_STATS, "applied")) == n
+    assert bus_backend.unacknowledged(redis_client) == {"lag": 0, "pending": 0}
