@@ -85,3 +85,27 @@ def test_worse_model_is_not_promoted(world_env):
     assert after.get(RANKER, PRODUCTION).version == prod_before.version
     run = after.client.get_run(res.run_id)
     assert run.data.metrics["ndcg20"] == pytest.approx(res.ndcg_model)
+
+
+def test_monotone_text_variant_never_lowers_a_prediction_as_relevance_rises(world_env):
+    """``TrainConfig(monotone_text=True)`` (issue 11's alternative to relevance tiers): raising any text-relevance
+    feature of a holdout row never lowers its pCTR or pCVR; the holdout metrics split feed and search requests."""
+    import json
+
+    from batch.train import fit_rankers, holdout_metrics, monotone_text_constraints
+    from kernels.features import MODEL_FEATURES, TEXT_FEATURES, feature_index
+
+    fitted = fit_rankers(world_env.lake, cfg=TrainConfig(monotone_text=True, n_rounds=30))
+    cons = json.loads(fitted.ctr.save_config())["learner"]["gradient_booster"]["tree_train_param"]
+    assert cons["monotone_constraints"] == monotone_text_constraints()
+    assert monotone_text_constraints().count("1") == len(TEXT_FEATURES) and len(TEXT_FEATURES) < len(MODEL_FEATURES)
+    X = fitted.test.X[:400].copy()
+    base_ctr, base_cvr = fitted.model.predict(X)
+    for name in TEXT_FEATURES:
+        up = X.copy()
+        up[:, feature_index(name)] += np.float32(1.0)
+        ctr, cvr = fitted.model.predict(up)
+        assert (ctr >= base_ctr - 1e-6).all() and (cvr >= base_cvr - 1e-6).all(), name
+    m = holdout_metrics(fitted.model, fitted.test)
+    assert m["rows_feed"] + m["rows_search"] == m["rows_all"] == len(fitted.test)
+    assert 0.0 < m["ndcg20_feed"] <= 1.0 and 0.5 < m["auc_click_all"] <= 1.0
