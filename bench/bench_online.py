@@ -86,6 +86,12 @@ def make_state():
 
     state = ServiceState(get_settings(), backend(), Registry())
     state.startup()
+    for _ in range(5):  # a loaded machine can make the snapshot read outlast the feature store's timeout
+        if state.mirror is not None:
+            break
+        time.sleep(1.0)
+        with contextlib.suppress(Exception):
+            state.ensure_snapshot(state.store.current_version())
     return state
 
 

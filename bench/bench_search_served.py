@@ -123,7 +123,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     a1.set_xticks(x, names, rotation=20)
     a1.set_ylim(0, 1.05)
     a1.set_title(f"served search, judged set ({res['queries']} queries x {res['users_per_query']} users)")
-    a1.legend(fontsize=7)
+    a1.legend(fontsize=7, loc="center right")
     models = list(res["models"])
     xm = np.arange(len(models))
     a2.bar(xm - 0.2, [res["models"][m]["ndcg20_feed"] for m in models], 0.4, label="feed NDCG@20 (holdout)")
@@ -150,7 +150,7 @@ def print_table(res: dict[str, Any]) -> None:
         t.add_row(name, res["variant_model"][name], f"{a['p20']:.3f}", f"{a['ndcg10']:.3f}",
                   f"{100 * a['inv_lt2_above_2']:.1f} %", f"{100 * a['inv_0_above_match']:.1f} %",
                   f"{m['ndcg20_feed']:.4f}", f"{m['auc_click_feed']:.4f}", f"{m.get('ndcg20_search', float('nan')):.4f}")
-    Console().print(t)
+    Console(width=170).print(t)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
