@@ -173,13 +173,17 @@ def batch_embed(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
 
 @batch_app.command("train")
 @cli_errors
-def batch_train(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
+def batch_train(lake: LakeOpt = None, as_of: AsOfOpt = None,
+                monotone_text: Annotated[bool, typer.Option(
+                    help="monotone constraints (+1) on the text-relevance features (issue 11's variant; "
+                         "serve it without tiers with JAIKOD_SEARCH_TIER_GAP=0)")] = False) -> None:
     """Train pCTR/pCVR, evaluate NDCG@20 on the holdout, log to MLflow, register as staging if better."""
     from batch.lake import parse_date
-    from batch.train import run_train
+    from batch.train import TrainConfig, run_train
 
     _apply_common(lake)
-    print_table("train", run_train(_lake(lake), parse_date(as_of)).as_rows())
+    cfg = TrainConfig(monotone_text=monotone_text)
+    print_table("train", run_train(_lake(lake), parse_date(as_of), cfg).as_rows())
 
 
 @batch_app.command("evaluate")

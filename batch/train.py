@@ -6,6 +6,11 @@ SellerTrust*w3 + boosted*BoostMultiplier, per request; relevance = click + conve
 without any positive are left out of the mean. Compared against (a) popularity (clicks in the last
 7 days) and (b) the current production model on the same rows. Everything is logged to MLflow; the
 new version is registered and gets alias ``staging`` only if its NDCG@20 beats production's.
+
+``TrainConfig(monotone_text=True)`` trains the same models with XGBoost ``monotone_constraints`` (+1) on
+the text-relevance features (``TEXT_FEATURES``): the issue-11 alternative to relevance tiers, measured
+beside them by ``bench/bench_search_served.py``. It is only a different trained model — the scoring path
+(:func:`engines.ranker.score_matrix`, tiers included unless ``search_tier_gap`` is 0) is the same.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from gpu_core.device import backend
 from gpu_core.errors import RegistryError
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, RankerArtifact, Registry
 from gpu_core.settings import get_settings
-from kernels.features import MODEL_FEATURES
+from kernels.features import MODEL_FEATURES, TEXT_FEATURES
 from kernels.metrics import ndcg_at_k
 
 log = logging.getLogger(__name__)
@@ -48,13 +53,24 @@ class TrainConfig:
     reg_lambda: float = 1.0
     negative_rate: float = 0.25  # share of negatives kept (weighted 1/rate, so calibration holds)
     seed: int = 0
+    # +1 monotone constraints on the text_* relevance features (pCTR/pCVR never fall as relevance rises);
+    # off by default: relevance tiers in score_matrix won on the judged set (README, Search)
+    monotone_text: bool = False
 
     def params(self) -> dict:
-        return {"objective": "binary:logistic", "eval_metric": "logloss", "tree_method": "hist",
-                "device": backend().xgb_device, "max_depth": self.max_depth, "eta": self.eta,
-                "min_child_weight": self.min_child_weight, "subsample": self.subsample,
-                "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda, "seed": self.seed,
-                "nthread": os.cpu_count() or 2}
+        p = {"objective": "binary:logistic", "eval_metric": "logloss", "tree_method": "hist",
+             "device": backend().xgb_device, "max_depth": self.max_depth, "eta": self.eta,
+             "min_child_weight": self.min_child_weight, "subsample": self.subsample,
+             "colsample_bytree": self.colsample_bytree, "lambda": self.reg_lambda, "seed": self.seed,
+             "nthread": os.cpu_count() or 2}
+        if self.monotone_text:
+            p["monotone_constraints"] = monotone_text_constraints()
+        return p
+
+
+def monotone_text_constraints() -> str:
+    """XGBoost's ``monotone_constraints`` for MODEL_FEATURES: +1 on every text-relevance feature, 0 elsewhere."""
+    return "(" + ",".join("1" if f in TEXT_FEATURES else "0" for f in MODEL_FEATURES) + ")"
 
 
 @dataclass
@@ -121,6 +137,61 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
 
 
+@dataclass
+class Fitted:
+    """Models fitted on the ``train_days`` before ``as_of``, with the training and holdout sets."""
+
+    model: Ranker
+    ctr: xgb.Booster
+    cvr: xgb.Booster
+    train: TrainingSet
+    test: TrainingSet
+    as_of: dt.date
+    train_days: list[dt.date]
+
+
+def fit_rankers(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None) -> Fitted:
+    """Fit pCTR and pCVR on the ``train_days`` days before ``as_of`` (default: the ETL's last day), early
+    stopping on the last training day; nothing is logged or registered (:func:`run_train` does that)."""
+    settings = get_settings()
+    cfg = cfg or TrainConfig()
+    as_of = as_of or etl_as_of(lake)
+    train_days = [as_of - dt.timedelta(days=i) for i in range(settings.train_days, 0, -1)]
+    train = training_set(lake, train_days)
+    test = training_set(lake, [as_of])
+    # validation for early stopping: the last training day (by time, never the holdout)
+    val = (train.rows["_day"] == train.rows["_day"].max()).to_numpy()
+    if val.all() or not val.any():
+        val = np.zeros(len(train), bool)
+        val[int(len(val) * 0.9):] = True
+    ctr = _fit(train.X, train.label_click, val, cfg)
+    cvr = _fit(train.X, train.label_conv, val, cfg)
+    model = Ranker.from_artifact(RankerArtifact(ctr, cvr, MODEL_FEATURES, {}))
+    return Fitted(model, ctr, cvr, train, test, as_of, train_days)
+
+
+def holdout_metrics(model: Ranker, test: TrainingSet, w: ScoreWeights | None = None,
+                    k: int | None = None) -> dict[str, float]:
+    """NDCG@k (the service's FinalScore ranking, weights ``w``: the settings' by default) and pCTR AUC on
+    the holdout: all requests, feed requests (no query) and search requests, so what a search-ranking
+    change costs the feed is visible."""
+    k = k or get_settings().ndcg_k
+    s = score_matrix(model, test.X, w or weights())
+    final, p_ctr = np.asarray(s.final), np.asarray(s.p_ctr)
+    is_search = (test.rows["query"].fillna("").astype(str) != "").to_numpy()
+    out: dict[str, float] = {}
+    for name, sel in (("all", np.ones(len(test), bool)), ("feed", ~is_search), ("search", is_search)):
+        if not sel.any():
+            continue
+        sub = TrainingSet(test.X[sel], test.label_click[sel], test.label_conv[sel], test.request[sel],
+                          test.popularity[sel], test.seller_trust[sel], test.boosted[sel],
+                          test.rows[sel].reset_index(drop=True))
+        out[f"ndcg{k}_{name}"] = evaluate(final[sel], sub, k)
+        out[f"auc_click_{name}"] = auc(test.label_click[sel], p_ctr[sel])
+        out[f"rows_{name}"] = float(sel.sum())
+    return out
+
+
 def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None,
               registry: Registry | None = None, bootstrap_production: bool = False,
               not_worse_tolerance: float | None = None) -> TrainResult:
@@ -130,19 +201,9 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
     t0 = time.perf_counter()
     settings = get_settings()
     cfg = cfg or TrainConfig()
-    as_of = as_of or etl_as_of(lake)
-    holdout = [as_of]
-    train_days = [as_of - dt.timedelta(days=i) for i in range(settings.train_days, 0, -1)]
-    train = training_set(lake, train_days)
-    test = training_set(lake, holdout)
-    # validation for early stopping: the last training day (by time, never the holdout)
-    val = (train.rows["_day"] == train.rows["_day"].max()).to_numpy()
-    if val.all() or not val.any():
-        val = np.zeros(len(train), bool)
-        val[int(len(val) * 0.9):] = True
-    ctr = _fit(train.X, train.label_click, val, cfg)
-    cvr = _fit(train.X, train.label_conv, val, cfg)
-    model = Ranker.from_artifact(RankerArtifact(ctr, cvr, MODEL_FEATURES, {}))
+    fitted = fit_rankers(lake, as_of, cfg)
+    model, ctr, cvr, train, test = fitted.model, fitted.ctr, fitted.cvr, fitted.train, fitted.test
+    as_of, train_days = fitted.as_of, fitted.train_days
     k = settings.ndcg_k
     scores = score_matrix(model, test.X, weights())
     ndcg_model = evaluate(np.asarray(scores.final), test, k)
@@ -170,7 +231,7 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
             metrics["ndcg20_production"] = ndcg_prod
         mlf.log_metrics({k_: float(v) for k_, v in metrics.items() if np.isfinite(v)})
         meta = {"as_of": as_of.isoformat(), "ndcg20": ndcg_model, "ndcg20_popularity": ndcg_pop,
-                "ndcg20_production": ndcg_prod, "importance_gain": importance}
+                "ndcg20_production": ndcg_prod, "importance_gain": importance, "monotone_text": cfg.monotone_text}
         d = RankerArtifact(ctr, cvr, MODEL_FEATURES, meta).save(Path(tmp) / "ranker")
         mlf.log_artifacts(str(d), artifact_path="ranker")
         run_id = run.info.run_id

@@ -2,6 +2,7 @@
 
 >>> keep = in_stock_mask(stock) & banned_seller_mask(seller_idx, banned_sorted)
 >>> near, dist_km = distance_mask(u_lat, u_lon, item_lat, item_lon, max_km=500.0)
+>>> km = widened_radius_km(dist_km, 50.0, want=20)   # a search with every match beyond 50 km
 """
 
 from __future__ import annotations
@@ -46,6 +47,25 @@ def distance_mask(
     dist = haversine_km(user_lat, user_lon, xp.asarray(item_lat), xp.asarray(item_lon), xp=xp)
     limit = max_km if isinstance(max_km, int | float) else xp.asarray(max_km)
     return dist <= limit, dist
+
+
+def widened_radius_km(distance_km: Any, max_km: float, want: int, xp: Any = None) -> float:
+    """The smallest radius ``max_km * 2**k`` (k >= 0) holding at least ``min(want, listings with a
+    location)`` of the listings at ``distance_km``: how far a search whose every match lies beyond the
+    user's distance widens it (a doubling step is a radius a client can say: "within 400 km"). NaN
+    distances (no location) never count; none with a location -> ``max_km``."""
+    xp = get_xp(distance_km, xp=xp)
+    d = xp.reshape(xp.asarray(distance_km), (-1,))
+    d = xp.sort(d[~xp.isnan(d)])
+    k = min(int(want), int(d.shape[0]))
+    base = max(float(max_km), 1.0)
+    if k <= 0:
+        return float(max_km)
+    need = float(d[k - 1])
+    r = base
+    while r < need:
+        r *= 2.0
+    return r
 
 
 def category_ban_mask(category: Any, banned_categories: Any, xp: Any = None) -> Any:

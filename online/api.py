@@ -106,7 +106,10 @@ def feed(svc: Svc, request: Request, req: FeedRequest, background: BackgroundTas
 @router.post("/v1/search", response_model=RankResponse, tags=["ranking"])
 def search(svc: Svc, request: Request, req: SearchRequest, background: BackgroundTasks,
            explain_: Annotated[bool, Query(alias="explain")] = False):
-    """Search: keyword + vector retrieval for ``query``, then the same stages."""
+    """Search: keyword retrieval for ``query`` (the understood query in ``query_understanding``), then the same
+    stages. Nothing matches -> ``no_match``, no items; every match beyond the user's distance -> the radius is
+    widened (``widened_radius``, ``widened_radius_km``); every match removed by the hard rules (banned, sold)
+    -> ``matches_filtered``, no items."""
     return _rank(svc, request, req, "search", req.query, explain_, background)
 
 

@@ -37,6 +37,8 @@ class Fallback(StrEnum):
     RELAXED_TO_RAREST_TERM = "relaxed_to_rarest_term"  # too few full matches: the rarest term widened it
     CONDITION_ONLY_QUERY = "condition_only_query"  # only condition words (มือสอง, like new): those are required
     NO_MATCH = "no_match"  # nothing matches the query: no items (never a silent feed)
+    WIDENED_RADIUS = "widened_radius"  # every match lay beyond the user's distance: the radius was widened
+    MATCHES_FILTERED = "matches_filtered"  # listings matched, the hard rules (banned, sold) removed all: no items
 
 
 class Source(IntEnum):
@@ -87,6 +89,7 @@ class RequestContext:
     snapshot_version: str | None = None
     model: Any = None  # the engines.ranker.Ranker that scored (SHAP explains this one)
     query_plan: Any = None  # the engines.search.index.QueryPlan retrieval understood (hydration reuses it)
+    widened_radius_km: float | None = None  # a search's radius when every match lay beyond the user's distance
     # what the executor and stages report
     stage: str = ""  # the stage running now (removal records are filed under it)
     fallbacks: list[str] = field(default_factory=list)

@@ -65,6 +65,8 @@ class RankedResponse:
                "snapshot_version": c.snapshot_version}
         if c.query_plan is not None:
             out["query_understanding"] = c.query_plan.body()
+        if c.widened_radius_km is not None:
+            out["widened_radius_km"] = round(c.widened_radius_km, 1)
         if c.explain:
             out["removed"] = c.removed
         return out

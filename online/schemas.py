@@ -80,6 +80,7 @@ class RankResponse(BaseModel):
     snapshot_version: str | None = None
     explanations: list[dict] | None = None
     query_understanding: dict | None = None  # search: normalised text, tagged terms, fixes, suggestion
+    widened_radius_km: float | None = None  # search: every match lay beyond the user's distance (widened_radius)
 
 
 class OverrideRequest(BaseModel):

@@ -99,12 +99,20 @@ class SearchIndex:
         self.n_docs = len(self.ids)
         self.avgdl = avgdl  # mean document length at build (None: an index saved before it was kept)
         self._fuzzy_vocab: list[str] | None = None
+        self._caches()
+
+    def _caches(self) -> None:
+        """Per-index memos (the postings never change once built): a term's listing rows, the titles as a
+        numpy string array (the phrase feature's vectorised substring test)."""
+        self._rows_memo: dict[tuple[str, ...], np.ndarray] = {}
+        self._compact_u: np.ndarray | None = None
 
     def __getstate__(self) -> dict:  # Dask ships the ETL's index to its workers; the analyzer is per process
-        return {k: v for k, v in self.__dict__.items() if k not in ("a", "_fuzzy_vocab")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("a", "_fuzzy_vocab", "_rows_memo", "_compact_u")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, a=analyzer(), _fuzzy_vocab=None)
+        self._caches()
 
     # ---- build / save / load ---------------------------------------------------------------
     @classmethod
@@ -187,6 +195,7 @@ class SearchIndex:
         new.compact = np.concatenate([self.compact, np.array(["".join(surface_tokens(t)) for t in titles], dtype=object)])
         new.n_docs = n
         new._fuzzy_vocab = None
+        new._caches()
         return new
 
     def save(self, folder: Path) -> None:
@@ -225,9 +234,20 @@ class SearchIndex:
         a, b = self._indptr[tid], self._indptr[tid + 1]
         return self._indices[a:b], self._data[a:b]
 
+    _ROWS_MEMO_MAX = 4096  # distinct terms remembered (cleared when full)
+
     def _rows(self, t: QueryTerm) -> np.ndarray:
-        parts = [self._posting(alt)[0] for alt in t.alternatives]
-        return np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+        """Sorted rows holding any alternative of ``t`` (memoised: plan, retrieval and the features each
+        need a term's rows or its document frequency; callers never write into the array)."""
+        key = t.alternatives
+        got = self._rows_memo.get(key)
+        if got is None:
+            parts = [self._posting(alt)[0] for alt in key]
+            got = np.unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+            if len(self._rows_memo) >= self._ROWS_MEMO_MAX:
+                self._rows_memo.clear()
+            self._rows_memo[key] = got
+        return got
 
     def df(self, t: QueryTerm) -> int:
         return len(self._rows(t))
@@ -348,7 +368,7 @@ class SearchIndex:
                 steps.append(RELAXED)
         if not len(rows):
             return SearchHits(empty, np.empty(0, np.float32), plan, (*steps, NO_MATCH))
-        f = self._features(plan, rows)
+        f = self._features(plan, rows, phrase=False)  # the order needs the tier and BM25 only
         tier = relevance_order_key(f)
         score = (tier * 100.0 + f["text_bm25"]).astype(np.float32)
         order = np.lexsort((rows, -score))[:k]
@@ -388,7 +408,9 @@ class SearchIndex:
                 best = np.maximum(best, np.where(m, vals[pos], 0.0))
         return hit, best
 
-    def _features(self, plan: QueryPlan, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def _features(self, plan: QueryPlan, rows: np.ndarray, phrase: bool = True) -> dict[str, np.ndarray]:
+        """The TEXT_FEATURES of index ``rows`` (``phrase=False``: ``text_phrase`` left 0, for retrieval's order,
+        which does not read it)."""
         n = len(rows)
         p = plan.parsed
         req, cond = p.required, p.conditions if not p.condition_only else ()
@@ -422,12 +444,17 @@ class SearchIndex:
         cat_match = np.isin(self.category[rows], cats) if cats else np.zeros(n, bool)
         words = "".join(surface_tokens(" ".join(t.text for t in req)))
         # a query with a word no listing has is no phrase match (its stored form keeps no such word)
-        phrase = np.fromiter((bool(words) and not any_unknown and words in s for s in self.compact[rows]), bool, n)
+        if phrase and words and n and not any_unknown:
+            if self._compact_u is None:
+                self._compact_u = self.compact.astype(np.dtypes.StringDType())  # the substring test runs in C
+            phrase_hit = np.strings.find(self._compact_u[rows], words) >= 0
+        else:
+            phrase_hit = np.zeros(n, bool)
         return {
             "text_bm25": bm25,
             "text_coverage": (covered / weight if weight > 0 else covered).astype(np.float32),
             "text_all_required": (all_req & (len(req) > 0)).astype(np.float32),
-            "text_phrase": phrase.astype(np.float32),
+            "text_phrase": phrase_hit.astype(np.float32),
             "text_brand_match": brand_hit / n_brand if n_brand else brand_hit,
             "text_category_match": cat_match.astype(np.float32),
             "text_condition_match": cond_hit / len(cond) if cond else cond_hit,

@@ -120,3 +120,31 @@ def test_continuous_rule_staging_within_tolerance_rejected_beyond(world_env, tmp
                             f"{worse.ndcg_production:.4f} - 2%")
     assert registry.aliases(RANKER) == {PRODUCTION: int(prod), STAGING: int(same.version)}  # nothing moved
     assert len(registry.versions(RANKER)) == 2
+
+
+def test_monotone_text_variant_never_lowers_a_prediction_as_relevance_rises(world_env, monkeypatch):
+    """``TrainConfig(monotone_text=True)`` (issue 11's alternative to relevance tiers): raising any text-relevance
+    feature of a holdout row never lowers its pCTR or pCVR; the holdout metrics split feed and search requests."""
+    import json
+
+    from batch.train import fit_rankers, holdout_metrics, monotone_text_constraints
+    from gpu_core.settings import reset_settings
+    from kernels.features import MODEL_FEATURES, TEXT_FEATURES, feature_index
+
+    monkeypatch.setenv("JAIKOD_TRAIN_DAYS", "7")  # a week of rows is enough to check the constraint (faster)
+    reset_settings()
+    fitted = fit_rankers(world_env.lake, cfg=TrainConfig(monotone_text=True, n_rounds=20))
+    assert len(fitted.train_days) == 7
+    cons = json.loads(fitted.ctr.save_config())["learner"]["gradient_booster"]["tree_train_param"]
+    assert cons["monotone_constraints"] == monotone_text_constraints()
+    assert monotone_text_constraints().count("1") == len(TEXT_FEATURES) and len(TEXT_FEATURES) < len(MODEL_FEATURES)
+    X = fitted.test.X[:400].copy()
+    base_ctr, base_cvr = fitted.model.predict(X)
+    for name in TEXT_FEATURES:
+        up = X.copy()
+        up[:, feature_index(name)] += np.float32(1.0)
+        ctr, cvr = fitted.model.predict(up)
+        assert (ctr >= base_ctr - 1e-6).all() and (cvr >= base_cvr - 1e-6).all(), name
+    m = holdout_metrics(fitted.model, fitted.test)
+    assert m["rows_feed"] + m["rows_search"] == m["rows_all"] == len(fitted.test)
+    assert 0.0 < m["ndcg20_feed"] <= 1.0 and 0.5 < m["auc_click_all"] <= 1.0

@@ -69,3 +69,15 @@ def test_distance_mask_per_item_limit(xp):
     lon = xp.asarray([CHIANG_MAI[1], CHIANG_MAI[1]])
     keep, _ = distance_mask(BANGKOK[0], BANGKOK[1], lat, lon, xp.asarray([100.0, 1000.0]), xp=xp)
     np.testing.assert_array_equal(np.asarray(keep), [False, True])
+
+
+def test_widened_radius_doubles_until_it_holds_the_wanted_matches(xp):
+    from kernels.filters import widened_radius_km
+
+    d = xp.asarray([130.0, 90.0, float("nan"), 700.0, 260.0])
+    assert widened_radius_km(d, 50.0, 1, xp=xp) == 100.0  # the nearest (90 km) needs one doubling
+    assert widened_radius_km(d, 50.0, 2, xp=xp) == 200.0
+    assert widened_radius_km(d, 50.0, 4, xp=xp) == 800.0  # 4 with a location; 700 km -> 800
+    assert widened_radius_km(d, 50.0, 20, xp=xp) == 800.0  # the NaN (no location) never counts
+    assert widened_radius_km(d, 1000.0, 3, xp=xp) == 1000.0  # already inside: the user's own radius
+    assert widened_radius_km(xp.asarray([float("nan")]), 50.0, 5, xp=xp) == 50.0

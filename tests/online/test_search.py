@@ -99,3 +99,49 @@ def test_surrogates_are_422_controls_and_emoji_are_dropped(app_client, users, qu
 def test_ready_only_when_warm(app_client):
     r = app_client.get("/readyz")
     assert r.status_code == 200 and r.json()["checks"]["warm"] is True
+
+
+def test_matches_beyond_the_users_distance_widen_the_radius_and_say_so(app_client, users, titles):
+    """Every match lies beyond the user's distance (searched from the South Atlantic): the radius doubles until it
+    holds the page (``widened_radius``, ``widened_radius_km``), the items still match and lie within it."""
+    home = search(app_client, users[0], "iphone")
+    assert "widened_radius" not in home["fallbacks_used"] and "widened_radius_km" not in home
+    body = search(app_client, users[0], "iphone", lat=-60.0, lon=-30.0)
+    assert "widened_radius" in body["fallbacks_used"] and "no_match" not in body["fallbacks_used"]
+    organic = [it for it in body["items"] if not it["sponsored"]]
+    assert len(organic) >= 10 and all("iphone" in titles[it["product_id"]] for it in organic)
+    state = app_client.app.state.services.state
+    user_km = state.settings.max_distance_km  # the ceiling of any user's own radius in the world
+    assert body["widened_radius_km"] > user_km
+    assert all(user_km < it["distance_km"] <= body["widened_radius_km"] for it in organic)
+
+
+def test_matches_all_removed_by_hard_rules_say_matches_filtered(served_world, users, monkeypatch):
+    """Every listing matching the query is in a banned category: no items, ``matches_filtered`` (not
+    ``no_match``: the query did match), and the answer comes back once the ban is lifted."""
+    from fastapi.testclient import TestClient
+
+    from gpu_core.schema import CATEGORIES
+    from gpu_core.settings import reset_settings
+    from online.app import create_app
+
+    monkeypatch.setenv("JAIKOD_ADMIN_TOKEN", "test-admin-token-1234")
+    reset_settings()
+    with TestClient(create_app(refresher=False, services=False)) as client:
+        state = client.app.state.services.state
+        hits = state.indexes.keyword.retrieve("iphone", 100_000)
+        cats = sorted({int(c) for c in state.mirror.cols["category"][state.mirror.index_of(hits.ids)]})
+
+        def admin(action):
+            for c in cats:
+                r = client.post("/v1/admin/overrides", json={"action": action, "category": CATEGORIES[c]},
+                                headers={"X-Admin-Token": "test-admin-token-1234"})
+                assert r.status_code == 200, r.text
+
+        admin("ban_category")
+        body = search(client, users[1], "iphone")
+        assert body["items"] == [] and "matches_filtered" in body["fallbacks_used"]
+        assert "no_match" not in body["fallbacks_used"]
+        admin("unban_category")
+        body = search(client, users[1], "iphone")
+        assert body["items"] and "matches_filtered" not in body["fallbacks_used"]
