@@ -31,7 +31,7 @@ run: export JAIKOD_CANARY_SHARE ?= 0.2
 run: export JAIKOD_CANARY_MIN_REQUESTS ?= 50
 FRESH ?=
 
-.PHONY: run test soak bench bench-publish bench-peers lint redis install world nightly serve clean
+.PHONY: run test soak bench bench-publish bench-peers lint redis install world nightly serve clean kafka
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh "$(PYTHON)" "$(VENV)"
@@ -59,6 +59,11 @@ test: install redis
 	@# the Flink job's venv (apache-flink 2.2, ~1.5 min) installs beside the first tests; its fixture waits for it
 	@mkdir -p "$(JAIKOD_HOME)"; (bash scripts/flink_venv.sh >"$(JAIKOD_HOME)/flink_venv.log" 2>&1 &)
 	bash scripts/run_tests.sh
+
+# a Kafka broker (KRaft, one node, jars from Maven Central) in the foreground, for JAIKOD_EVENT_BUS=kafka
+# with JAIKOD_KAFKA_BOOTSTRAP=127.0.0.1:9092
+kafka: install
+	$(PY) -m deploy.engines kafka --home "$(JAIKOD_HOME)/kafka" --port 9092 --controller-port 9093
 
 # heavier reliability runs: the OpenAPI fuzz with 500 cases per operation, then the 10-minute soak
 # (flat memory) and the overload / slow-Redis figures (bench/results/reliability*.json)

@@ -66,6 +66,24 @@ def _wait_http(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def start_redis(port: int, data_dir: Path):
+    """A private redis-server with the production persistence (appendonly, fsync every second) and a client
+    once it answers."""
+    import redis
+
+    server = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir)],
+                              stdout=subprocess.DEVNULL)
+    r = redis.Redis(host="127.0.0.1", port=port)
+    for _ in range(100):
+        try:
+            r.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return server, r
+
+
 def _events(n: int, start: int, now: int, n_products: int = 5000) -> list[dict]:
     rng = np.random.default_rng(start)
     types = np.where(rng.random(n) < 0.2, "click", "impression")
@@ -84,7 +102,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--results", type=Path, default=LATEST)
     args = ap.parse_args(argv)
     import httpx
-    import redis
 
     tmp = Path(tempfile.mkdtemp(prefix="jaikod-bench-stream-"))
     rport, aport = _port(), _port()
@@ -98,16 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "redis": "appendonly yes, appendfsync everysec"}}
     try:
-        procs.append(subprocess.Popen([shutil.which("redis-server"), "--port", str(rport), "--bind", "127.0.0.1",
-                                       "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-                                       "--dir", str(tmp)], stdout=subprocess.DEVNULL))
-        r = redis.Redis.from_url(url)
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        server, r = start_redis(rport, tmp)
+        procs.append(server)
         from online.bus import RedisStreamsBus
         from online.stream import StreamProcessor
 

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None  # e.g. "broker:9092" for event_bus=kafka
     kafka_partitions: int = 4  # partitions of the events topic when the bus creates it (= most consumers at work)
     kafka_replication_factor: int = 1  # its replication factor (3 on a real cluster)
+    kafka_timeout_s: float = 5.0  # an append (all replicas) or an offset look-up slower than this fails
     event_dedupe_ttl_s: int = 7 * 24 * 3600  # duplicate event ids are recognised for this long
     event_min_replicas: int = 0  # WAIT for this many replicas before acknowledging (0 = no WAIT)
     stream_batch: int = 500  # entries read per XREADGROUP

@@ -303,10 +303,11 @@ class KafkaBus:
         from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka.admin import NewTopic
 
+        wait = max(self.timeout, 30.0)  # once per process, at start: a broker just started may be slow
         fut = self._admin_client().create_topics([NewTopic(self.topic, self.partitions, self.replication_factor)],
-                                  operation_timeout=self.timeout, request_timeout=self.timeout)[self.topic]
+                                                 operation_timeout=wait, request_timeout=wait)[self.topic]
         try:
-            fut.result(timeout=self.timeout + 1)
+            fut.result(timeout=wait + 1)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise ConnectionError(f"kafka: cannot create topic {self.topic}: {exc}") from exc
@@ -336,7 +337,7 @@ class KafkaBus:
             "heartbeat.interval.ms": max(self.session_timeout_ms // 4, 250),
             "enable.partition.eof": False, "logger": log})
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
+                                on_lost=self._on_lost)
         # wait for the first assignment (a dead member of the same group may hold the partitions until its
         # session times out), so a processor's idle timer starts only once it can receive anything
         deadline = time.monotonic() + max(30.0, 3 * self.session_timeout_ms / 1000.0)
@@ -353,15 +354,25 @@ class KafkaBus:
             self._parts.setdefault(tp.partition, _Partition())
         self._assigned = True
 
+    def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+        """This consumer's session expired (it stalled): the partitions already belong to another member,
+        so nothing can be committed any more; its books are dropped. Entries still in the processor's
+        buffer are archived by it later, and their new owner archives them too (applied once, thanks to the
+        markers; the lake may then hold such an entry twice)."""
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._parts.pop(tp.partition, None)
+        self._early = [e for e in self._early if int(e.id.split(":")[0]) in self._parts]
+
     def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
         if self._release is not None and any(self._parts.get(tp.partition) for tp in partitions):
             try:
                 self._release()  # archive and acknowledge what this consumer holds, while it still may commit
             except Exception as exc:  # never let a callback kill librdkafka's poll; the next owner redelivers
                 log.warning("kafka: flush before rebalance failed: %s", exc)
-        for tp in partitions:
-            self._parts.pop(tp.partition, None)
-        self._early = [e for e in self._early if int(e.id.split(":")[0]) in self._parts]
+        self._drop(partitions)
 
     # ---- publish ---------------------------------------------------------------------------------
     def _produce(self, items: list[tuple[bytes | None, bytes]]) -> None:
@@ -409,7 +420,13 @@ class KafkaBus:
     # ---- consume ---------------------------------------------------------------------------------
     def _consume(self, count: int, timeout_s: float) -> list[BusEntry]:
         out = []
-        for m in self.consumer.consume(num_messages=count, timeout=timeout_s):
+        # like XREADGROUP BLOCK: wait for the first entry only, then take what is already here
+        # (consume(n, timeout) alone would wait the whole timeout for n entries)
+        first = self.consumer.poll(timeout_s)
+        if first is None:
+            return out
+        msgs = [first] + (self.consumer.consume(num_messages=count - 1, timeout=0) if count > 1 else [])
+        for m in msgs:
             if m.error():
                 log.warning("kafka: %s", m.error())
                 continue
@@ -542,6 +559,6 @@ def make_bus(client: redis.Redis, settings: Settings | None = None) -> EventBus:
         if not s.kafka_bootstrap:
             raise ConfigError("event_bus=kafka needs JAIKOD_KAFKA_BOOTSTRAP", field="kafka_bootstrap")
         return KafkaBus(s.kafka_bootstrap, event_topic(s.event_stream), s.event_group, dedupe=client,
-                        ttl_s=s.event_dedupe_ttl_s, partitions=s.kafka_partitions,
+                        ttl_s=s.event_dedupe_ttl_s, timeout_s=s.kafka_timeout_s, partitions=s.kafka_partitions,
                         replication_factor=s.kafka_replication_factor, session_timeout_ms=s.stream_claim_idle_ms)
     return RedisStreamsBus(client, s)
