@@ -19,7 +19,7 @@ from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
 from engines.embeddings import TitleSpace
-from engines.index import VectorIndex
+from engines.index import SideListings, load_vector_index
 from engines.ranker import Ranker, ScoreWeights
 from engines.search.index import SearchIndex
 from gpu_core.device import Backend
@@ -131,11 +131,11 @@ class ModelHolder:
 
 
 class IndexHolder:
-    def __init__(self, root: Path, nprobe: int | None = None):
+    def __init__(self, root: Path, settings: Settings):
         self.root = root
-        self.nprobe = nprobe
+        self.settings = settings  # vector_backend (faiss | milvus) and its knobs
         self.version: str | None = None
-        self.vector: VectorIndex | None = None
+        self.vector: SideListings | None = None
         self.keyword: SearchIndex | None = None
         self.title_space: TitleSpace | None = None  # cold-start vectors of intake listings
         self.error: str | None = None
@@ -144,7 +144,7 @@ class IndexHolder:
         folder = self.root / version
         errors = []
         try:
-            vector = VectorIndex.load(folder, nprobe=self.nprobe)
+            vector = load_vector_index(folder, self.settings)
         except Exception as exc:
             vector, _ = None, errors.append(f"vector: {exc}")
         try:
@@ -281,7 +281,7 @@ class ServiceState:
         self.store = OnlineStore(self.redis)
         self.registry = registry
         self.models = ModelHolder(registry, be)
-        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings.vector_nprobe)
+        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up
