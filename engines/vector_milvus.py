@@ -16,9 +16,10 @@
   closes the breaker. The index connects lazily, so a service that starts before Milvus serves as soon
   as it answers.
 
-Index types: ``FLAT`` (exact; the default — the demo world is below faiss's IVF threshold too),
-``HNSW`` (M 16, efConstruction 200; ef = max(k, 64) per search: Milvus requires ef >= k) and
-``IVF_FLAT`` (nlist 4·√n, nprobe ``vector_nprobe``); ``bench/bench_vector_backends.py`` measures recall
+Index types: ``FLAT`` (exact; the default — the demo world is below faiss's IVF threshold too) and
+``IVF_FLAT`` (nlist 4·√n, nprobe ``vector_nprobe``); ``HNSW`` (M 16, efConstruction 200; ef = max(k, 64)
+per search, as Milvus requires ef >= k) only on a Milvus server: milvus-lite's local mode refuses it
+("local mode only support FLAT IVF_FLAT AUTOINDEX"). ``bench/bench_vector_backends.py`` measures recall
 against faiss exact and the latency of each.
 
 The server here is **milvus-lite 2.5** (PyPI ``milvus-lite``): Milvus's own C++ core (segcore, knowhere)
@@ -176,7 +177,12 @@ class MilvusVectorIndex(SideListings):
             build = {"HNSW": {"M": 16, "efConstruction": 200},
                      "IVF_FLAT": {"nlist": max(1, int(4 * math.sqrt(max(n, 1))))}}.get(index_type, {})
             params.add_index(VECTOR, index_type=index_type, metric_type="IP", params=build)
-            client.create_collection(collection, schema=schema, index_params=params)
+            try:
+                client.create_collection(collection, schema=schema, index_params=params)
+            except Exception:
+                if client.has_collection(collection):  # created, then its index refused: leave nothing behind
+                    client.drop_collection(collection)
+                raise
             lists = {k: v.tolist() for k, v in cols.items()}
             id_list = ids.tolist()
             for lo in range(0, n, INSERT_BATCH):

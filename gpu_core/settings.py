@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     stack: Literal["embedded", "full"] = "embedded"  # JAIKOD_STACK; see STACK_BACKENDS below
     vector_backend: Literal["faiss", "milvus"] = "faiss"  # full: milvus (engines/vector_milvus.py)
     milvus_uri: str | None = None  # e.g. "http://127.0.0.1:19530": a milvus-lite or Milvus server (vector_backend=milvus)
-    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT"] = "FLAT"  # FLAT: exact, as faiss IndexFlatIP (bench_vector_backends)
+    milvus_index: Literal["FLAT", "IVF_FLAT", "HNSW"] = "FLAT"  # FLAT: exact as faiss IndexFlatIP; HNSW: Milvus server only
     milvus_timeout_ms: float = 100.0  # one vector search; slower or refused -> vector_index_down (keyword only)
     milvus_breaker_s: float = 1.0  # after a failed search, requests skip Milvus this long, then one probes
 
