@@ -69,14 +69,14 @@ class MilvusLiteServer:
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
-        from pymilvus import MilvusClient
+        from engines.vector_milvus import client_for
 
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"milvus-lite exited with {self.proc.returncode} (is {self.data_dir} in use?)")
             try:
-                client = MilvusClient(uri=self.uri, timeout=1.0)
+                client = client_for(self.uri, 1.0)
                 client.list_collections()
                 client.close()
                 return

@@ -51,6 +51,10 @@ COLLECTION_PREFIX = "listings_"
 ID, VECTOR, CATEGORY, SELLER, LAT, LON = "id", "vector", "category", "seller", "lat", "lon"
 INSERT_BATCH = 1000  # milvus-lite ingests 1,000-row inserts ~3x faster per row than 5,000-row ones
 MAX_TOPK = 16_384  # Milvus's limit on k
+# pymilvus pings every 10 s even when idle; milvus-lite's gRPC server keeps the default policy (at most one
+# ping per 5 min without data) and answers GOAWAY "too_many_pings" after a few minutes, which fails every
+# call of that channel: ping only during calls, and no more often than the server allows
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": 0}
 
 
 def _pymilvus():
@@ -60,6 +64,12 @@ def _pymilvus():
     for name in ("pymilvus", "pymilvus.milvus_client"):  # a stack trace per failed call; the breaker logs once
         logging.getLogger(name).setLevel(logging.CRITICAL)
     return pymilvus
+
+
+def client_for(uri: str, timeout_s: float):
+    """A pymilvus client of the server at ``uri`` (its own channel: ``dedicated``, so closing it never closes
+    another index's)."""
+    return _pymilvus().MilvusClient(uri=uri, timeout=timeout_s, grpc_options=GRPC_OPTIONS, dedicated=True)
 
 
 def collection_name(version: str) -> str:
@@ -107,7 +117,7 @@ class _Link:
             raise IndexError_(f"milvus down ({self.down}); retried after {self.breaker_s:g} s")
         with self._lock:
             if self.client is None:
-                client = _pymilvus().MilvusClient(uri=self.uri, timeout=self.timeout_s)
+                client = client_for(self.uri, self.timeout_s)
                 client.load_collection(self.collection, timeout=max(self.timeout_s, 5.0))  # again after a restart
                 self.client = client
         return self.client
@@ -162,7 +172,7 @@ class MilvusVectorIndex(SideListings):
                 SELLER: np.asarray(attrs.get(SELLER, np.zeros(n)), np.int64),
                 LAT: np.asarray(attrs.get(LAT, np.full(n, np.nan)), np.float64),
                 LON: np.asarray(attrs.get(LON, np.full(n, np.nan)), np.float64)}
-        client = pm.MilvusClient(uri=uri, timeout=60.0)
+        client = client_for(uri, 60.0)
         try:
             if client.has_collection(collection):
                 client.drop_collection(collection)
@@ -248,7 +258,7 @@ class MilvusVectorIndex(SideListings):
 
 def drop_collections(uri: str, keep: set[str]) -> list[str]:
     """Drop the snapshot collections not in ``keep`` (the materialiser's prune); returns those dropped."""
-    client = _pymilvus().MilvusClient(uri=uri, timeout=30.0)
+    client = client_for(uri, 30.0)
     try:
         gone = [c for c in client.list_collections() if c.startswith(COLLECTION_PREFIX) and c not in keep]
         for c in gone:
