@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 
 ORDER = ("world", "batch", "etl_scale", "ltr", "online", "search", "feast", "scaling", "retrieval", "text", "vision",
-         "stream", "boost")
+         "stream", "boost", "vector_backends")
 ROOT = Path(__file__).resolve().parents[1]
 
 
