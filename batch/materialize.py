@@ -22,7 +22,7 @@ from batch.dataset import daily_views
 from batch.etl import etl_as_of, features_dir
 from batch.lake import atomic_dir
 from engines.embeddings import TitleSpace
-from engines.index import VectorIndex, write_manifest
+from engines.index import build_vector_index, write_manifest
 from engines.search.index import SearchIndex
 from engines.search.opensearch import build_index, index_name, prune_indexes
 from gpu_core.feature_store import VERSIONS, OnlineStore, OverrideKeys, SellerRecord
@@ -81,8 +81,11 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     root = index_root()
     with atomic_dir(root / version) as tmp:
         ids = views.product_ids[eligible]
-        VectorIndex.build(ids, views.product["embedding_vector"][eligible], ivf_threshold=settings.vector_ivf_threshold,
-                          nlist=settings.vector_nlist, nprobe=settings.vector_nprobe).save(tmp)
+        latlong = views.product["latlong"][eligible]
+        build_vector_index(ids, views.product["embedding_vector"][eligible], settings, version=version,
+                           attrs={"category": views.product["category"][eligible],
+                                  "seller": views.product_seller[eligible],
+                                  "lat": latlong[:, 0], "lon": latlong[:, 1]}).save(tmp)
         # the whole catalogue's statistics (as the ETL's features see them), eligible listings retrievable
         SearchIndex.build(views.product_ids, extra["title"].to_numpy(), extra["category"].to_numpy(),
                           eligible=eligible).save(tmp)
@@ -122,6 +125,10 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     _prune(root, keep=keep)
     if settings.keyword_backend == "opensearch":
         prune_indexes(settings.opensearch_url, keep)
+    if settings.vector_backend == "milvus":  # the collections of pruned versions go with their folders
+        from engines.vector_milvus import collection_name, drop_collections
+
+        drop_collections(settings.milvus_uri, {collection_name(v) for v in keep})
     return MaterializeSummary(version, day, len(views.user_ids), len(views.product_ids), root / version,
                               time.perf_counter() - t0)
 

@@ -5,19 +5,24 @@
   world, where IVF's recall@1000 stayed below 0.9), ``IndexIVFFlat`` above it (``vector_nlist``,
   ``vector_nprobe`` settings; nprobe applied at load);
   moved to the GPU (faiss-gpu) when the backend is a GPU and faiss was built with CUDA.
+  ``vector_backend=milvus`` serves the same interface from a Milvus collection
+  (:class:`engines.vector_milvus.MilvusVectorIndex`; :func:`build_vector_index` / :func:`load_vector_index`
+  pick the backend), which also applies :class:`HardRules` while it searches.
 * :class:`KeywordIndex` — the keyword index before issue 11: BM25 (``bm25s``) over titles tokenised by
   :func:`engines.text.tokenize.tokenize` (pythainlp ``newmm`` for Thai, words for English). The service
   now serves :class:`engines.search.index.SearchIndex`; this one is kept as the baseline the search
   evaluation (``jaikod search eval``) prints side by side.
 
-On disk, one folder per snapshot version: ``vectors.faiss``, ``vector_ids.npy``, ``search/`` (the
+On disk, one folder per snapshot version: ``vectors.faiss``, ``vector_ids.npy`` (or ``vectors.milvus.json``), ``search/`` (the
 keyword index), ``manifest.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,24 +38,63 @@ class IndexError_(RuntimeError):
     """An index cannot serve (missing file, corrupt, not loaded)."""
 
 
-class VectorIndex:
-    """``extra_ids``/``extra_vectors``: listings added after the build (intake), searched exactly beside the
-    faiss index and merged by score; :meth:`with_listings` returns a new object (the faiss index shared)."""
+@dataclass(frozen=True)
+class HardRules:
+    """The hard rules a vector index may apply while it searches (Milvus: a filter expression over scalar
+    fields). Always a superset of what the filter stage keeps, which applies the rules exactly whatever
+    the index did: an index that ignores them (faiss) only returns a pool with more candidates to drop."""
+
+    banned_categories: tuple[int, ...] = ()
+    banned_sellers: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None  # lat_min, lat_max, lon_min, lon_max (degrees)
+
+
+class SideListings:
+    """Listings added after the build (intake), held in process and searched exactly beside the built index,
+    merged by score. :meth:`with_listings` returns a shallow copy (the built index or its connection shared).
+    Subclasses set ``dim`` and implement ``_search_built(q, k, rules)`` -> (ids, scores) best first."""
+
+    applies_rules = False  # True: the built index honours HardRules (the side set never does)
+    dim: int
+
+    def _side(self, extra_ids: np.ndarray | None, extra_vectors: np.ndarray | None) -> None:
+        self.extra_ids = np.empty(0, np.int64) if extra_ids is None else np.asarray(extra_ids, np.int64)
+        self.extra_vectors = (np.empty((0, self.dim), np.float32) if extra_vectors is None
+                              else np.ascontiguousarray(extra_vectors, dtype=np.float32))
+
+    def with_listings(self, ids: np.ndarray, vectors: np.ndarray):
+        """This index plus listings ``ids`` (ids it holds already are replaced in the side set)."""
+        ids = np.asarray(ids, np.int64)
+        keep = ~np.isin(self.extra_ids, ids)
+        out = copy.copy(self)
+        out._side(np.concatenate([self.extra_ids[keep], ids]),
+                  np.concatenate([self.extra_vectors[keep], np.asarray(vectors, np.float32)]))
+        return out
+
+    def search(self, query: np.ndarray, k: int, rules: HardRules | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(product ids, scores) of the k nearest products to one query vector."""
+        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(-1))
+        ids, sc = self._search_built(q, k, rules)
+        if not len(self.extra_ids):
+            return ids, sc
+        ids = np.concatenate([ids, self.extra_ids])
+        sc = np.concatenate([sc, (self.extra_vectors @ q).astype(np.float32)])
+        order = np.argsort(-sc, kind="stable")[:k]
+        return ids[order], sc[order]
+
+    def _search_built(self, q: np.ndarray, k: int, rules: HardRules | None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class VectorIndex(SideListings):
+    """faiss over the snapshot's listings (``HardRules`` are left to the filter stage)."""
 
     def __init__(self, index, ids: np.ndarray, extra_ids: np.ndarray | None = None,
                  extra_vectors: np.ndarray | None = None):
         self.index = index
+        self.dim = index.d
         self.ids = np.asarray(ids, dtype=np.int64)
-        self.extra_ids = np.empty(0, np.int64) if extra_ids is None else np.asarray(extra_ids, np.int64)
-        self.extra_vectors = (np.empty((0, index.d), np.float32) if extra_vectors is None
-                              else np.ascontiguousarray(extra_vectors, dtype=np.float32))
-
-    def with_listings(self, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
-        """This index plus listings ``ids`` (ids it holds already are replaced in the side set)."""
-        ids = np.asarray(ids, np.int64)
-        keep = ~np.isin(self.extra_ids, ids)
-        return VectorIndex(self.index, self.ids, np.concatenate([self.extra_ids[keep], ids]),
-                           np.concatenate([self.extra_vectors[keep], np.asarray(vectors, np.float32)]))
+        self._side(extra_ids, extra_vectors)
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, ivf_threshold: int = 500_000, nlist: int | None = None,
@@ -83,18 +127,10 @@ class VectorIndex:
                 log.info("faiss GPU unavailable, vector index stays on CPU: %s", exc)
         return self
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(product ids, scores) of the k nearest products to one query vector."""
-        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
-        scores, idx = self.index.search(q, min(k, len(self.ids)))
+    def _search_built(self, q: np.ndarray, k: int, rules: HardRules | None) -> tuple[np.ndarray, np.ndarray]:
+        scores, idx = self.index.search(q.reshape(1, -1), min(k, len(self.ids)))
         ok = idx[0] >= 0
-        ids, sc = self.ids[idx[0][ok]], scores[0][ok]
-        if not len(self.extra_ids):
-            return ids, sc
-        ids = np.concatenate([ids, self.extra_ids])
-        sc = np.concatenate([sc, (self.extra_vectors @ q[0]).astype(np.float32)])
-        order = np.argsort(-sc, kind="stable")[:k]
-        return ids[order], sc[order]
+        return self.ids[idx[0][ok]], scores[0][ok]
 
     def save(self, folder: Path) -> None:
         import faiss
@@ -118,6 +154,31 @@ class VectorIndex:
         if nprobe is not None and hasattr(index, "nprobe"):
             index.nprobe = nprobe
         return cls(index, np.load(folder / "vector_ids.npy")).to_device()
+
+
+def build_vector_index(ids: np.ndarray, vectors: np.ndarray, settings, *, version: str,
+                       attrs: dict[str, np.ndarray] | None = None) -> SideListings:
+    """The snapshot's vector index on the configured backend (``settings.vector_backend``): faiss in the
+    version folder, or a Milvus collection of that version (``attrs``: the hard rules' fields)."""
+    if settings.vector_backend == "milvus":
+        from engines.vector_milvus import MilvusVectorIndex, collection_name
+
+        return MilvusVectorIndex.build(ids, vectors, uri=settings.milvus_uri, collection=collection_name(version),
+                                       attrs=attrs, index_type=settings.milvus_index, nprobe=settings.vector_nprobe,
+                                       timeout_s=settings.milvus_timeout_ms / 1000.0,
+                                       breaker_s=settings.milvus_breaker_s)
+    return VectorIndex.build(ids, vectors, ivf_threshold=settings.vector_ivf_threshold, nlist=settings.vector_nlist,
+                             nprobe=settings.vector_nprobe)
+
+
+def load_vector_index(folder: Path, settings) -> SideListings:
+    """The serving side of :func:`build_vector_index`."""
+    if settings.vector_backend == "milvus":
+        from engines.vector_milvus import MilvusVectorIndex
+
+        return MilvusVectorIndex.load(folder, uri=settings.milvus_uri, timeout_s=settings.milvus_timeout_ms / 1000.0,
+                                      breaker_s=settings.milvus_breaker_s, nprobe=settings.vector_nprobe)
+    return VectorIndex.load(folder, nprobe=settings.vector_nprobe)
 
 
 class KeywordIndex:

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gpu_core.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -150,6 +152,30 @@ class Settings(BaseSettings):
     prometheus_url: str | None = "http://127.0.0.1:9090"  # the admin console's charts query it (via the API)
     metrics_port: int | None = None  # each API worker also serves /metrics on metrics_port + worker index
 
+    # --- the stack (issue 17): one switch picks every backend's default; an explicit setting wins -----
+    stack: Literal["embedded", "full"] = "embedded"  # JAIKOD_STACK; see STACK_BACKENDS below
+    vector_backend: Literal["faiss", "milvus"] = "faiss"  # full: milvus (engines/vector_milvus.py)
+    milvus_uri: str | None = None  # e.g. "http://127.0.0.1:19530": a milvus-lite or Milvus server (vector_backend=milvus)
+    milvus_index: Literal["FLAT", "IVF_FLAT", "HNSW"] = "FLAT"  # FLAT: exact as faiss IndexFlatIP; HNSW: Milvus server only
+    milvus_timeout_ms: float = 100.0  # one vector search; slower or refused -> vector_index_down (keyword only)
+    milvus_breaker_s: float = 1.0  # after a failed search, requests skip Milvus this long, then one probes
+
+    @model_validator(mode="after")
+    def _resolve_stack(self) -> Settings:
+        """Backends not set explicitly take the stack's value; a chosen backend without its address is a
+        one-line :class:`ConfigError` naming the address setting (fields another issue has not added yet
+        are skipped, so the table can name them already)."""
+        fields = type(self).model_fields
+        for name, per_stack in STACK_BACKENDS.items():
+            if name in fields and name not in self.model_fields_set:
+                self.__dict__[name] = per_stack[self.stack]  # not marked "set": a later stack change re-resolves
+        missing = [(a, f"{n}={v}") for (n, v), a in BACKEND_ADDRESSES.items()
+                   if a in fields and getattr(self, n, None) == v and not getattr(self, a)]
+        if missing:
+            raise ConfigError("; ".join(f"{a}: required when {why} (stack={self.stack}), set JAIKOD_{a.upper()}"
+                                        for a, why in missing), field=missing[0][0])
+        return self
+
     @property
     def lake_dir(self) -> Path:
         return self.lake if self.lake is not None else self.home / "lake"
@@ -185,7 +211,21 @@ DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing
                    # the edge's limits decide whether a request is served, never its ranking
                    "max_body_bytes", "max_events_body_bytes", "max_upload_body_bytes", "max_header_bytes",
                    "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "shed_delay_ms", "redis_breaker_s",
-                   "aof_rewrite_interval_s", "stream_consumer_reap_idle_s")
+                   "aof_rewrite_interval_s", "stream_consumer_reap_idle_s",
+                   "milvus_uri", "milvus_timeout_ms", "milvus_breaker_s")
+# backend setting -> its default per stack (JAIKOD_STACK); an explicit JAIKOD_<SETTING> wins
+STACK_BACKENDS: dict[str, dict[str, str]] = {
+    "event_bus": {"embedded": "redis", "full": "kafka"},
+    "keyword_backend": {"embedded": "embedded", "full": "opensearch"},
+    "vector_backend": {"embedded": "faiss", "full": "milvus"},
+    "stream_engine": {"embedded": "ours", "full": "flink"},
+}
+# (backend setting, value) -> the address setting that value needs
+BACKEND_ADDRESSES: dict[tuple[str, str], str] = {
+    ("event_bus", "kafka"): "kafka_bootstrap",
+    ("keyword_backend", "opensearch"): "opensearch_url",
+    ("vector_backend", "milvus"): "milvus_uri",
+}
 _current: Settings | None = None
 
 
@@ -205,7 +245,7 @@ def configure(settings: Settings | None = None, **overrides: object) -> Settings
     if settings is None:
         settings = Settings(**clean)
     elif clean:
-        settings = Settings(**{**settings.model_dump(), **clean})
+        settings = Settings(**{**settings.model_dump(exclude_unset=True), **clean})  # unset backends follow the stack
     _current = settings
     return settings
 

@@ -19,7 +19,7 @@ from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
 from engines.embeddings import TitleSpace
-from engines.index import VectorIndex, verify_folder
+from engines.index import SideListings, load_vector_index, verify_folder
 from engines.ranker import Ranker, ScoreWeights
 from engines.search.index import SearchIndex
 from engines.search.opensearch import OpenSearchIndex, index_name
@@ -232,17 +232,17 @@ class ModelHolder:
 
 
 class IndexHolder:
-    """The indexes of one snapshot version. The keyword index is the embedded one, or (``keyword_backend``
+    """The indexes of one snapshot version. The vector index is faiss or (``vector_backend`` ``milvus``) the
+    version's Milvus collection; the keyword index is the embedded one, or (``keyword_backend``
     ``opensearch``) the same index's query understanding and relevance with retrieval on the OpenSearch node
     at ``opensearch_url`` (the version's index, written by the materialiser); a node that is down at load
     is no load error: its searches answer ``keyword_index_down`` until it answers."""
 
-    def __init__(self, root: Path, nprobe: int | None = None, settings: Settings | None = None):
+    def __init__(self, root: Path, settings: Settings):
         self.root = root
-        self.nprobe = nprobe
-        self.settings = settings
+        self.settings = settings  # vector_backend (faiss | milvus), keyword_backend and their knobs
         self.version: str | None = None
-        self.vector: VectorIndex | None = None
+        self.vector: SideListings | None = None
         self.keyword: SearchIndex | OpenSearchIndex | None = None
         self.title_space: TitleSpace | None = None  # cold-start vectors of intake listings
         self.error: str | None = None
@@ -263,13 +263,13 @@ class IndexHolder:
             errors = [f"vector: {exc}", f"keyword: {exc}"]
         else:
             try:
-                vector = VectorIndex.load(folder, nprobe=self.nprobe)
+                vector = load_vector_index(folder, self.settings)
             except Exception as exc:
                 errors.append(f"vector: {exc}")
             try:
                 keyword = SearchIndex.load(folder)
                 st = self.settings
-                if st is not None and st.keyword_backend == "opensearch":
+                if st.keyword_backend == "opensearch":
                     keyword = OpenSearchIndex(keyword, st.opensearch_url, index_name(version),
                                               timeout_s=st.opensearch_timeout_ms / 1000)
                 keyword.warm()  # analyzer dictionaries, tries and the fuzzy vocabulary before it serves
@@ -420,7 +420,7 @@ class ServiceState:
         self.store = OnlineStore(self.redis)
         self.registry = registry
         self.models = ModelHolder(registry, be, settings.model_cache_dir)
-        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings.vector_nprobe, settings)
+        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up

@@ -89,6 +89,28 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A milvus-lite server (deploy.milvus_lite) on a free loopback port, started by the first test that asks."""
+    from deploy.milvus_lite import MilvusLiteServer, binary
+
+    try:
+        binary()
+    except FileNotFoundError as exc:
+        pytest.skip(f"milvus-lite not installed: {exc}")
+    server = MilvusLiteServer(tmp_path_factory.mktemp("milvus")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def milvus(milvus_server):
+    """The session's milvus-lite server, started again first if an earlier test killed it."""
+    if milvus_server.proc is None or milvus_server.proc.poll() is not None:
+        milvus_server.start()
+    return milvus_server
+
+
 @pytest.fixture()
 def redis_client(redis_server):
     """A clean database on the private server."""

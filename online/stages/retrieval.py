@@ -9,7 +9,8 @@ query that matches nothing answers ``no_match`` with **no items** — never the 
 listings. Only when the keyword index itself is down does a search fall back to the user's vector and
 the region's popular listings (``keyword_index_down``, ``popular_in_region``).
 
-A **feed** is faiss vector search (user vector), seasoned with keyword hits of the session's last
+A **feed** is vector search (user vector; faiss, or Milvus with the hard rules as a filter expression:
+banned categories and sellers, the user's distance as a lat/lon box, so the pool comes back eligible), seasoned with keyword hits of the session's last
 query, filled with the region's popular listings; merged and de-duplicated to at most
 the retrieval pool (``n_candidates · retrieval_pool_factor``: the distance filter drops about half of a
 nationwide pool, so the filter stage cuts the survivors to ``n_candidates`` and scoring runs over ~1,000
@@ -23,7 +24,9 @@ import logging
 
 import numpy as np
 
+from engines.index import HardRules
 from gpu_core.geo import region_of
+from kernels.geo import bounding_box
 from online.candidates import CandidateBatch, Fallback, RequestContext, Source
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,8 @@ class RetrievalStage:
             try:
                 if state.indexes.vector is None:
                     raise RuntimeError(state.indexes.error or "vector index not loaded")
-                ids, _ = state.indexes.vector.search(uvec, pool)
+                index = state.indexes.vector
+                ids, _ = index.search(uvec, pool, self.rules(ctx, state) if index.applies_rules else None)
                 vector_ok = True
                 ids_parts.append(ids)
                 src_parts.append(np.full(len(ids), Source.VECTOR, np.int8))
@@ -88,6 +92,15 @@ class RetrievalStage:
         idx = state.mirror.index_of(ids[first])
         ok = idx >= 0
         return CandidateBatch.of(state.be.xp, idx[ok], src[first][ok])
+
+    @staticmethod
+    def rules(ctx: RequestContext, state) -> HardRules:
+        """The hard rules an index can apply while it searches (Milvus): the admin bans and the user's
+        distance as a box around the disc. The filter stage applies them exactly afterwards."""
+        ov = state.overrides
+        geo = ctx.user.geo
+        box = bounding_box(geo[0], geo[1], ctx.user.max_distance_km) if geo is not None else None
+        return HardRules(tuple(ov.banned_categories.tolist()), tuple(ov.banned_sellers.tolist()), box)
 
     @staticmethod
     def pool_size(settings) -> int:

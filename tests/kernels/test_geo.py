@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from kernels.geo import haversine_km
+from kernels.geo import EARTH_RADIUS_KM, bounding_box, haversine_km
 
 BANGKOK = (13.7563, 100.5018)
 CHIANG_MAI = (18.7883, 98.9853)
@@ -34,3 +36,28 @@ def test_symmetric_and_zero(xp):
 def test_antipodes_are_half_circumference(xp):
     d = float(haversine_km(xp.asarray(0.0), xp.asarray(0.0), xp.asarray(0.0), xp.asarray(180.0), xp=xp))
     assert d == pytest.approx(np.pi * 6371.0088, rel=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lat=st.floats(-89.0, 89.0), lon=st.floats(-179.9, 179.9), km=st.floats(0.0, 3000.0),
+       bearing=st.floats(0.0, 360.0), frac=st.floats(0.0, 1.0))
+def test_bounding_box_holds_every_point_of_the_disc(lat, lon, km, bearing, frac):
+    """A point at distance <= km (any bearing, float32 as the mirror stores it) lies inside the box."""
+    d = km * frac / EARTH_RADIUS_KM
+    p1, l1, b = np.radians(lat), np.radians(lon), np.radians(bearing)
+    p2 = np.arcsin(np.sin(p1) * np.cos(d) + np.cos(p1) * np.sin(d) * np.cos(b))
+    l2 = l1 + np.arctan2(np.sin(b) * np.sin(d) * np.cos(p1), np.cos(d) - np.sin(p1) * np.sin(p2))
+    plat = np.float32(np.degrees(p2))
+    plon = np.float32((np.degrees(l2) + 540.0) % 360.0 - 180.0)
+    if haversine_km(lat, lon, float(plat), float(plon), xp=np) > km:  # float32 rounding moved it outside
+        return
+    lat_min, lat_max, lon_min, lon_max = bounding_box(lat, lon, km)
+    assert lat_min <= plat <= lat_max and lon_min <= plon <= lon_max
+
+
+def test_bounding_box_is_tight_enough_to_filter():
+    """Bangkok, 500 km: Chiang Mai (~580 km) falls outside the latitude span; a box, not the whole country."""
+    lat_min, lat_max, lon_min, lon_max = bounding_box(*BANGKOK, 500.0)
+    assert lat_max < CHIANG_MAI[0] and lat_max - lat_min < 9.1 and lon_max - lon_min < 9.5
+    assert bounding_box(0.0, 179.0, 500.0)[2:] == (-180.0, 180.0)  # crosses the antimeridian: lon unbounded
+    assert bounding_box(88.0, 0.0, 500.0)[2:] == (-180.0, 180.0)  # reaches the pole

@@ -47,9 +47,12 @@ def users(served_world) -> list[int]:
 
 @pytest.fixture()
 def query_word(app_client) -> str:
+    return busiest_word(app_client.app.state.services.state.indexes.keyword)
+
+
+def busiest_word(kw) -> str:
     """A title word (no sub-word part, concept, category or condition term) found in many titles of the
-    world's keyword index."""
-    kw = app_client.app.state.services.state.indexes.keyword
+    world's keyword index ``kw``."""
     indptr = kw.bm25.scores["indptr"]
     vocab = [(w, t) for w, t in kw.bm25.vocab_dict.items()
              if w and w[0] not in "#=@" and w.isalpha() and t + 1 < len(indptr)
