@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # the keyword index's retrieval: the in-process BM25 index, or an OpenSearch node (query understanding and
     # the text-relevance features stay in process either way; engines/search/opensearch.py)
     keyword_backend: Literal["embedded", "opensearch"] = "embedded"
-    opensearch_url: str = "http://127.0.0.1:9200"  # the node `python -m deploy.opensearch` starts
+    opensearch_url: str | None = None  # e.g. http://127.0.0.1:9200 (`python -m deploy.opensearch`); for keyword_backend=opensearch
     opensearch_timeout_ms: float = 150.0  # one retrieval call; past it (or refused) -> keyword_index_down
 
     # --- scoring -------------------------------------------------------------------------
