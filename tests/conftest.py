@@ -328,8 +328,7 @@ class _EarlyBroker:
     def begin(self, home: Path) -> None:
         from deploy.engines import KafkaBroker
 
-        # C1 only: the JIT's start-up work halves on 2 busy cores; a test broker moves few messages
-        self.broker = KafkaBroker(home, heap_mb=384, partitions=4, jvm_opts=("-XX:TieredStopAtLevel=1",))
+        self.broker = KafkaBroker(home, heap_mb=384, partitions=4)
 
         def start() -> None:
             try:

@@ -79,5 +79,6 @@ def use_backend(name: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixt
     monkeypatch.setenv("JAIKOD_KAFKA_BOOTSTRAP", broker.bootstrap)
     monkeypatch.setenv("JAIKOD_EVENT_STREAM", f"{s.event_stream}-{tag}")
     monkeypatch.setenv("JAIKOD_EVENT_GROUP", f"{s.event_group}-{tag}")
+    monkeypatch.setenv("JAIKOD_KAFKA_TIMEOUT_S", "30")  # 2 busy cores in CI: an append of 3,000 may take a while
     reset_settings()
     return BusBackend("kafka", broker.bootstrap)
