@@ -69,14 +69,16 @@ class MilvusLiteServer:
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
-        from engines.vector_milvus import client_for
+        from pymilvus import (
+            MilvusClient,  # deploy/ imports no project code but gpu_core (tests/test_layers.py)
+        )
 
         deadline = time.monotonic() + timeout_s
         while True:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"milvus-lite exited with {self.proc.returncode} (is {self.data_dir} in use?)")
             try:
-                client = client_for(self.uri, 1.0)
+                client = MilvusClient(uri=self.uri, timeout=1.0)
                 client.list_collections()
                 client.close()
                 return
