@@ -335,6 +335,8 @@ class KafkaBus:
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": self.session_timeout_ms,
             "heartbeat.interval.ms": max(self.session_timeout_ms // 4, 250),
+            # librdkafka refuses a poll interval below the session timeout (a long claim timeout is valid)
+            "max.poll.interval.ms": max(300_000, self.session_timeout_ms),
             "enable.partition.eof": False, "logger": log})
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)

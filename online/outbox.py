@@ -37,9 +37,11 @@ log = logging.getLogger("jaikod.stream")
 
 
 def to_outbox(pipe: redis.client.Pipeline, entries: Sequence[BusEntry]) -> None:
-    """Queue the entries' payloads on the outbox (``RPUSH``)."""
+    """Queue the entries' screened events on the outbox (``RPUSH``): the event as
+    :meth:`online.apply.EventApplier.split` left it (typed query text already in its stored form), never
+    the raw payload, so the lake the archiver writes holds what our processor's lake holds."""
     if entries:
-        pipe.rpush(OUTBOX, *[e.raw or encode_event(e.event) for e in entries])
+        pipe.rpush(OUTBOX, *[encode_event(e.event) for e in entries])
 
 
 class OutboxArchiver:

@@ -276,6 +276,19 @@ class StreamProcessor:
         self._maybe_flush()
         return len(got)
 
+    def _drained(self, idle_s: float, max_idle_s: float) -> bool:
+        """Idle for ``max_idle_s`` and nothing on the bus left to deliver to this consumer. A broker may
+        hand over the partitions' entries one fetch at a time (Kafka), so a quiet spell alone is not "all
+        read"; past ten quiet spells it stops anyway (entries held by another live consumer)."""
+        if idle_s < max_idle_s:
+            return False
+        if idle_s >= 10 * max_idle_s:
+            return True
+        try:
+            return self.bus.lag()["lag"] == 0
+        except Exception:  # noqa: BLE001 - a lag probe that fails never keeps a drain running
+            return True
+
     def run(self, stop: threading.Event | None = None, max_idle_s: float | None = None) -> dict[str, int]:
         stop = stop or threading.Event()
         self.start()
@@ -285,7 +298,8 @@ class StreamProcessor:
                 self.beat()
                 if self.step():
                     idle_since = time.monotonic()
-                elif max_idle_s is not None and time.monotonic() - idle_since >= max_idle_s and not self.buffer:
+                elif max_idle_s is not None and not self.buffer and self._drained(time.monotonic() - idle_since,
+                                                                                  max_idle_s):
                     break
             self.flush()
         finally:

@@ -108,7 +108,8 @@ class VisionService:
         self.nudity = NudityDetector(runtime=self.runtime)
         self.nsfw = NsfwClassifier(runtime=self.runtime)
         self.backbone = Backbone(runtime=self.runtime)
-        self.heads = heads or load_heads(self.runtime, registry=registry)
+        self._heads, self._registry = heads, registry
+        self._heads_lock = threading.Lock()
         self.duplicates = DuplicateIndex()
         self.faces = FaceAnalyzer() if faces else None
         self.vault = FaceVault(self.s)
@@ -116,6 +117,16 @@ class VisionService:
                                     max_batch=max_batch or self.s.max_batch)
         self._index_lock = threading.Lock()
         self._moderation = None
+
+    @property
+    def heads(self) -> _Heads:
+        """The category/condition heads from the registry alias, loaded on first use: eKYC and safety never
+        wait on them, and until they are registered only the analysis that needs them answers 503."""
+        if self._heads is None:
+            with self._heads_lock:
+                if self._heads is None:
+                    self._heads = load_heads(self.runtime, registry=self._registry)
+        return self._heads
 
     # -- moderation hand-off ---------------------------------------------------------------
     def _queue_for_moderation(self, listing_id: str, result: dict) -> None:
@@ -255,7 +266,7 @@ def get_service() -> VisionService:
     if _service is None:
         with _service_lock:
             if _service is None:
-                _service = VisionService()  # RegistryError (503) until the heads are registered
+                _service = VisionService()  # the heads load on first analysis (503 until registered)
     return _service
 
 

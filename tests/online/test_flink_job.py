@@ -122,8 +122,6 @@ def wait_stats(r: redis.Redis, proc: subprocess.Popen, want: dict[str, int], tim
         time.sleep(0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug (issue 17): the Flink job archives the typed query text; the "
-                   "shared apply step redacts it for the store and our lake, not yet for the outbox")
 def test_flink_and_our_processor_write_the_same_features_and_lake(flink_python, kafka_broker, redis_server,
                                                                   jaikod_env, tmp_path, monkeypatch):
     import orjson

@@ -25,6 +25,7 @@ from gpu_core.streams import MANIFEST, STREAM_STATS, VERSION_STATS
 from kernels.windows import smoothed_ctr
 from online.bus import RedisStreamsBus
 from online.stream import StreamProcessor
+from tests.support.buses import BusBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 N_PRODUCTS = 12
@@ -69,12 +70,24 @@ def check_exact(r, lake: Path, events: list[dict], backend) -> None:
     assert not r.hgetall(MANIFEST)
 
 
-@pytest.fixture()
-def stream_env(jaikod_env, redis_client, monkeypatch, bus_backend):
+def _small_batches(monkeypatch) -> None:
     monkeypatch.setenv("JAIKOD_STREAM_BATCH", "25")
     monkeypatch.setenv("JAIKOD_STREAM_ARCHIVE_EVENTS", "300")
     monkeypatch.setenv("JAIKOD_STREAM_ARCHIVE_INTERVAL_S", "0.3")
     reset_settings()
+
+
+@pytest.fixture()
+def stream_env(jaikod_env, redis_client, monkeypatch, bus_backend):
+    _small_batches(monkeypatch)
+    return jaikod_env
+
+
+@pytest.fixture()
+def redis_stream_env(jaikod_env, redis_client, monkeypatch):
+    """For tests of what only Redis Streams has (a consumer's own pending list, XGROUP consumers)."""
+    monkeypatch.setenv("JAIKOD_EVENT_BUS", "redis")
+    _small_batches(monkeypatch)
     return jaikod_env
 
 
@@ -182,13 +195,14 @@ def test_flags_and_user_features(stream_env, redis_client, bus_backend):
     assert u["session_clicks_last_5m"] == 1 and u["current_search_query"] == redact("iphone") != "iphone"
 
 
-def test_restart_under_the_same_name_takes_its_own_pending_entries_at_once(stream_env, redis_client, monkeypatch):
+def test_restart_under_the_same_name_takes_its_own_pending_entries_at_once(redis_stream_env, redis_client,
+                                                                          monkeypatch):
     """A processor killed after its entries were delivered (kill -9: in its pending list, never applied)
     and restarted under the same name applies them in its first pass: the claim timeout (10 minutes
     here) never comes into it — no other consumer holds them, so no claim can have run."""
     monkeypatch.setenv("JAIKOD_STREAM_CLAIM_IDLE_MS", "600000")
     reset_settings()
-    lake = stream_env / "lake"
+    lake = redis_stream_env / "lake"
     bus = RedisStreamsBus(redis_client)
     events = make_events(90, seed=3)
     bus.publish(events)
@@ -197,10 +211,11 @@ def test_restart_under_the_same_name_takes_its_own_pending_entries_at_once(strea
     assert bus.lag()["pending"] == 60
     out = StreamProcessor(redis_client, lake, "worker-r").run(max_idle_s=0.5)
     assert out["applied"] == 90
-    check_exact(redis_client, lake, events)
+    check_exact(redis_client, lake, events, BusBackend("redis"))
 
 
-def test_dead_consumers_leave_the_group_but_not_one_with_pending_entries(stream_env, redis_client, monkeypatch):
+def test_dead_consumers_leave_the_group_but_not_one_with_pending_entries(redis_stream_env, redis_client,
+                                                                         monkeypatch):
     monkeypatch.setenv("JAIKOD_STREAM_CONSUMER_REAP_IDLE_S", "0.2")
     monkeypatch.setenv("JAIKOD_STREAM_CLAIM_IDLE_MS", "600000")
     reset_settings()
@@ -212,7 +227,7 @@ def test_dead_consumers_leave_the_group_but_not_one_with_pending_entries(stream_
         redis_client.xgroup_createconsumer(s.event_stream, s.event_group, name)
     assert len(bus.read("holder", 2, 10)) == 2  # a dead one that still holds entries: kept
     time.sleep(0.3)
-    p = StreamProcessor(redis_client, stream_env / "lake", "worker-live")
+    p = StreamProcessor(redis_client, redis_stream_env / "lake", "worker-live")
     p.start()
     for _ in range(20):
         p.step()

@@ -334,3 +334,22 @@ def test_decompression_bomb_upload_is_413_naming_the_field(client):
     r = client.post("/v1/analyze-image", files={"file": ("bomb.png", _png_with_header_size(40_000, 40_000),
                                                          "image/png")})
     assert r.status_code == 413 and r.json()["error"]["field"] == "file"
+
+
+def test_ekyc_answers_before_any_vision_heads_are_registered(env):
+    """The heads come from the registry on first analysis: with none registered, eKYC still matches and
+    analyze-image answers 503 naming the registry (not a service that fails to start)."""
+    svc = vs.VisionService(window_ms=0)  # JAIKOD_HOME of this module: an empty registry
+    vs.set_service(svc)
+    try:
+        c = TestClient(make_app(), raise_server_exceptions=False)
+        frames = [draw_face(3), draw_face(3, yaw=1.0), draw_face(3, yaw=-1.0, smile=1.0)]
+        r = c.post("/v1/ekyc-match", files=[("id_card", ("i.png", png(draw_face(3, zoom=0.8)), "image/png"))]
+                   + [("selfies", (f"s{i}.png", png(f), "image/png")) for i, f in enumerate(frames)])
+        assert r.status_code == 200, r.text
+        assert r.json()["matched"]
+        r = c.post("/v1/analyze-image", files={"image": ("p.png", png(draw_product_image(0, 4, seed=2)), "image/png")})
+        assert r.status_code == 503, r.text
+        assert "jaikod-vision-category" in r.json()["error"]["message"]
+    finally:
+        vs.set_service(None)
