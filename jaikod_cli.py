@@ -545,8 +545,9 @@ def stream_cmd(
     consumer: Annotated[str | None, typer.Option(help="consumer name in the group (default host-pid; "
                                                       "reuse it on restart)")] = None,
     max_idle_s: Annotated[float | None, typer.Option(help="exit after this long without events")] = None,
-    engine: Annotated[str, typer.Option(help="ours | flink: the PyFlink job over Kafka (JAIKOD_KAFKA_BOOTSTRAP; "
-                                             "its venv comes from scripts/flink_venv.sh)")] = "ours",
+    engine: Annotated[str | None, typer.Option(help="ours | flink: the PyFlink job over Kafka (JAIKOD_KAFKA_BOOTSTRAP; "
+                                                    "its venv comes from scripts/flink_venv.sh); default: "
+                                                    "JAIKOD_STREAM_ENGINE (flink on JAIKOD_STACK=full)")] = None,
     parallelism: Annotated[int, typer.Option(help="Flink job parallelism (--engine flink)")] = 1,
     bounded: Annotated[bool, typer.Option(help="Flink: stop at the topic's end offsets at start")] = False,
 ) -> None:
@@ -554,6 +555,9 @@ def stream_cmd(
     if ctx.invoked_subcommand is not None:
         return
     _apply_common(lake)
+    from gpu_core.settings import get_settings
+
+    engine = engine or get_settings().stream_engine
     if engine == "flink":
         raise typer.Exit(_stream_flink(consumer, parallelism, bounded))
     if engine != "ours":
@@ -663,6 +667,84 @@ def replay_cmd(request_id: Annotated[str, typer.Argument(help="request id of a l
     rows = {k: v for k, v in out.items() if k not in ("served", "rescored", "changed_features")}
     rows["changed features"] = ", ".join(f"{k} ({n} rows)" for k, n in out["changed_features"].items()) or "none"
     print_table("replay", rows)
+
+
+stack_app = typer.Typer(help="The engines of JAIKOD_STACK=full (Kafka, OpenSearch, Milvus): wait for them, publish the "
+                             "current snapshot into them.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+EngineOpt = Annotated[list[str] | None, typer.Option("--for", help="only these engines (kafka, opensearch, milvus)")]
+
+
+def _wait_stack(only: list[str] | None, timeout_s: float):
+    from deploy.stack import needed, wait
+    from gpu_core.errors import ConfigError
+    from gpu_core.settings import get_settings
+
+    s = get_settings()
+    engines = needed(s)
+    if only:
+        unknown = sorted(set(only) - {"kafka", "opensearch", "milvus"})
+        if unknown:
+            raise ConfigError(f"--for: unknown engine(s) {', '.join(unknown)}", field="for")
+        engines = [e for e in engines if e.name in only]
+    if not engines:
+        err_console.print(f"stack {s.stack}: no engine to wait for (every backend is embedded)")
+        return s, {}
+    return s, wait(engines, timeout_s, on_ready=lambda e, t: err_console.print(f"{e.name} answers at {e.address} "
+                                                                                 f"({t:.1f} s)"))
+
+
+@stack_app.command("wait")
+@cli_errors
+def stack_wait(only: EngineOpt = None,
+               timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 240.0) -> None:
+    """Block until the engines the settings use answer (the processes of `make run STACK=full` start with it)."""
+    _wait_stack(only, timeout)
+
+
+@stack_app.command("prepare")
+@cli_errors
+def stack_prepare(lake: LakeOpt = None,
+                  timeout: Annotated[float, typer.Option(help="seconds to wait for the engines")] = 240.0) -> None:
+    """Wait for the engines, then make sure the current snapshot is served from them: its OpenSearch index and
+    Milvus collection exist, else materialise again on this stack (a world built on the embedded stack, or
+    engines whose data was wiped). Idempotent: a second run changes nothing."""
+    _apply_common(lake)
+    s, _ = _wait_stack(None, timeout)
+    missing = _unpublished(s)
+    if not missing:
+        err_console.print("the current snapshot is served by this stack's engines")
+        return
+    from batch.materialize import run_materialize
+
+    err_console.print(f"materialising for this stack ({'; '.join(missing)})")
+    print_table("materialize", run_materialize(_lake(lake), None).as_rows())
+
+
+def _unpublished(s) -> list[str]:
+    """Why the current snapshot is not served by the settings' engines ([] when it is)."""
+    current = s.artifacts_dir / "index" / "CURRENT"
+    if not current.exists():
+        return ["no snapshot yet"]
+    version = current.read_text().strip()
+    out = []
+    if s.keyword_backend == "opensearch":
+        import httpx
+
+        from engines.search.opensearch import index_name
+
+        if httpx.head(f"{s.opensearch_url.rstrip('/')}/{index_name(version)}", timeout=10).status_code != 200:
+            out.append(f"no OpenSearch index {index_name(version)}")
+    if s.vector_backend == "milvus":
+        from engines.vector_milvus import client_for, collection_name
+
+        client = client_for(s.milvus_uri, 10.0)
+        try:
+            if not client.has_collection(collection_name(version)):
+                out.append(f"no Milvus collection {collection_name(version)}")
+        finally:
+            client.close()
+    return out
 
 
 @app.command("scheduler")

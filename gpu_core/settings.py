@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     kafka_partitions: int = 4  # partitions of the events topic when the bus creates it (= most consumers at work)
     kafka_replication_factor: int = 1  # its replication factor (3 on a real cluster)
     kafka_timeout_s: float = 5.0  # an append (all replicas) or an offset look-up slower than this fails
+    # what applies the events: our processor (online/stream.py, any bus) or the PyFlink job
+    # (online/flink_job.py: reads the events topic, so it needs event_bus=kafka); `jaikod stream` runs it
+    stream_engine: Literal["ours", "flink"] = "ours"
     event_dedupe_ttl_s: int = 7 * 24 * 3600  # duplicate event ids are recognised for this long
     event_min_replicas: int = 0  # WAIT for this many replicas before acknowledging (0 = no WAIT)
     stream_batch: int = 500  # entries read per XREADGROUP
@@ -169,8 +172,11 @@ class Settings(BaseSettings):
         for name, per_stack in STACK_BACKENDS.items():
             if name in fields and name not in self.model_fields_set:
                 self.__dict__[name] = per_stack[self.stack]  # not marked "set": a later stack change re-resolves
-        missing = [(a, f"{n}={v}") for (n, v), a in BACKEND_ADDRESSES.items()
-                   if a in fields and getattr(self, n, None) == v and not getattr(self, a)]
+        missing = list({a: (a, f"{n}={v}") for (n, v), a in reversed(BACKEND_ADDRESSES.items())
+                        if a in fields and getattr(self, n, None) == v and not getattr(self, a)}.values())[::-1]
+        if not missing and getattr(self, "stream_engine", "ours") == "flink" and self.event_bus != "kafka":
+            raise ConfigError(f"stream_engine: flink reads the events topic from Kafka, but event_bus={self.event_bus}"
+                              " (set JAIKOD_EVENT_BUS=kafka or JAIKOD_STREAM_ENGINE=ours)", field="stream_engine")
         if missing:
             raise ConfigError("; ".join(f"{a}: required when {why} (stack={self.stack}), set JAIKOD_{a.upper()}"
                                         for a, why in missing), field=missing[0][0])
@@ -225,6 +231,7 @@ BACKEND_ADDRESSES: dict[tuple[str, str], str] = {
     ("event_bus", "kafka"): "kafka_bootstrap",
     ("keyword_backend", "opensearch"): "opensearch_url",
     ("vector_backend", "milvus"): "milvus_uri",
+    ("stream_engine", "flink"): "kafka_bootstrap",
 }
 _current: Settings | None = None
 

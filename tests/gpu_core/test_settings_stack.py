@@ -76,3 +76,16 @@ def test_every_address_named_is_a_setting_or_waits_for_its_backend():
         if backend in Settings.model_fields:
             args = Settings.model_fields[backend].annotation.__args__
             assert set(per_stack.values()) <= set(args)
+
+
+def test_flink_stream_engine_needs_the_kafka_bus():
+    assert Settings(stack="full", **FULL_ADDRESSES).stream_engine == "flink"
+    assert Settings().stream_engine == "ours"
+    with pytest.raises(ConfigError) as err:
+        Settings(stack="full", event_bus="redis", **FULL_ADDRESSES)
+    assert err.value.field == "stream_engine" and "event_bus=redis" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # one line per missing address, however many backends need it
+        Settings(stream_engine="flink", event_bus="kafka")
+    assert str(err.value).count("kafka_bootstrap: required") == 1
+    assert Settings(stack="full", stream_engine="ours", event_bus="redis",
+                    **FULL_ADDRESSES).stream_engine == "ours"

@@ -1,0 +1,108 @@
+"""JAIKOD_STACK=full on real engines: ``jaikod stack wait`` blocks until Kafka, OpenSearch and Milvus answer
+(and names the one that does not), ``jaikod stack prepare`` publishes a world built on the embedded stack
+into them once, and the service then serves a feed and a search from them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from deploy.stack import Engine, EngineDown, needed, wait
+from gpu_core.settings import Settings
+from tests.conftest import restore_db
+from tests.online.conftest import known_users
+
+ROOT = Path(__file__).resolve().parents[2]
+ADDRESSES = {"kafka_bootstrap": "127.0.0.1:1", "opensearch_url": "http://127.0.0.1:1", "milvus_uri": "http://127.0.0.1:1"}
+
+
+def test_needed_follows_the_backends_not_the_stack_name():
+    assert needed(Settings(stack="embedded")) == []
+    full = needed(Settings(stack="full", **ADDRESSES))
+    assert [e.name for e in full] == ["kafka", "opensearch", "milvus"]
+    assert [e.setting for e in full] == ["kafka_bootstrap", "opensearch_url", "milvus_uri"]
+    only_milvus = needed(Settings(vector_backend="milvus", milvus_uri="http://127.0.0.1:1"))
+    assert only_milvus == [Engine("milvus", "http://127.0.0.1:1", "milvus_uri")]
+
+
+def test_wait_names_the_engine_that_does_not_answer(kafka_broker):
+    up = Engine("kafka", kafka_broker.bootstrap, "kafka_bootstrap")
+    assert set(wait([up], timeout_s=30)) == {"kafka"}
+    down = Engine("opensearch", "http://127.0.0.1:1", "opensearch_url")
+    with pytest.raises(EngineDown) as err:
+        wait([up, down], timeout_s=0.5, interval_s=0.1)
+    assert err.value.field == "opensearch_url" and "opensearch at http://127.0.0.1:1" in str(err.value)
+    assert "kafka" not in str(err.value)
+
+
+@pytest.fixture()
+def full_stack_home(tiny_world, redis_server, kafka_broker, opensearch_node, milvus, tmp_path, monkeypatch):
+    """A copy of the tiny world's home (built on the embedded stack) and of its Redis db, with the full
+    stack's settings pointing at the session's engines."""
+    from gpu_core.device import reset_backend
+    from gpu_core.settings import reset_settings
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_world.home, home, ignore=shutil.ignore_patterns("lake"), symlinks=True)
+    (home / "lake").symlink_to(tiny_world.lake, target_is_directory=True)
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    restore_db(url, tiny_world.dump)
+    env = {"JAIKOD_HOME": str(home), "JAIKOD_REDIS_URL": url, "JAIKOD_STACK": "full",
+           "JAIKOD_KAFKA_BOOTSTRAP": kafka_broker.bootstrap, "JAIKOD_OPENSEARCH_URL": opensearch_node.url,
+           "JAIKOD_MILVUS_URI": milvus.uri, "JAIKOD_EVENT_STREAM": f"stack-test-{os.getpid()}",
+           # behaviour, not latency: a loaded CI machine must not turn slow answers into fallbacks
+           "JAIKOD_OPENSEARCH_TIMEOUT_MS": "20000", "JAIKOD_MILVUS_TIMEOUT_MS": "20000",
+           "JAIKOD_REQUEST_BUDGET_MS": "60000"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    reset_settings()
+    reset_backend()
+    yield home, env
+    redis.Redis.from_url(url).flushdb()
+    reset_settings()
+    reset_backend()
+
+
+def _jaikod(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "jaikod_cli.py"), *args], cwd=ROOT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_prepare_publishes_an_embedded_world_into_the_engines_once_then_the_service_uses_them(full_stack_home):
+    from fastapi.testclient import TestClient
+
+    from engines.search.opensearch import OpenSearchIndex
+    from engines.vector_milvus import MilvusVectorIndex
+    from online.app import create_app
+
+    home, env = full_stack_home
+    before = (home / "artifacts" / "index" / "CURRENT").read_text().strip()
+    out = _jaikod("stack", "prepare")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "kafka answers" in out.stderr and "opensearch answers" in out.stderr and "milvus answers" in out.stderr
+    assert "no OpenSearch index" in out.stderr and "no Milvus collection" in out.stderr
+    version = (home / "artifacts" / "index" / "CURRENT").read_text().strip()
+    assert version != before  # materialised again, on this stack
+    again = _jaikod("stack", "prepare")
+    assert again.returncode == 0 and "served by this stack's engines" in again.stderr, again.stderr[-2000:]
+    assert (home / "artifacts" / "index" / "CURRENT").read_text().strip() == version  # nothing to redo
+
+    with TestClient(create_app(refresher=False)) as client:
+        idx = client.app.state.services.state.indexes
+        assert isinstance(idx.keyword, OpenSearchIndex) and isinstance(idx.vector, MilvusVectorIndex)
+        uid = known_users(env["JAIKOD_REDIS_URL"], 1)[0]
+        r = client.post("/v1/feed", json={"user_id": uid})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["items"]) == 20 and "vector_index_down" not in r.json()["fallbacks_used"]
+        r = client.post("/v1/search", json={"user_id": uid, "query": "iphone"})
+        assert r.status_code == 200 and "keyword_index_down" not in r.json()["fallbacks_used"], r.text
+        # an event goes to the Kafka topic (the full stack's bus), acknowledged once durable there
+        r = client.post("/v1/events", json={"events": [{"event_id": "stack-e1", "event_type": "click", "user_id": uid,
+                                                        "product_id": 1, "ts": 1_700_000_000_000}]})
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
