@@ -102,11 +102,11 @@ class MilvusLiteServer:
             self.proc.wait(timeout=10)
             self.proc = None
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is not None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
@@ -121,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     server = MilvusLiteServer(a.data_dir, a.port, a.log_level).start()
     print(f"milvus-lite on {server.uri} (data {a.data_dir / DB_FILE}, up in {server.start_s:.2f} s)", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (server.stop(), sys.exit(0)))  # the supervisor's stop reaches the binary
+    # the supervisor's stop reaches the binary, killed if it outlasts 3 s (honcho's grace is 5 s)
+    signal.signal(signal.SIGTERM, lambda *_: (server.stop(timeout_s=3.0), sys.exit(0)))
     try:
         return server.proc.wait()
     except KeyboardInterrupt:
-        server.stop()
+        server.stop(timeout_s=3.0)
         return 0
 
 
