@@ -31,6 +31,7 @@ import dask
 import numpy as np
 import pandas as pd
 
+from batch.cluster import compute_in_order, shared
 from batch.lake import (
     atomic_dir,
     check_event_partitions,
@@ -358,10 +359,10 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     report = progress or (lambda *_: None)
     report("aggregate days", 0, len(used))
     # big inputs enter the graph once (not once per task)
-    pids_d, cat_d, price_d = (_shared(a, client) for a in (pids, cat, price))
+    pids_d, cat_d, price_d = (shared(a, client) for a in (pids, cat, price))
     tasks = [dask.delayed(day_aggregates)(lake, d, pids_d, cat_d, price_d) for d in used]
     aggs = {}
-    for i, a in enumerate(_compute_in_order(tasks, client)):
+    for i, a in enumerate(compute_in_order(tasks, client)):
         aggs[a["day"]] = a
         report("aggregate days", i + 1, len(used))
     serving_day = as_of + dt.timedelta(days=1)
@@ -380,11 +381,11 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
         report("write daily features", i + 1, len(feats))
     report("training rows", 0, len(used))
     rows_total = 0
-    products_d = _shared(products, client)
-    search_d = _shared(search_index(products), client)
+    products_d = shared(products, client)
+    search_d = shared(search_index(products), client)
     tasks = [dask.delayed(_training_partition)(lake, d, products_d, settings.attribution_window_s, out / "training",
                                                search_d) for d in used]
-    for i, n in enumerate(_compute_in_order(tasks, client)):
+    for i, n in enumerate(compute_in_order(tasks, client)):
         rows_total += n
         report("training rows", i + 1, len(used))
     (out / "_as_of").write_text(as_of.isoformat())
@@ -432,23 +433,6 @@ def _training_partition(lake: Path, day: dt.date, products: pd.DataFrame, attrib
     if not df.empty:
         write_partition(df, root, day)
     return len(df)
-
-
-def _shared(obj, client):
-    """A large input every task reads: scattered once to the workers (or one graph node locally)."""
-    if client is not None:
-        return client.scatter(obj, broadcast=True, hash=False)
-    return dask.delayed(obj, pure=True)
-
-
-def _compute_in_order(tasks, client):
-    """Compute delayed tasks on the Dask client (or the local threaded scheduler), yielding in order."""
-    if client is not None:
-        futures = client.compute(tasks)
-        for f in futures:
-            yield f.result()
-        return
-    yield from dask.compute(*tasks, scheduler="threads")
 
 
 def etl_as_of(lake: Path) -> dt.date:

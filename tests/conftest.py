@@ -236,6 +236,59 @@ def world_env(tiny_world, monkeypatch, redis_server):
     reset_backend()
 
 
+class DaskCluster:
+    """A real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes (the installed CLI) on free
+    loopback ports, one thread each; the workers import this checkout's code (PYTHONPATH)."""
+
+    def __init__(self, tmp: Path, n_workers: int = 2):
+        import sys
+
+        binary = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
+        if binary is None:
+            pytest.skip("the dask CLI (distributed) is not installed")
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "JAIKOD_DEVICE": os.environ.get("JAIKOD_DEVICE", "cpu")}
+        self.logs = tmp
+        self.procs = [subprocess.Popen(
+            [binary, "scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
+             "--no-dashboard", "--no-show"], stdout=subprocess.DEVNULL, stderr=open(tmp / "scheduler.log", "wb"),
+            env=env, cwd=tmp)]
+        for i in range(n_workers):
+            self.procs.append(subprocess.Popen(
+                [binary, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
+                 "--no-dashboard", "--memory-limit", "0", "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}")],
+                stdout=subprocess.DEVNULL, stderr=open(tmp / f"worker{i}.log", "wb"), env=env, cwd=tmp))
+        from distributed import Client
+
+        try:
+            with Client(self.address, timeout=60) as client:
+                client.wait_for_workers(n_workers, timeout=120)
+        except BaseException:
+            self.stop()
+            raise
+
+    def client(self):
+        from distributed import Client
+
+        return Client(self.address, timeout=30)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):  # nothing to keep: no graceful close (it takes seconds per process)
+            p.kill()
+        for p in self.procs:
+            p.wait(timeout=20)
+        self.procs = []
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """One real Dask cluster (scheduler + 2 single-thread workers as processes) per session, started lazily."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def photo():
     """The one real face photo available offline (matplotlib's sample image), or a skip."""
