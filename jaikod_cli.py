@@ -27,7 +27,16 @@ app.add_typer(world_app, name="world")
 app.add_typer(batch_app, name="batch")
 app.add_typer(model_app, name="model")
 
-LakeOpt = Annotated[Path | None, typer.Option("--lake", help="Parquet data lake (default $JAIKOD_HOME/lake)")]
+def _parse_lake(value: str) -> Any:
+    from gpu_core.lake import lake_path
+
+    return lake_path(value)
+
+
+# a folder or s3://bucket/prefix (a pathlib.Path or a gpu_core.lake.LakePath)
+LakeOpt = Annotated[Any, typer.Option("--lake", parser=_parse_lake, metavar="DIR|S3_URL",
+                                      help="Parquet data lake: a folder or s3://bucket/prefix "
+                                           "(default $JAIKOD_HOME/lake)")]
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="dask.distributed scheduler address")]
 
 
@@ -36,7 +45,7 @@ def _apply_common(lake: Path | None = None, scheduler: str | None = None) -> Non
     ones :func:`main` resolved (the state's home)."""
     from gpu_core.settings import configure, get_settings
 
-    configure(get_settings(), lake=lake, scheduler=scheduler)
+    configure(get_settings(), lake=str(lake) if lake is not None else None, scheduler=scheduler)
 
 
 @contextlib.contextmanager

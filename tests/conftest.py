@@ -289,6 +289,51 @@ def dask_cluster(tmp_path_factory):
     cluster.stop()
 
 
+class S3Server:
+    """A real S3-compatible server (moto's, threaded, in this process) on a free loopback port."""
+
+    def __init__(self):
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            pytest.skip(f"moto[server] is not installed: {exc}")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3-compatible server per session, started by the first test that asks."""
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, monkeypatch, request):
+    """A fresh bucket on the session's S3 server, with the settings (endpoint) and AWS_* credentials set."""
+    import re
+
+    from gpu_core.settings import reset_settings
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "",
+                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+                 "JAIKOD_S3_ENDPOINT_URL": s3_server.url, "JAIKOD_S3_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    reset_settings()
+    from gpu_core.lake import s3_client
+
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + f"-{os.getpid()}"
+    s3_client().create_bucket(Bucket=bucket)
+    yield bucket
+    reset_settings()
+
+
 @pytest.fixture(scope="session")
 def photo():
     """The one real face photo available offline (matplotlib's sample image), or a skip."""
