@@ -3,6 +3,7 @@ and exits != 0 with one clear line on error."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -26,7 +27,16 @@ app.add_typer(world_app, name="world")
 app.add_typer(batch_app, name="batch")
 app.add_typer(model_app, name="model")
 
-LakeOpt = Annotated[Path | None, typer.Option("--lake", help="Parquet data lake (default $JAIKOD_HOME/lake)")]
+def _parse_lake(value: str) -> Any:
+    from gpu_core.lake import lake_path
+
+    return lake_path(value)
+
+
+# a folder or s3://bucket/prefix (a pathlib.Path or a gpu_core.lake.LakePath)
+LakeOpt = Annotated[Any, typer.Option("--lake", parser=_parse_lake, metavar="DIR|S3_URL",
+                                      help="Parquet data lake: a folder or s3://bucket/prefix "
+                                           "(default $JAIKOD_HOME/lake)")]
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="dask.distributed scheduler address")]
 
 
@@ -35,7 +45,22 @@ def _apply_common(lake: Path | None = None, scheduler: str | None = None) -> Non
     ones :func:`main` resolved (the state's home)."""
     from gpu_core.settings import configure, get_settings
 
-    configure(get_settings(), lake=lake, scheduler=scheduler)
+    configure(get_settings(), lake=str(lake) if lake is not None else None, scheduler=scheduler)
+
+
+@contextlib.contextmanager
+def _cluster():
+    """A Dask client of the configured scheduler (``--scheduler`` / JAIKOD_SCHEDULER), else ``None``: the
+    job computes in this process, as before there was a cluster, without starting a local one."""
+    from gpu_core.settings import get_settings
+
+    if not get_settings().scheduler:
+        yield None
+        return
+    from batch.cluster import dask_client
+
+    with dask_client() as client:
+        yield client
 
 
 def default_home() -> Path | None:
@@ -160,15 +185,16 @@ def batch_etl(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerO
 
 @batch_app.command("embed")
 @cli_errors
-def batch_embed(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
+def batch_embed(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerOpt = None) -> None:
     """Product vectors from interactions (+ text for cold start); user vectors."""
+    from batch.cluster import run_on_cluster
     from batch.embeddings import run_embeddings
     from batch.etl import etl_as_of
     from batch.lake import parse_date
 
-    _apply_common(lake)
+    _apply_common(lake, scheduler)
     day = parse_date(as_of) or etl_as_of(_lake(lake))
-    print_table("embeddings", run_embeddings(_lake(lake), day).as_rows())
+    print_table("embeddings", run_on_cluster(run_embeddings, _lake(lake), day).as_rows())
 
 
 @batch_app.command("train")
@@ -176,48 +202,54 @@ def batch_embed(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
 def batch_train(lake: LakeOpt = None, as_of: AsOfOpt = None,
                 monotone_text: Annotated[bool, typer.Option(
                     help="monotone constraints (+1) on the text-relevance features (issue 11's variant; "
-                         "serve it without tiers with JAIKOD_SEARCH_TIER_GAP=0)")] = False) -> None:
+                         "serve it without tiers with JAIKOD_SEARCH_TIER_GAP=0)")] = False,
+                scheduler: SchedulerOpt = None) -> None:
     """Train pCTR/pCVR, evaluate NDCG@20 on the holdout, log to MLflow, register as staging if better."""
     from batch.lake import parse_date
     from batch.train import TrainConfig, run_train
 
-    _apply_common(lake)
+    _apply_common(lake, scheduler)
     cfg = TrainConfig(monotone_text=monotone_text)
-    print_table("train", run_train(_lake(lake), parse_date(as_of), cfg).as_rows())
+    with _cluster() as client:  # the two fits as tasks on the cluster; in process without a scheduler
+        print_table("train", run_train(_lake(lake), parse_date(as_of), cfg, client=client).as_rows())
 
 
 @batch_app.command("evaluate")
 @cli_errors
 def batch_evaluate(lake: LakeOpt = None, as_of: AsOfOpt = None,
-                   alias: Annotated[str, typer.Option(help="registry alias to evaluate")] = "production") -> None:
+                   alias: Annotated[str, typer.Option(help="registry alias to evaluate")] = "production",
+                   scheduler: SchedulerOpt = None) -> None:
     """NDCG@20 of a registered model vs popularity on the holdout day."""
+    from batch.cluster import run_on_cluster
     from batch.lake import parse_date
     from batch.train import run_evaluate
 
-    _apply_common(lake)
-    print_table("evaluate", run_evaluate(_lake(lake), parse_date(as_of), alias))
+    _apply_common(lake, scheduler)
+    print_table("evaluate", run_on_cluster(run_evaluate, _lake(lake), parse_date(as_of), alias))
 
 
 @batch_app.command("materialize")
 @cli_errors
-def batch_materialize(lake: LakeOpt = None, as_of: AsOfOpt = None) -> None:
+def batch_materialize(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: SchedulerOpt = None) -> None:
     """Online features into Redis (versioned snapshot, atomic switch) + retrieval indexes + lists."""
+    from batch.cluster import run_on_cluster
     from batch.lake import parse_date
     from batch.materialize import run_materialize
 
-    _apply_common(lake)
-    print_table("materialize", run_materialize(_lake(lake), parse_date(as_of)).as_rows())
+    _apply_common(lake, scheduler)
+    print_table("materialize", run_on_cluster(run_materialize, _lake(lake), parse_date(as_of)).as_rows())
 
 
 @batch_app.command("review")
 @cli_errors
-def batch_review(lake: LakeOpt = None) -> None:
+def batch_review(lake: LakeOpt = None, scheduler: SchedulerOpt = None) -> None:
     """Post-hoc review of listings taken in without text analysis; unsafe ones go to moderation. Also
     exports moderation labels to the lake's labels table."""
+    from batch.cluster import run_on_cluster
     from batch.review import run_review
 
-    _apply_common(lake)
-    print_table("review", run_review(lake=_lake(lake)).as_rows())
+    _apply_common(lake, scheduler)
+    print_table("review", run_on_cluster(run_review, lake=_lake(lake)).as_rows())
 
 
 @batch_app.command("nightly")
@@ -230,7 +262,8 @@ def batch_nightly(lake: LakeOpt = None, as_of: AsOfOpt = None, scheduler: Schedu
     _apply_common(lake, scheduler)
     check_lake(_lake(lake), as_of)
     with RichProgress() as progress:
-        results = run_nightly(_lake(lake), as_of, progress=progress, announce=err_console.print)
+        results = run_nightly(_lake(lake), as_of, scheduler=scheduler, progress=progress,
+                              announce=err_console.print)
     for step, rows in results.items():
         print_table(step, rows)
 
@@ -251,11 +284,13 @@ def batch_ltr_check(
 
 @batch_app.command("text-heads")
 @cli_errors
-def batch_text_heads() -> None:
+def batch_text_heads(scheduler: SchedulerOpt = None) -> None:
     """Train the language-safety heads on USE embeddings (shipped labelled set), register in MLflow."""
+    from batch.cluster import run_on_cluster
     from batch.text_train import train_heads
 
-    res = train_heads(register=True)
+    _apply_common(scheduler=scheduler)
+    res = run_on_cluster(train_heads, register=True)
     rows = [{"class": c, **{k: round(float(v), 3) for k, v in m.items() if isinstance(v, int | float)}}
             for c, m in res.metrics.get("held_out", {}).get("per_class", {}).items()]
     print_table(f"text heads {res.version} (held-out split)", rows or {"version": res.version})
@@ -266,13 +301,15 @@ def batch_text_heads() -> None:
 def batch_vision_heads(
     lake: LakeOpt = None,
     n_images: Annotated[int, typer.Option(help="product images used (train + held out)")] = 600,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Train the category and condition heads on the frozen MobileNetV2 backbone, export ONNX, register."""
+    from batch.cluster import run_on_cluster
     from batch.vision_heads import run
 
-    _apply_common(lake)
+    _apply_common(lake, scheduler)
     path = _lake(lake)
-    report = run(path if (path / "images").is_dir() else None, n_images=n_images)
+    report = run_on_cluster(run, path if (path / "images").is_dir() else None, n_images=n_images)
     print_table("vision heads (held-out accuracy)", [{"head": k, **{m: v for m, v in r.items() if m != "onnx"}}
                                                    for k, r in report.items()])
 
@@ -289,15 +326,14 @@ def vision_purge(older_than_days: Annotated[int, typer.Option(help="retention in
 @batch_app.command("skew")
 @cli_errors
 def batch_skew(lake: LakeOpt = None,
-               limit: Annotated[int, typer.Option(help="logged requests to compare at most")] = 200) -> None:
+               limit: Annotated[int, typer.Option(help="logged requests to compare at most")] = 200,
+               scheduler: SchedulerOpt = None) -> None:
     """Training/serving skew on real traffic: served feature matrices (replay log) vs offline features."""
-    import redis as redis_lib
-
+    from batch.cluster import run_on_cluster
     from batch.skew import skew_report
-    from gpu_core.settings import get_settings
 
-    _apply_common(lake)
-    report = skew_report(_lake(lake), redis_lib.Redis.from_url(get_settings().redis_url), limit=limit)
+    _apply_common(lake, scheduler)
+    report = run_on_cluster(skew_report, _lake(lake), limit=limit)
     console.print(f"{report.requests} request(s), {report.rows} candidate rows compared; skipped: "
                   f"{report.skipped or 'none'}")
     print_table("served vs offline features", report.as_rows())
@@ -641,13 +677,15 @@ def batch_continuous(
     lake: LakeOpt = None,
     force: Annotated[bool, typer.Option(help="train even if the trigger does not fire")] = False,
     dry_run: Annotated[bool, typer.Option(help="only report the trigger decision")] = False,
+    scheduler: SchedulerOpt = None,
 ) -> None:
     """Continuous training: retrain on 100k new interactions or PSI > 0.2 (-> staging if better)."""
     from batch.continuous import run_continuous
 
-    _apply_common(lake)
-    print_table("continuous training", run_continuous(_lake(lake) if lake else None, force=force,
-                                                      dry_run=dry_run).as_rows())
+    _apply_common(lake, scheduler)
+    with _cluster() as client:  # ETL and fits on the cluster; in process without a scheduler
+        print_table("continuous training", run_continuous(_lake(lake) if lake else None, force=force,
+                                                          dry_run=dry_run, client=client).as_rows())
 
 
 @app.command("replay")

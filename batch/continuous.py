@@ -279,8 +279,9 @@ def _since(prev: LastTraining) -> str:
 
 
 def run_continuous(lake: Path | None = None, registry: Registry | None = None, force: bool = False,
-                   dry_run: bool = False) -> ContinuousResult:
-    """Check the trigger and, if it fires (or ``force``), run ETL + training (-> staging if better)."""
+                   dry_run: bool = False, client=None) -> ContinuousResult:
+    """Check the trigger and, if it fires (or ``force``), run ETL + training (-> staging if better); with a
+    Dask ``client`` their tasks run on its workers."""
     t0 = time.perf_counter()
     started_ms = int(time.time() * 1000)  # the retrain reads the lake after this: later events are new to it
     s = get_settings()
@@ -327,10 +328,11 @@ def run_continuous(lake: Path | None = None, registry: Registry | None = None, f
         return ContinuousResult(decision, False, None, None, time.perf_counter() - t0, tuple(notes))
     latest = event_dates(lake)[-1]
     if _etl_day(lake) != latest:
-        run_etl(lake, latest)
+        run_etl(lake, latest, client=client)
     # the holdout is the live day (the only drifted data, so no model trained before it can beat production
     # on it): a retrain not worse than production offline goes to staging and the canary decides online
-    result = run_train(lake, latest, registry=registry, not_worse_tolerance=s.continuous_not_worse_tolerance)
+    result = run_train(lake, latest, registry=registry, not_worse_tolerance=s.continuous_not_worse_tolerance,
+                       client=client)
     p = state_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".tmp")

@@ -31,14 +31,18 @@ import dask
 import numpy as np
 import pandas as pd
 
+from batch.cluster import compute_in_order, shared
 from batch.lake import (
     atomic_dir,
     check_event_partitions,
     event_dates,
+    lake_path,
     parse_date,
     read_events,
+    read_parquet,
     read_table,
     table_path,
+    write_parquet,
     write_partition,
 )
 from engines.search.index import SearchIndex
@@ -89,7 +93,7 @@ class EtlSummary:
 
 
 def features_dir(lake: Path) -> Path:
-    return Path(lake) / "features"
+    return lake_path(lake) / "features"
 
 
 def day_start_ms(d: dt.date) -> int:
@@ -348,7 +352,7 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     """The whole ETL for ``as_of`` (default: the last date in the lake)."""
     t0 = time.perf_counter()
     settings = get_settings()
-    lake = Path(lake) if lake is not None else settings.lake_dir
+    lake = lake_path(lake) if lake is not None else settings.lake_dir
     dates, as_of = check_lake(lake, as_of)
     used = [d for d in dates if d <= as_of]
     products, users = build_dims(lake, as_of)
@@ -358,10 +362,10 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     report = progress or (lambda *_: None)
     report("aggregate days", 0, len(used))
     # big inputs enter the graph once (not once per task)
-    pids_d, cat_d, price_d = (_shared(a, client) for a in (pids, cat, price))
+    pids_d, cat_d, price_d = (shared(a, client) for a in (pids, cat, price))
     tasks = [dask.delayed(day_aggregates)(lake, d, pids_d, cat_d, price_d) for d in used]
     aggs = {}
-    for i, a in enumerate(_compute_in_order(tasks, client)):
+    for i, a in enumerate(compute_in_order(tasks, client)):
         aggs[a["day"]] = a
         report("aggregate days", i + 1, len(used))
     serving_day = as_of + dt.timedelta(days=1)
@@ -369,8 +373,8 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
     out = features_dir(lake)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out / "dims") as tmp:
-        products.to_parquet(tmp / "products.parquet", index=False)
-        users.to_parquet(tmp / "users.parquet", index=False)
+        write_parquet(products, tmp / "products.parquet")
+        write_parquet(users, tmp / "users.parquet")
     report("write daily features", 0, len(feats))
     for i, (d, tables) in enumerate(feats.items()):
         for name, df in tables.items():
@@ -380,11 +384,11 @@ def run_etl(lake: Path | str | None = None, as_of: str | dt.date | None = None, 
         report("write daily features", i + 1, len(feats))
     report("training rows", 0, len(used))
     rows_total = 0
-    products_d = _shared(products, client)
-    search_d = _shared(search_index(products), client)
+    products_d = shared(products, client)
+    search_d = shared(search_index(products), client)
     tasks = [dask.delayed(_training_partition)(lake, d, products_d, settings.attribution_window_s, out / "training",
                                                search_d) for d in used]
-    for i, n in enumerate(_compute_in_order(tasks, client)):
+    for i, n in enumerate(compute_in_order(tasks, client)):
         rows_total += n
         report("training rows", i + 1, len(used))
     (out / "_as_of").write_text(as_of.isoformat())
@@ -402,7 +406,7 @@ def refresh_training_rows(lake: Path, days: list[dt.date]) -> int | None:
     dims = out / "dims" / "products.parquet"
     if not dims.exists() or any(not (out / "user_daily" / f"date={d.isoformat()}").is_dir() for d in days):
         return None
-    products = pd.read_parquet(dims)
+    products = read_parquet(dims)
     search = search_index(products)
     attribution_s = get_settings().attribution_window_s
     return sum(_training_partition(lake, d, products, attribution_s, out / "training", search) for d in days)
@@ -414,7 +418,7 @@ EVENT_COLUMNS = ("event_type", "ts", "user_id", "product_id", "request_id", "pos
 def check_lake(lake: Path, as_of: str | dt.date | None = None) -> tuple[list[dt.date], dt.date]:
     """Validate the lake before any work or write: ``(event dates, as_of)`` or one LakeError naming the
     path/column (missing table, missing/empty/unreadable partition, missing column, as_of outside)."""
-    lake = Path(lake)
+    lake = lake_path(lake)
     dates = event_dates(lake)
     as_of = parse_date(as_of) or dates[-1]
     if not dates[0] <= as_of <= dates[-1]:
@@ -434,23 +438,6 @@ def _training_partition(lake: Path, day: dt.date, products: pd.DataFrame, attrib
     return len(df)
 
 
-def _shared(obj, client):
-    """A large input every task reads: scattered once to the workers (or one graph node locally)."""
-    if client is not None:
-        return client.scatter(obj, broadcast=True, hash=False)
-    return dask.delayed(obj, pure=True)
-
-
-def _compute_in_order(tasks, client):
-    """Compute delayed tasks on the Dask client (or the local threaded scheduler), yielding in order."""
-    if client is not None:
-        futures = client.compute(tasks)
-        for f in futures:
-            yield f.result()
-        return
-    yield from dask.compute(*tasks, scheduler="threads")
-
-
 def etl_as_of(lake: Path) -> dt.date:
     p = features_dir(lake) / "_as_of"
     if not p.exists():
@@ -463,4 +450,4 @@ def read_partition(lake: Path, name: str, day: dt.date) -> pd.DataFrame:
     files = sorted(part.glob("*.parquet"))
     if not files:
         raise LakeError(f"missing feature partition {part}", field=name)
-    return pd.read_parquet(files)
+    return read_parquet(files)

@@ -9,14 +9,22 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from gpu_core.errors import LakeError
-from gpu_core.lake import TABLE_COLUMNS, atomic_dir, partition_dir  # noqa: F401  (re-exported for batch)
+from gpu_core.lake import (  # noqa: F401  (re-exported for batch)
+    TABLE_COLUMNS,
+    atomic_dir,
+    lake_path,
+    partition_dir,
+    read_metadata,
+    read_parquet,
+    read_schema,
+    write_parquet,
+)
 
 
 def table_path(lake: Path, table: str) -> Path:
-    p = Path(lake) / table
+    p = lake_path(lake) / table
     if not p.exists():
         raise LakeError(f"lake table missing: {p} (build a world with `jaikod world build`)", field=table)
     return p
@@ -26,15 +34,15 @@ def read_table(lake: Path, table: str, columns: Sequence[str] | None = None) -> 
     """A whole (small) dimension table, with its columns checked."""
     p = table_path(lake, table)
     try:
-        schema_names = set(pq.read_schema(next(iter(sorted(p.rglob("*.parquet"))))).names) if p.is_dir() else \
-            set(pq.read_schema(p).names)
+        schema_names = set(read_schema(next(iter(sorted(p.rglob("*.parquet"))))).names) if p.is_dir() else \
+            set(read_schema(p).names)
     except StopIteration:
         raise LakeError(f"lake table {p} has no parquet files", field=table) from None
     wanted = list(columns) if columns is not None else list(TABLE_COLUMNS.get(table, ()))
     missing = [c for c in wanted if c not in schema_names]
     if missing:
         raise LakeError(f"{p}: missing column(s) {', '.join(missing)}", field=missing[0])
-    df = pd.read_parquet(p, columns=wanted or None)
+    df = read_parquet(p, columns=wanted or None)
     if df.empty:
         raise LakeError(f"lake table {p} is empty (0 rows)", field=table)
     return df
@@ -65,7 +73,7 @@ def check_event_partitions(lake: Path, first: dt.date, last: dt.date, columns: S
         rows = 0
         for f in files:
             try:
-                meta = pq.read_metadata(f)
+                meta = read_metadata(f)
             except Exception as exc:
                 raise LakeError(f"{f}: not a readable parquet file ({exc})", field="events") from None
             schema = meta.schema.to_arrow_schema()
@@ -97,11 +105,11 @@ def read_events(lake: Path, dates: Sequence[dt.date], columns: Sequence[str]) ->
         files = sorted(part.glob("*.parquet"))
         if not files:
             continue
-        names = set(pq.read_schema(files[0]).names)
+        names = set(read_schema(files[0]).names)
         missing = [c for c in columns if c not in names]
         if missing:
             raise LakeError(f"{part}: missing column(s) {', '.join(missing)}", field=missing[0])
-        frames.append(pd.read_parquet(files, columns=list(columns)))
+        frames.append(read_parquet(files, columns=list(columns)))
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
     return pd.concat(frames, ignore_index=True)
@@ -111,7 +119,7 @@ def write_partition(df: pd.DataFrame, root: Path, date: dt.date) -> Path:
     """Write one ``date=YYYY-MM-DD`` partition atomically (replacing any older one)."""
     part = partition_dir(root, date)
     with atomic_dir(part) as tmp:
-        df.to_parquet(tmp / "part-0.parquet", index=False)
+        write_parquet(df, tmp / "part-0.parquet")
     return part
 
 

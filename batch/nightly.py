@@ -1,4 +1,9 @@
-"""The nightly job: etl -> embeddings -> train -> evaluate -> register -> materialise, on one Dask client."""
+"""The nightly job: etl -> embeddings -> train -> evaluate -> register -> materialise, on one Dask client.
+
+On the cluster (``--scheduler``): the ETL's per-day tasks, the embedding fit (one task) and the two ranker
+fits (two tasks) run on the workers; logging/registering in MLflow and materialising into Redis stay in
+this process (they need the driver's settings and stores). Workers read and write the lake at the same
+path or URL, so it must be shared: the same machine, a shared volume, or an ``s3://`` lake."""
 
 from __future__ import annotations
 
@@ -26,9 +31,9 @@ def run_nightly(lake: Path, as_of: dt.date | str | None = None, scheduler: str |
         etl = run_etl(lake, as_of, progress=progress, client=client)
         results["etl"] = etl.as_rows()
         report("nightly", 1, len(STEPS))
-        results["embeddings"] = run_embeddings(lake, etl.as_of).as_rows()
+        results["embeddings"] = client.submit(run_embeddings, lake, etl.as_of, pure=False).result().as_rows()
         report("nightly", 2, len(STEPS))
-        train = run_train(lake, etl.as_of, bootstrap_production=True)
+        train = run_train(lake, etl.as_of, bootstrap_production=True, client=client)
         results["train"] = train.as_rows()
         report("nightly", 3, len(STEPS))
         results["materialize"] = run_materialize(lake, etl.as_of).as_rows()

@@ -29,6 +29,7 @@ from batch.lake import read_events
 from gpu_core.errors import LakeError
 from gpu_core.replay_log import scan
 from gpu_core.schema import DEVICE_TYPES
+from gpu_core.settings import get_settings
 from kernels.features import MODEL_FEATURES, assemble_matrix
 
 
@@ -50,8 +51,10 @@ class SkewReport:
                  "max |diff|": round(self.max_abs_diff[f], 6)} for f, n in self.mismatched_rows.items()]
 
 
-def skew_report(lake: Path, client: redis.Redis, limit: int = 200, rtol: float = 1e-5,
+def skew_report(lake: Path, client: redis.Redis | None = None, limit: int = 200, rtol: float = 1e-5,
                 atol: float = 1e-5) -> SkewReport:
+    """``client``: the replay log's Redis (default: ``settings.redis_url``)."""
+    client = client if client is not None else redis.Redis.from_url(get_settings().redis_url)
     dims = read_dims(lake)
     vectors = read_product_vectors(lake)
     products = dims[0]

@@ -23,9 +23,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import xgboost as xgb
 
+from batch.cluster import compute_in_order, shared
 from batch.dataset import TrainingSet, training_set
 from batch.etl import etl_as_of
 from engines.ranker import Ranker, ScoreWeights, score_matrix
@@ -150,9 +152,12 @@ class Fitted:
     train_days: list[dt.date]
 
 
-def fit_rankers(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None) -> Fitted:
+def fit_rankers(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None,
+                client=None) -> Fitted:
     """Fit pCTR and pCVR on the ``train_days`` days before ``as_of`` (default: the ETL's last day), early
-    stopping on the last training day; nothing is logged or registered (:func:`run_train` does that)."""
+    stopping on the last training day; nothing is logged or registered (:func:`run_train` does that).
+    With a Dask ``client`` the two fits are two tasks on its workers (the matrix scattered once); the
+    boosters are the same as in-process ones (same data, parameters, seed and ``nthread``)."""
     settings = get_settings()
     cfg = cfg or TrainConfig()
     as_of = as_of or etl_as_of(lake)
@@ -164,8 +169,13 @@ def fit_rankers(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | Non
     if val.all() or not val.any():
         val = np.zeros(len(train), bool)
         val[int(len(val) * 0.9):] = True
-    ctr = _fit(train.X, train.label_click, val, cfg)
-    cvr = _fit(train.X, train.label_conv, val, cfg)
+    if client is None:
+        ctr = _fit(train.X, train.label_click, val, cfg)
+        cvr = _fit(train.X, train.label_conv, val, cfg)
+    else:
+        X = shared(train.X, client)
+        ctr, cvr = compute_in_order([dask.delayed(_fit)(X, y, val, cfg) for y in (train.label_click, train.label_conv)],
+                                    client)
     model = Ranker.from_artifact(RankerArtifact(ctr, cvr, MODEL_FEATURES, {}))
     return Fitted(model, ctr, cvr, train, test, as_of, train_days)
 
@@ -194,14 +204,14 @@ def holdout_metrics(model: Ranker, test: TrainingSet, w: ScoreWeights | None = N
 
 def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None,
               registry: Registry | None = None, bootstrap_production: bool = False,
-              not_worse_tolerance: float | None = None) -> TrainResult:
+              not_worse_tolerance: float | None = None, client=None) -> TrainResult:
     """Train, evaluate, log to MLflow, register (staging) if better than production — or, with
     ``not_worse_tolerance`` (the continuous retrain), if its NDCG@20 is at least production's times
     ``1 - tolerance``: the canary then decides on live CTR."""
     t0 = time.perf_counter()
     settings = get_settings()
     cfg = cfg or TrainConfig()
-    fitted = fit_rankers(lake, as_of, cfg)
+    fitted = fit_rankers(lake, as_of, cfg, client=client)
     model, ctr, cvr, train, test = fitted.model, fitted.ctr, fitted.cvr, fitted.train, fitted.test
     as_of, train_days = fitted.as_of, fitted.train_days
     k = settings.ndcg_k

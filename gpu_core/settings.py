@@ -22,7 +22,10 @@ class Settings(BaseSettings):
 
     # --- where things live ---------------------------------------------------------------
     home: Path = Field(Path("var"), description="root of local state: registry, indexes, logs, lake")
-    lake: Path | None = Field(None, description="Parquet data lake; default <home>/lake")
+    lake: Path | str | None = Field(None, description="Parquet data lake: a folder or s3://bucket/prefix; "
+                                                      "default <home>/lake")
+    s3_endpoint_url: str | None = None  # S3-compatible endpoint of s3:// paths (None: AWS); keys from AWS_* env
+    s3_region: str = "us-east-1"
     redis_url: str = "redis://127.0.0.1:6379/0"
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under <home>/mlflow")
     model_cache: Path | None = Field(None, description=(
@@ -184,7 +187,10 @@ class Settings(BaseSettings):
 
     @property
     def lake_dir(self) -> Path:
-        return self.lake if self.lake is not None else self.home / "lake"
+        """The lake: a local :class:`Path`, or a :class:`gpu_core.lake.LakePath` for an ``s3://`` URL."""
+        from gpu_core.lake import lake_path
+
+        return lake_path(self.lake) if self.lake is not None else self.home / "lake"
 
     @property
     def tracking_uri(self) -> str:
@@ -218,7 +224,7 @@ DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing
                    "max_body_bytes", "max_events_body_bytes", "max_upload_body_bytes", "max_header_bytes",
                    "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "shed_delay_ms", "redis_breaker_s",
                    "aof_rewrite_interval_s", "stream_consumer_reap_idle_s",
-                   "milvus_uri", "milvus_timeout_ms", "milvus_breaker_s")
+                   "milvus_uri", "milvus_timeout_ms", "milvus_breaker_s", "s3_endpoint_url", "s3_region")
 # backend setting -> its default per stack (JAIKOD_STACK); an explicit JAIKOD_<SETTING> wins
 STACK_BACKENDS: dict[str, dict[str, str]] = {
     "event_bus": {"embedded": "redis", "full": "kafka"},

@@ -236,6 +236,104 @@ def world_env(tiny_world, monkeypatch, redis_server):
     reset_backend()
 
 
+class DaskCluster:
+    """A real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes (the installed CLI) on free
+    loopback ports, one thread each; the workers import this checkout's code (PYTHONPATH)."""
+
+    def __init__(self, tmp: Path, n_workers: int = 2):
+        import sys
+
+        binary = shutil.which("dask", path=str(Path(sys.executable).parent)) or shutil.which("dask")
+        if binary is None:
+            pytest.skip("the dask CLI (distributed) is not installed")
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "JAIKOD_DEVICE": os.environ.get("JAIKOD_DEVICE", "cpu")}
+        self.logs = tmp
+        self.procs = [subprocess.Popen(
+            [binary, "scheduler", "--host", "127.0.0.1", "--port", self.address.rsplit(":", 1)[1],
+             "--no-dashboard", "--no-show"], stdout=subprocess.DEVNULL, stderr=open(tmp / "scheduler.log", "wb"),
+            env=env, cwd=tmp)]
+        for i in range(n_workers):
+            self.procs.append(subprocess.Popen(
+                [binary, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--host", "127.0.0.1",
+                 "--no-dashboard", "--memory-limit", "0", "--name", f"w{i}", "--local-directory", str(tmp / f"w{i}")],
+                stdout=subprocess.DEVNULL, stderr=open(tmp / f"worker{i}.log", "wb"), env=env, cwd=tmp))
+        from distributed import Client
+
+        try:
+            with Client(self.address, timeout=60) as client:
+                client.wait_for_workers(n_workers, timeout=120)
+        except BaseException:
+            self.stop()
+            raise
+
+    def client(self):
+        from distributed import Client
+
+        return Client(self.address, timeout=30)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):  # nothing to keep: no graceful close (it takes seconds per process)
+            p.kill()
+        for p in self.procs:
+            p.wait(timeout=20)
+        self.procs = []
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """One real Dask cluster (scheduler + 2 single-thread workers as processes) per session, started lazily."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
+    yield cluster
+    cluster.stop()
+
+
+class S3Server:
+    """A real S3-compatible server (moto's, threaded, in this process) on a free loopback port."""
+
+    def __init__(self):
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            pytest.skip(f"moto[server] is not installed: {exc}")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One S3-compatible server per session, started by the first test that asks."""
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server, monkeypatch, request):
+    """A fresh bucket on the session's S3 server, with the settings (endpoint) and AWS_* credentials set."""
+    import re
+
+    from gpu_core.settings import reset_settings
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "",
+                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+                 "JAIKOD_S3_ENDPOINT_URL": s3_server.url, "JAIKOD_S3_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    reset_settings()
+    from gpu_core.lake import s3_client
+
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-") + f"-{os.getpid()}"
+    s3_client().create_bucket(Bucket=bucket)
+    yield bucket
+    reset_settings()
+
+
 @pytest.fixture(scope="session")
 def photo():
     """The one real face photo available offline (matplotlib's sample image), or a skip."""

@@ -79,7 +79,8 @@ class VisionSettings(BaseSettings):
     retention_enabled: bool = False  # keep AES-GCM encrypted originals in cold storage
     retention_key: str | None = Field(None, description="hex AES-256 key; default key file in home")
     retention_days: int = 30
-    cold_storage_dir: Path | None = None  # default <home>/cold_storage/ekyc
+    # a folder or s3://bucket/prefix (the lake's object store; a lifecycle rule expires it after retention_days)
+    cold_storage_dir: Path | str | None = None  # default <home>/cold_storage/ekyc
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,6 @@ daily features of D (features as of D 00:00).
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +16,11 @@ import pytest
 
 from batch.etl import build_dims, read_partition, run_etl, training_rows
 from batch.lake import event_dates
+from tests.support.lake import copy_lake
 
 FEATURES = ["views_last_hour", "ctr_last_hour", "session_clicks_last_5m", "last_viewed_category", "text_bm25",
             "text_coverage", "text_all_required", "device_type", "time_of_day", "position", "query"]
 LABELS = ["label_click", "label_conv"]
-KEEP_DAYS = 8
-
-
-def copy_lake(src: Path, dst: Path, days: int = KEEP_DAYS) -> Path:
-    """The tiny lake's tables and its last ``days`` event partitions (no features)."""
-    for t in ("users", "sellers", "products"):
-        p = src / t
-        (shutil.copytree if p.is_dir() else shutil.copy2)(p, dst / t)
-    parts = sorted((src / "events").glob("date=*"))[-days:]
-    for p in parts:
-        shutil.copytree(p, dst / "events" / p.name)
-    return dst
 
 
 def part_file(lake: Path, day: dt.date) -> Path:

@@ -56,3 +56,44 @@ def test_purge_deletes_only_old_files(vault):
     assert purge_cold_storage(vault.root, older_than_days=30) == 1
     assert not paths[0].exists() and paths[1].exists()
     assert purge_cold_storage(vault.root / "missing") == 0
+
+
+def test_cold_store_on_s3_is_encrypted_and_expires_by_lifecycle_rule(s3_bucket, tmp_path, monkeypatch, photo):
+    """The eKYC cold store on the lake's object store (a real S3-compatible server): the vault sets a lifecycle
+    rule expiring its prefix after 30 days, the bucket holds only ciphertext, and the purge deletes by age."""
+    import cv2
+
+    from engines.vision.vault import COLD_RULE_ID
+    from gpu_core.lake import LakePath, s3_client
+
+    monkeypatch.setenv("JAIKOD_HOME", str(tmp_path / "home"))
+    v = FaceVault(VisionSettings(retention_enabled=True, cold_storage_dir=f"s3://{s3_bucket}/cold/ekyc"))
+    assert isinstance(v.root, LakePath)
+    face = cv2.imencode(".jpg", photo)[1].tobytes()
+    blobs = [face, face[::-1]]
+    first, second = v.retain(blobs), v.retain([b"selfie-frame"])
+    assert isinstance(first, LakePath) and str(first).startswith(f"s3://{s3_bucket}/cold/ekyc/")
+    assert v.open(first) == blobs  # the audit path reads it back
+
+    s3 = s3_client()
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=s3_bucket)["Rules"]
+    assert [(r["ID"], r["Filter"]["Prefix"], r["Status"], r["Expiration"]["Days"]) for r in rules] == \
+        [(COLD_RULE_ID, "cold/ekyc/", "Enabled", 30)]
+    # at rest: no object in the bucket holds the face bytes (or any 64-byte run of them), in any encoding
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert {first.key, second.key} <= set(objects)
+    stored = b"".join(s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read() for k in objects)
+    for needle in (face[:64], face[len(face) // 2:len(face) // 2 + 64], face[:64].hex().encode(), b"selfie-frame"):
+        assert needle not in stored
+
+    # a second vault keeps one rule (replaced, not duplicated), beside the bucket's other rules
+    s3.put_bucket_lifecycle_configuration(Bucket=s3_bucket, LifecycleConfiguration={"Rules": [
+        *rules, {"ID": "other", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 1}}]})
+    FaceVault(VisionSettings(retention_enabled=True, cold_storage_dir=f"s3://{s3_bucket}/cold/ekyc")).retain([b"x"])
+    ids = sorted(r["ID"] for r in s3.get_bucket_lifecycle_configuration(Bucket=s3_bucket)["Rules"])
+    assert ids == sorted([COLD_RULE_ID, "other"])
+
+    # the purge job on the same store: nothing is 30 days old now; 31 days from now everything is
+    assert purge_cold_storage(v.root, older_than_days=30) == 0
+    assert purge_cold_storage(v.root, older_than_days=30, now=time.time() + 31 * 86400) == 3
+    assert not first.exists() and not any(v.root.glob("*.bin"))
