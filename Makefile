@@ -79,8 +79,10 @@ run: install redis
 	$(VENV)/bin/honcho start -f $(PROCFILE) --no-colour
 
 test: install redis
-	@# the Flink job's venv (apache-flink 2.2, ~1.5 min) installs beside the first tests; its fixture waits for it
+	@# the Flink job's venv (apache-flink 2.2, ~1.5 min) and Airflow's (apache-airflow 3.3, ~35 s) install beside
+	@# the first tests; their fixtures wait for them
 	@mkdir -p "$(JAIKOD_HOME)"; (bash scripts/flink_venv.sh >"$(JAIKOD_HOME)/flink_venv.log" 2>&1 &)
+	@(bash scripts/airflow_venv.sh >"$(JAIKOD_HOME)/airflow_venv.log" 2>&1 &)
 	bash scripts/run_tests.sh
 
 # a Kafka broker (KRaft, one node, jars from Maven Central) in the foreground, for JAIKOD_EVENT_BUS=kafka

@@ -22,7 +22,8 @@ the next run. A job that is still running when it is
 due again is skipped (``max_instances=1``, missed runs coalesced). Every run is recorded in Redis
 (:mod:`gpu_core.ops`: ``jk:ops:jobs``, last start/end/result/message and next run), with a heartbeat
 of the scheduler itself (``jk:ops:scheduler``), read back by ``/readyz`` and ``GET /v1/admin/status``.
-Production counterpart: an Airflow DAG per job (see the README's scale-out notes).
+The job table itself is :mod:`deploy.jobs`, shared with the production counterpart, the Airflow DAG
+``deploy/airflow/dags/jaikod.py`` (see ``deploy/airflow/README.md``).
 
 Each output line of a job is printed prefixed with ``[job]`` (the process manager adds ``scheduler |``).
 """
@@ -48,6 +49,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from deploy.jobs import JOBS
 from gpu_core import ops
 from gpu_core.errors import ConfigError
 from gpu_core.settings import Settings, get_settings
@@ -87,16 +89,14 @@ def _hhmm(text: str, name: str) -> tuple[int, int]:
 
 
 def job_specs(s: Settings) -> list[JobSpec]:
-    """The deployment's jobs on their schedules (settings ``schedule_*``); an interval <= 0 disables a job."""
-    jobs = [
-        JobSpec("nightly", ("batch", "nightly"), "daily", at_utc=s.schedule_nightly_utc),
-        JobSpec("continuous", ("batch", "continuous"), "interval", every_s=s.schedule_continuous_s),
-        JobSpec("canary", ("model", "canary-check"), "interval", every_s=s.schedule_canary_s, executor="light",
-                resident=True),
-        JobSpec("boost", ("boost", "run"), "interval", every_s=s.schedule_boost_s),
-        JobSpec("review", ("batch", "review"), "interval", every_s=s.schedule_review_s),
-        JobSpec("retention_purge", ("vision-purge", "--older-than-days", "30"), "daily", at_utc=s.schedule_purge_utc),
-    ]
+    """The deployment's jobs (:data:`deploy.jobs.JOBS`) on their schedules (settings ``schedule_*``); an
+    interval <= 0 disables a job."""
+    jobs = []
+    for j in JOBS:
+        value = getattr(s, j.setting)
+        jobs.append(JobSpec(j.name, j.args, j.kind, every_s=float(value) if j.kind == "interval" else 0.0,
+                            at_utc=str(value) if j.kind == "daily" else "", executor=j.executor,
+                            resident=j.resident))
     for j in jobs:
         if j.kind == "daily":
             _hhmm(j.at_utc, j.name)

@@ -6,20 +6,9 @@
 #   Maven Central does not serve the jar. Prints the venv's python.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-REQ="$ROOT/deploy/flink/requirements.txt"
 VENV="${1:-$ROOT/.venv-flink}"
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-STAMP="$VENV/.installed"
-mkdir -p "$(dirname "$VENV")"
-exec 9>"$VENV.lock"
-flock 9  # one install at a time (make test starts one in the background; the test fixture waits for it)
+source "$ROOT/scripts/_side_venv.sh"
+side_venv_lock "$VENV"
 bash "$ROOT/scripts/jvm_engine.sh" fetch flink >/dev/null
-if [[ ! -f "$STAMP" || "$REQ" -nt "$STAMP" ]]; then
-  echo "flink: installing $REQ into $VENV" >&2
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -r "$REQ"
-  touch "$STAMP"
-fi
+side_venv_install "$VENV" "$ROOT/deploy/flink/requirements.txt"
 echo "$VENV/bin/python"
