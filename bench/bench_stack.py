@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
         load_before = os.getloadavg()[0]
         lat = drive({k: f"http://127.0.0.1:{p}" for k, p in ports.items()}, users.tolist(), args.requests)
         errors = lat.pop("_errors")
-        for k, s in servers.items():
+        for s in servers.values():
             s["api_rss_mb"] = _rss_mb(s["proc"].pid)
         for name, rss in (("kafka", lambda: broker.rss_bytes() / 2**20), ("opensearch", node.rss_mb),
                           ("milvus-lite", milvus.rss_mb)):
