@@ -145,6 +145,7 @@ class _Link:
 
 class MilvusVectorIndex(SideListings):
     applies_rules = True
+    remote = True  # a gRPC call: the feed runs the keyword call beside it
 
     def __init__(self, link: _Link, dim: int, count: int, index_type: str = "FLAT", nprobe: int = 64,
                  extra_ids: np.ndarray | None = None, extra_vectors: np.ndarray | None = None):

@@ -233,6 +233,7 @@ class OpenSearchIndex:
     with_listings, warm) with retrieval on an OpenSearch node; plan and relevance from ``local``."""
 
     backend = "opensearch"
+    remote = True  # retrieval is a network call: the feed runs it beside the vector search
 
     def __init__(self, local: SearchIndex, url: str, name: str, timeout_s: float = 0.15, title_recall: bool = True):
         self.local = local

@@ -21,6 +21,8 @@ Vector index failing -> keyword only; both failing or empty -> popular listings 
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -30,6 +32,23 @@ from kernels.geo import bounding_box
 from online.candidates import CandidateBatch, Fallback, RequestContext, Source
 
 log = logging.getLogger(__name__)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _remote(index) -> bool:
+    """Whether an index answers over the network (OpenSearch, Milvus): its calls wait, not compute."""
+    return bool(getattr(index, "remote", False))
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the feed's keyword call while the vector call runs (one per concurrent request)."""
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="retrieval")
+    return _POOL
 
 
 class RetrievalStage:
@@ -45,6 +64,9 @@ class RetrievalStage:
         query = ctx.query or user.session_query
         vector_ok = keyword_ok = False
         vector_failed = False
+        seasoning = None  # the feed's keyword hits: (future or ids) of the session's last query
+        uvec = user.vector
+        wants_vector = uvec is not None and bool(np.any(uvec))
         if query:
             try:
                 if state.indexes.keyword is None:
@@ -52,28 +74,41 @@ class RetrievalStage:
                 if ctx.kind == "search":
                     return self.search(ctx, state, pool)
                 kw = state.indexes.keyword  # the session's last query (its stored form) seasons the feed
-                ids = kw.retrieve(kw.plan_recorded(query), n // 5).ids
-                keyword_ok = True
-                ids_parts.append(ids)
-                src_parts.append(np.full(len(ids), Source.KEYWORD, np.int8))
+                if wants_vector and (_remote(kw) or _remote(state.indexes.vector)):
+                    # two network round trips (OpenSearch, Milvus): the keyword call runs beside the vector one
+                    seasoning = _pool().submit(self.season, kw, query, n)
+                else:
+                    seasoning = self.season(kw, query, n)
             except Exception as exc:
                 log.warning("keyword index failed: %s", exc)
                 ctx.fallback(Fallback.KEYWORD_INDEX_DOWN)
-        uvec = user.vector
-        if uvec is not None and np.any(uvec):
+        vector_ids = None
+        if wants_vector:
             try:
                 if state.indexes.vector is None:
                     raise RuntimeError(state.indexes.error or "vector index not loaded")
                 index = state.indexes.vector
-                ids, _ = index.search(uvec, pool, self.rules(ctx, state) if index.applies_rules else None)
+                vector_ids, _ = index.search(uvec, pool, self.rules(ctx, state) if index.applies_rules else None)
                 vector_ok = True
-                ids_parts.append(ids)
-                src_parts.append(np.full(len(ids), Source.VECTOR, np.int8))
             except Exception as exc:
                 log.warning("vector index failed: %s", exc)
                 ctx.fallback(Fallback.VECTOR_INDEX_DOWN)
                 vector_failed = True
-        elif not user.known:
+        if isinstance(seasoning, Future):
+            try:
+                seasoning = seasoning.result()
+            except Exception as exc:
+                log.warning("keyword index failed: %s", exc)
+                ctx.fallback(Fallback.KEYWORD_INDEX_DOWN)
+                seasoning = None
+        if seasoning is not None:  # keyword hits first: the de-duplication keeps their source
+            keyword_ok = True
+            ids_parts.append(seasoning)
+            src_parts.append(np.full(len(seasoning), Source.KEYWORD, np.int8))
+        if vector_ids is not None:
+            ids_parts.append(vector_ids)
+            src_parts.append(np.full(len(vector_ids), Source.VECTOR, np.int8))
+        if not wants_vector and not user.known:
             ctx.fallback(Fallback.COLD_START)
         if vector_failed and keyword_ok and not vector_ok:
             ctx.fallback(Fallback.KEYWORD_ONLY)
@@ -92,6 +127,11 @@ class RetrievalStage:
         idx = state.mirror.index_of(ids[first])
         ok = idx >= 0
         return CandidateBatch.of(state.be.xp, idx[ok], src[first][ok])
+
+    @staticmethod
+    def season(kw, query: str, n: int) -> np.ndarray:
+        """The feed's keyword hits for the session's last query (its stored form): n / 5 at most."""
+        return kw.retrieve(kw.plan_recorded(query), n // 5).ids
 
     @staticmethod
     def rules(ctx: RequestContext, state) -> HardRules:

@@ -106,3 +106,47 @@ def test_prepare_publishes_an_embedded_world_into_the_engines_once_then_the_serv
         r = client.post("/v1/events", json={"events": [{"event_id": "stack-e1", "event_type": "click", "user_id": uid,
                                                         "product_id": 1, "ts": 1_700_000_000_000}]})
         assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        _feed_retrieval_runs_keyword_beside_vector(client.app.state.services.state, uid)
+
+
+def _feed_retrieval_runs_keyword_beside_vector(state, uid: int) -> None:
+    """On remote indexes the feed's keyword call (the session's last query) runs on another thread while the
+    vector call runs, with the same candidates, in the same order and sources, as one after the other."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from engines.search.stored import ensure_stored
+    from online.candidates import RequestContext, Source
+    from online.stages import retrieval
+    from online.stages.user import UserStage
+
+    def ctx() -> RequestContext:
+        c = RequestContext(request_id="t" * 32, kind="feed", user_id=uid, lat=None, lon=None, device_type=-1,
+                           limit=20, query="", now_ms=int(time.time() * 1000), deadline_s=time.perf_counter() + 60)
+        UserStage().run(c, None, state)
+        c.user.features["current_search_query"] = ensure_stored("iphone")
+        return c
+
+    threads = []
+    season = retrieval.RetrievalStage.season
+
+    def spy(kw, query, n):
+        threads.append(threading.current_thread().name)
+        return season(kw, query, n)
+
+    stage = retrieval.RetrievalStage()
+    stage.season = spy  # the instance's own attribute: the class stays as it is
+    beside = stage.run(ctx(), None, state)
+    assert threads == [threads[0]] and threads[0].startswith("retrieval")  # not the request's thread
+    original = retrieval._remote
+    retrieval._remote = lambda index: False
+    try:
+        after = stage.run(ctx(), None, state)
+    finally:
+        retrieval._remote = original
+    assert threads[1] == threading.current_thread().name
+    np.testing.assert_array_equal(np.asarray(beside.idx), np.asarray(after.idx))
+    np.testing.assert_array_equal(np.asarray(beside.source), np.asarray(after.source))
+    assert (np.asarray(beside.source) == Source.KEYWORD).any() and (np.asarray(beside.source) == Source.VECTOR).any()
