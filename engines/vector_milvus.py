@@ -229,6 +229,8 @@ class MilvusVectorIndex(SideListings):
             raise self.link.failed(exc) from exc
         self.link.ok()
         hits = res[0]
+        if hasattr(hits, "ids") and hasattr(hits, "distances"):  # pymilvus' columns: no per-hit dict look-ups
+            return np.asarray(hits.ids, np.int64), np.asarray(hits.distances, np.float32)
         ids = np.fromiter((h["id"] for h in hits), np.int64, len(hits))
         scores = np.fromiter((h["distance"] for h in hits), np.float32, len(hits))
         return ids, scores
