@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 
 ORDER = ("world", "batch", "etl_scale", "ltr", "online", "search", "search_backends", "feast", "scaling", "retrieval",
-         "text", "vision", "stream", "bus", "flink", "boost", "vector_backends")
+         "text", "vision", "stream", "bus", "flink", "boost", "vector_backends", "stack")
 ROOT = Path(__file__).resolve().parents[1]
 
 

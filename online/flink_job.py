@@ -7,7 +7,7 @@ apache-flink 2.2 pins pyarrow < 21 and pandas < 2.3, below the service's).
     driver: OutboxArchiver (the lake) + heartbeat in jk:ops:stream
 
 :class:`ApplyBatches` gathers the records a worker receives into batches (``stream_batch`` records, or
-``stream_block_ms`` after the first) and runs :class:`online.apply.EventApplier` on each -- the window
+``flink_linger_ms`` after the first) and runs :class:`online.apply.EventApplier` on each -- the window
 definitions, idempotency markers, per-version counters and flags of our own processor, one ``MULTI`` per
 batch -- then appends the batch to the archive outbox (:mod:`online.outbox`). A record completes only
 then, and Flink's async operator finishes its in-flight records before a checkpoint, so a checkpoint
@@ -172,8 +172,8 @@ def build_env(s: Settings, bootstrap: str, topic: str, group: str, bounded: bool
     conf = Configuration()
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    # hand records to the Python worker at least every stream_block_ms (default bundles wait up to 1 s)
-    conf.set_string("python.fn-execution.bundle.time", str(max(10, s.stream_block_ms)))
+    # hand records to the Python worker at least every flink_linger_ms (default bundles wait up to 1 s)
+    conf.set_string("python.fn-execution.bundle.time", str(max(5, s.flink_linger_ms)))
     conf.set_string("python.fn-execution.bundle.size", str(max(100, s.stream_batch)))
     conf.set_string("taskmanager.memory.process.size", os.environ.get("JAIKOD_FLINK_TM_MEMORY", "1024m"))
     conf.set_string("rest.bind-address", "127.0.0.1")
@@ -197,7 +197,7 @@ def build_env(s: Settings, bootstrap: str, topic: str, group: str, bounded: bool
         builder = builder.set_property("partition.discovery.interval.ms", "10000")
     src = env.from_source(builder.build(), WatermarkStrategy.no_watermarks(), "events",
                           type_info=Types.PRIMITIVE_ARRAY(Types.BYTE()))
-    fn = ApplyBatches(redis_url, s.stream_batch, s.stream_block_ms / 1000.0)
+    fn = ApplyBatches(redis_url, s.stream_batch, s.flink_linger_ms / 1000.0)
     applied = AsyncDataStream.unordered_wait(src, fn, Time.seconds(120), capacity=max(1, s.stream_batch),
                                              output_type=Types.STRING())
     applied.print()  # nothing is emitted; a sink makes the job
