@@ -86,19 +86,49 @@ class SideListings:
         raise NotImplementedError
 
 
+RULE_FIELDS = ("category", "seller", "lat", "lon")  # per listing, aligned with the index's ids
+
+
 class VectorIndex(SideListings):
-    """faiss over the snapshot's listings (``HardRules`` are left to the filter stage)."""
+    """faiss over the snapshot's listings. Built with the hard rules' fields (``attrs``: category, seller,
+    lat, lon per listing), it applies :class:`HardRules` while it searches: the listings a rule excludes
+    are left out by an ``IDSelectorBitmap``, so the k nearest are k eligible ones and the pool the filter
+    stage cuts holds ~``n_candidates`` after the distance rule, not half of it (issue 16.3). Without them
+    (an index built before), the rules are left to the filter stage."""
 
     def __init__(self, index, ids: np.ndarray, extra_ids: np.ndarray | None = None,
-                 extra_vectors: np.ndarray | None = None):
+                 extra_vectors: np.ndarray | None = None, attrs: dict[str, np.ndarray] | None = None):
         self.index = index
         self.dim = index.d
         self.ids = np.asarray(ids, dtype=np.int64)
+        self.attrs = None
+        if attrs is not None and all(f in attrs for f in RULE_FIELDS):
+            self.attrs = {f: np.asarray(attrs[f], np.float64 if f in ("lat", "lon") else np.int64)
+                          for f in RULE_FIELDS}
         self._side(extra_ids, extra_vectors)
+
+    @property
+    def applies_rules(self) -> bool:  # type: ignore[override]
+        return self.attrs is not None and not getattr(self, "_on_gpu", False)
+
+    def eligible(self, rules: HardRules) -> np.ndarray | None:
+        """Mask of the built listings the rules keep (None: every one)."""
+        a = self.attrs
+        keep = None
+        if rules.box is not None:
+            lat_min, lat_max, lon_min, lon_max = rules.box
+            keep = (a["lat"] >= lat_min) & (a["lat"] <= lat_max) & (a["lon"] >= lon_min) & (a["lon"] <= lon_max)
+        if rules.banned_categories:
+            ok = ~np.isin(a["category"], rules.banned_categories)
+            keep = ok if keep is None else keep & ok
+        if rules.banned_sellers:
+            ok = ~np.isin(a["seller"], rules.banned_sellers)
+            keep = ok if keep is None else keep & ok
+        return keep
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, ivf_threshold: int = 500_000, nlist: int | None = None,
-              nprobe: int = 64, seed: int = 0) -> VectorIndex:
+              nprobe: int = 64, seed: int = 0, attrs: dict[str, np.ndarray] | None = None) -> VectorIndex:
         import faiss
 
         x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -114,7 +144,7 @@ class VectorIndex(SideListings):
             index.train(sample)
             index.nprobe = nprobe
         index.add(x)
-        return cls(index, ids)
+        return cls(index, ids, attrs=attrs)
 
     def to_device(self) -> VectorIndex:
         if backend().is_gpu:
@@ -123,12 +153,26 @@ class VectorIndex(SideListings):
 
                 res = faiss.StandardGpuResources()
                 self.index = faiss.index_cpu_to_gpu(res, 0, self.index)
+                self._on_gpu = True  # GPU indexes take no IDSelector: the filter stage applies the rules
             except (AttributeError, RuntimeError) as exc:  # faiss-cpu build
                 log.info("faiss GPU unavailable, vector index stays on CPU: %s", exc)
         return self
 
     def _search_built(self, q: np.ndarray, k: int, rules: HardRules | None) -> tuple[np.ndarray, np.ndarray]:
-        scores, idx = self.index.search(q.reshape(1, -1), min(k, len(self.ids)))
+        keep = self.eligible(rules) if rules is not None and self.applies_rules else None
+        k = min(k, len(self.ids))
+        if keep is None or keep.all():
+            scores, idx = self.index.search(q.reshape(1, -1), k)
+        elif not keep.any():
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        else:
+            import faiss
+
+            bitmap = np.packbits(keep, bitorder="little")  # bit i of byte i >> 3 = listing i (faiss' layout)
+            sel = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(bitmap))
+            params = (faiss.SearchParametersIVF(sel=sel, nprobe=self.index.nprobe) if hasattr(self.index, "nprobe")
+                      else faiss.SearchParameters(sel=sel))
+            scores, idx = self.index.search(q.reshape(1, -1), min(k, int(keep.sum())), params=params)
         ok = idx[0] >= 0
         return self.ids[idx[0][ok]], scores[0][ok]
 
@@ -137,6 +181,8 @@ class VectorIndex(SideListings):
 
         faiss.write_index(self.index, str(folder / "vectors.faiss"))
         np.save(folder / "vector_ids.npy", self.ids)
+        if self.attrs is not None:
+            np.savez(folder / "vector_attrs.npz", **self.attrs)
 
     @classmethod
     def load(cls, folder: Path, threads: int | None = 1, nprobe: int | None = None) -> VectorIndex:
@@ -153,7 +199,9 @@ class VectorIndex(SideListings):
         index = faiss.read_index(str(path))
         if nprobe is not None and hasattr(index, "nprobe"):
             index.nprobe = nprobe
-        return cls(index, np.load(folder / "vector_ids.npy")).to_device()
+        attrs_path = folder / "vector_attrs.npz"
+        attrs = dict(np.load(attrs_path)) if attrs_path.exists() else None
+        return cls(index, np.load(folder / "vector_ids.npy"), attrs=attrs).to_device()
 
 
 def build_vector_index(ids: np.ndarray, vectors: np.ndarray, settings, *, version: str,
@@ -168,7 +216,7 @@ def build_vector_index(ids: np.ndarray, vectors: np.ndarray, settings, *, versio
                                        timeout_s=settings.milvus_timeout_ms / 1000.0,
                                        breaker_s=settings.milvus_breaker_s)
     return VectorIndex.build(ids, vectors, ivf_threshold=settings.vector_ivf_threshold, nlist=settings.vector_nlist,
-                             nprobe=settings.vector_nprobe)
+                             nprobe=settings.vector_nprobe, attrs=attrs)
 
 
 def load_vector_index(folder: Path, settings) -> SideListings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.index import IndexError_, KeywordIndex, VectorIndex, read_manifest, write_manifest
+from engines.index import HardRules, IndexError_, KeywordIndex, VectorIndex, read_manifest, write_manifest
 from engines.text.tokenize import text_match, tokenize
 
 
@@ -28,6 +28,53 @@ def test_flat_vector_index_is_exact_and_round_trips(tmp_path):
     again = VectorIndex.load(tmp_path)
     assert again.search(q, 10)[0].tolist() == got.tolist()
     assert len(index.search(q, 10_000)[0]) == 500  # k above the catalogue: everything, once
+
+
+def _rule_world(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    vecs = _unit(rng.standard_normal((n, 16)))
+    ids = np.arange(10_000, 10_000 + n, dtype=np.int64)
+    attrs = {"category": rng.integers(0, 12, n), "seller": rng.integers(0, 50, n),
+             "lat": rng.uniform(5.0, 20.0, n), "lon": rng.uniform(97.0, 106.0, n)}
+    return vecs, ids, attrs
+
+
+def _brute_eligible(vecs, ids, attrs, q, k, rules: HardRules):
+    lat0, lat1, lon0, lon1 = rules.box
+    keep = ((attrs["lat"] >= lat0) & (attrs["lat"] <= lat1) & (attrs["lon"] >= lon0) & (attrs["lon"] <= lon1)
+            & ~np.isin(attrs["category"], rules.banned_categories) & ~np.isin(attrs["seller"], rules.banned_sellers))
+    order = np.argsort(-(vecs @ q), kind="stable")
+    return ids[order[keep[order]]][:k]
+
+
+@pytest.mark.parametrize("ivf", [False, True])
+def test_vector_index_with_rule_fields_returns_the_k_nearest_eligible_listings(tmp_path, ivf):
+    """Built with category/seller/lat/lon, the index leaves out what the hard rules exclude while it searches
+    (a bitmap selector): the k nearest eligible listings, as brute force over the eligible ones finds them,
+    and the same after a save/load round trip."""
+    vecs, ids, attrs = _rule_world(3000, 4)
+    index = VectorIndex.build(ids, vecs, attrs=attrs, ivf_threshold=1000 if ivf else 500_000, nprobe=10_000)
+    assert index.applies_rules
+    rules = HardRules(banned_categories=(3, 7), banned_sellers=(11,), box=(10.0, 15.0, 99.0, 103.0))
+    q = vecs[42]
+    got, scores = index.search(q, 100, rules)
+    assert got.tolist() == _brute_eligible(vecs, ids, attrs, q, 100, rules).tolist()
+    assert np.all(np.diff(scores) <= 1e-6)
+    plain = index.search(q, 100)[0]  # no rules: the nearest whatever they are
+    assert set(plain.tolist()) != set(got.tolist())
+    index.save(tmp_path)
+    again = VectorIndex.load(tmp_path)
+    assert again.applies_rules and again.search(q, 100, rules)[0].tolist() == got.tolist()
+    nothing = HardRules(box=(50.0, 51.0, 0.0, 1.0))  # nobody within the box
+    assert len(index.search(q, 100, nothing)[0]) == 0
+
+
+def test_vector_index_without_rule_fields_leaves_the_rules_to_the_filters(tmp_path):
+    vecs, ids, _ = _rule_world(500, 5)
+    index = VectorIndex.build(ids, vecs)
+    assert not index.applies_rules
+    index.save(tmp_path)
+    assert not VectorIndex.load(tmp_path).applies_rules
 
 
 def test_ivf_vector_index_recall_against_brute_force():

@@ -72,6 +72,7 @@ def test_replay_record_of_a_feed_response(app_client, users, monkeypatch):
     state = app_client.app.state.services.state
     monkeypatch.setattr(state.settings, "replay_sample_rate", 1.0)
     body = app_client.post("/v1/feed", json={"user_id": users[1], "limit": 20}).json()
+    assert body["replay_sampled"], body["fallbacks_used"]
     rec = replay_log.load(state.redis, body["request_id"])
     assert rec is not None
     assert rec.X.shape == (len(rec.candidate_ids), len(rec.features))

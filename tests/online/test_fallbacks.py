@@ -168,7 +168,7 @@ def test_unknown_user_is_cold_start(app_client):
     body = r.json()
     assert "cold_start" in body["fallbacks_used"]
     assert len(body["items"]) == 20
-    assert body["model_version"] != "none"
+    assert body["model_version"] != "none", body
 
 
 @pytest.fixture()
