@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     retry_after_s: int = 1  # Retry-After on a 429
     shed_delay_ms: float = 10.0  # an edge 429 is sent this late (a timer, no slot held): paces clients that retry at once
     redis_breaker_s: float = 0.25  # after a Redis timeout/refusal, requests skip Redis this long, then one probes
-    pii_key: str | None = Field(None, description="key of the PII hashes at rest; unset = <home>/pii_key")
+    pii_key: str | None = Field(None, description="key of the PII hashes and seals at rest; unset = <home>/pii_key")
     aof_rewrite_interval_s: float = 3600.0  # BGREWRITEAOF this often (stream processor), so trimmed events leave the AOF
 
     # --- world -----------------------------------------------------------------------------
