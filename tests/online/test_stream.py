@@ -253,8 +253,7 @@ def test_dead_letter_that_does_not_open_stays_and_is_named(jaikod_env, redis_cli
     bad = dict(dead_letter_fields(good, "product_id is not an int64 id", "2-0", 1))
     bad["s"] = bad["s"][:-1] + bytes([bad["s"][-1] ^ 1])  # one bit flipped in the tag
     damaged = redis_client.xadd(DEAD_LETTER, bad).decode()
-    redis_client.xadd(DEAD_LETTER, {"e": b'{"event_id": "old"}', "reason": "x", "source_id": "3-0",
-                                             "at_ms": "1"})
+    redis_client.xadd(DEAD_LETTER, {"e": b'{"event_id": "old"}', "reason": "x", "source_id": "3-0", "at_ms": "1"})
     assert [r["bytes"] for r in DeadLetters(redis_client, s).list()] == [len(good), len(good), 19]
     done = DeadLetters(redis_client, s).replay()
     assert done.resent == 2 and done.unopened == [damaged]
