@@ -659,8 +659,15 @@ def dead_letter_list(count: Annotated[int, typer.Option(min=1, max=100_000)] = 1
 @cli_errors
 def dead_letter_replay(ids: Annotated[list[str] | None, typer.Argument(help="entry ids (default: all)")] = None,
                        ) -> None:
-    """Re-send dead-lettered events to the event bus (still-poison ones come back)."""
-    err_console.print(f"{_dead_letters().replay(ids)} event(s) re-sent to the event bus")
+    """Re-send dead-lettered events to the event bus (still-poison ones come back). Their payloads rest
+    sealed under the deployment's PII key; one that does not open is left in place (exit code 1)."""
+    done = _dead_letters().replay(ids)
+    err_console.print(f"{done.resent} event(s) re-sent to the event bus")
+    if done.unopened:
+        err_console.print(f"[bold red]error:[/] {len(done.unopened)} dead-lettered event(s) could not be opened "
+                          f"(damaged, or sealed under another PII key), left in place: "
+                          f"{' '.join(done.unopened[:20])}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @dead_letter_app.command("drop")

@@ -7,7 +7,12 @@ Measures through a real uvicorn (1 worker) on loopback:
 
 * **overload**: closed-loop clients at 1x, 2x, 4x and 8x the rated concurrency (``max_in_flight``, the
   admission limit per worker) with admission control on, and 4x with it off (the limit raised past the
-  client count): p50/p99 of the admitted (200) answers, share shed (429), 5xx.
+  client count): p50/p99 of the admitted (200) answers, share shed (429), 5xx. Two load generators: httpx
+  (as a Python client would call the service; it costs the shared cores about 1 ms of CPU per request, so
+  a client retrying at once also loads the machine the worker runs on) and a lean one (raw sockets,
+  keep-alive, prebuilt requests: tens of microseconds per request), which shows what the worker itself
+  does. The peers in the same run: the fixed 10 ms pause of the previous round (``shed_delay_max_ms`` =
+  ``shed_delay_ms``), the h11 parser without any pause, admission off.
 * **slow Redis**: Redis blocked by ``DEBUG SLEEP 0.3`` again and again (the probe's "answering in 300 ms")
   while clients request ``/v1/feed``: p99, the fallbacks named (``feature_store_slow`` vs ``redis_down``),
   5xx.
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from bench._meta import LATEST as OUT
 from bench._meta import write_result
@@ -83,34 +89,121 @@ async def closed_loop(base: str, bodies: list[dict], conc: int, max_s: float, pa
             "fallbacks": fallbacks}
 
 
+async def lean_loop(base: str, bodies: list[dict], conc: int, max_s: float, path: str = "/v1/feed") -> dict[str, Any]:
+    """Like :func:`closed_loop` (clients retry at once), with a lean load generator: one keep-alive socket per
+    client, prebuilt HTTP/1.1 requests, only the status line and ``Content-Length`` parsed."""
+    host, port = base.split("//", 1)[1].rsplit(":", 1)
+    reqs = []
+    for b in bodies:
+        body = orjson.dumps(b)
+        reqs.append(b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (path.encode(), host.encode(), len(body), body))
+    ok_lat: list[float] = []
+    all_lat: list[float] = []
+    codes: dict[str, int] = {}
+    deadline = time.perf_counter() + max_s
+
+    async def worker(w: int) -> None:
+        rd, wr = await asyncio.open_connection(host, int(port))
+        i = w
+        try:
+            while time.perf_counter() < deadline:
+                i += conc
+                t0 = time.perf_counter()
+                wr.write(reqs[i % len(reqs)])
+                head = await rd.readuntil(b"\r\n\r\n")
+                length = next((int(ln.split(b":", 1)[1]) for ln in head.split(b"\r\n")
+                               if ln[:15].lower() == b"content-length:"), 0)
+                await rd.readexactly(length)
+                ms = (time.perf_counter() - t0) * 1000
+                code = head[9:12].decode()
+                all_lat.append(ms)
+                codes[code] = codes.get(code, 0) + 1
+                if code == "200":
+                    ok_lat.append(ms)
+        finally:
+            wr.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(conc)))
+    wall = time.perf_counter() - t0
+    n = len(all_lat)
+    return {"concurrency": conc, "client": "lean", "requests": n, "rps": n / wall, "admitted": len(ok_lat),
+            "admitted_p50_ms": pct(ok_lat, 50), "admitted_p99_ms": pct(ok_lat, 99), "all_p99_ms": pct(all_lat, 99),
+            "shed_share": codes.get("429", 0) / n if n else 0.0,
+            "server_errors": sum(v for k, v in codes.items() if k.startswith("5")), "status": codes}
+
+
+def _feed_histogram(base: str) -> dict[float, float]:
+    """The worker's own latency histogram of ``/v1/feed`` (``jaikod_http_request_duration_seconds``: admitted
+    requests, from the edge to the last byte sent), cumulative count by upper bound in seconds."""
+    import httpx
+
+    out: dict[float, float] = {}
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith("jaikod_http_request_duration_seconds_bucket{") and 'route="/v1/feed"' in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def histogram_quantile_ms(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Quantile ``q`` (ms) of the observations between two scrapes, interpolated in its bucket as
+    Prometheus' ``histogram_quantile`` does."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank, lo, below = q * counts[-1], 0.0, 0.0
+    for b, c in zip(bounds, counts, strict=True):
+        if c >= rank:
+            if b == float("inf"):
+                return lo * 1000
+            return (lo + (b - lo) * (rank - below) / max(c - below, 1e-12)) * 1000
+        lo, below = b, c
+    return float("nan")
+
+
+def _level(base: str, bodies: list[dict], conc: int, mult: int, max_s: float, lean: bool = False,
+           **kw: Any) -> dict[str, Any]:
+    """One load level; ``server_p99_ms`` from the worker's own histogram tells the worker's share of the
+    admitted latency from the load generator's."""
+    h0 = _feed_histogram(base)
+    row = asyncio.run(lean_loop(base, bodies, conc, max_s) if lean else closed_loop(base, bodies, conc, max_s, **kw))
+    h1 = _feed_histogram(base)
+    return {**row, "multiple": mult, "server_p50_ms": histogram_quantile_ms(h0, h1, 0.5),
+            "server_p99_ms": histogram_quantile_ms(h0, h1, 0.99)}
+
+
 def overload(env: dict[str, str], bodies: list[dict], rated: int, max_s: float) -> dict[str, Any]:
-    """Admission on: clients that retry at once after a 429, and clients that honour Retry-After
-    (``retry_after_s`` sleep); admission off at 4x for comparison."""
+    """Admission on: clients that retry at once after a 429 (httpx and lean), and clients that honour
+    Retry-After (``retry_after_s`` sleep); the peers at 4x in the same run (module doc)."""
     out: dict[str, Any] = {"rated_concurrency": rated, "admission_on": [], "admission_on_retry_after": [],
-                           "admission_off": None}
-    with uvicorn_server("online.app:create_app", {**env, "JAIKOD_MAX_IN_FLIGHT": str(rated)}) as base:
+                           "admission_on_lean": [], "admission_off": None}
+    on = {**env, "JAIKOD_MAX_IN_FLIGHT": str(rated)}
+    with uvicorn_server("online.app:create_app", on) as base:
         asyncio.run(closed_loop(base, bodies, 2, 2.0))  # warm-up
         for mult in (1, 2, 4, 8):
-            row = asyncio.run(closed_loop(base, bodies, rated * mult, max_s))
-            row["multiple"] = mult
-            out["admission_on"].append(row)
+            out["admission_on"].append(_level(base, bodies, rated * mult, mult, max_s))
+        for mult in (1, 4):
+            out["admission_on_lean"].append(_level(base, bodies, rated * mult, mult, max_s, lean=True))
         for mult in (4, 8):
-            row = asyncio.run(closed_loop(base, bodies, rated * mult, max_s, think_on_429_s=1.0))
-            row["multiple"] = mult
-            out["admission_on_retry_after"].append(row)
-    # the same 4x with clients retrying at once, on uvicorn's pure-Python HTTP parser (h11): the peer
-    with uvicorn_server("online.app:create_app", {**env, "JAIKOD_MAX_IN_FLIGHT": str(rated), "UVICORN_HTTP": "h11",
-                                                  "JAIKOD_SHED_DELAY_MS": "0"}) as base:
+            out["admission_on_retry_after"].append(_level(base, bodies, rated * mult, mult, max_s, think_on_429_s=1.0))
+    # before: every 429 paced by the same 10 ms, however often its connection comes back
+    with uvicorn_server("online.app:create_app", {**on, "JAIKOD_SHED_DELAY_MAX_MS": on.get("JAIKOD_SHED_DELAY_MS",
+                                                                                           "10")}) as base:
         asyncio.run(closed_loop(base, bodies, 2, 2.0))
-        row = asyncio.run(closed_loop(base, bodies, rated * 4, max_s))
-        row["multiple"] = 4
-        out["admission_on_h11_no_delay"] = row
+        out["admission_on_fixed_delay"] = _level(base, bodies, rated * 4, 4, max_s)
+        out["admission_on_fixed_delay_lean"] = _level(base, bodies, rated * 4, 4, max_s, lean=True)
+    # the same 4x with clients retrying at once, on uvicorn's pure-Python HTTP parser (h11), no pause
+    with uvicorn_server("online.app:create_app", {**on, "UVICORN_HTTP": "h11", "JAIKOD_SHED_DELAY_MS": "0",
+                                                  "JAIKOD_SHED_DELAY_MAX_MS": "0"}) as base:
+        asyncio.run(closed_loop(base, bodies, 2, 2.0))
+        out["admission_on_h11_no_delay"] = _level(base, bodies, rated * 4, 4, max_s)
     with uvicorn_server("online.app:create_app", {**env, "JAIKOD_MAX_IN_FLIGHT": "10000",
                                                   "JAIKOD_MAX_QUEUE_MS": "1000000"}) as base:
         asyncio.run(closed_loop(base, bodies, 2, 2.0))
-        row = asyncio.run(closed_loop(base, bodies, rated * 4, max_s))
-        row["multiple"] = 4
-        out["admission_off"] = row
+        out["admission_off"] = _level(base, bodies, rated * 4, 4, max_s)
     return out
 
 
@@ -256,14 +349,21 @@ def _print(result: dict[str, Any]) -> None:
     ov = result.get("overload")
     if ov:
         print(f"overload (rated concurrency {ov['rated_concurrency']} per worker, budget {result['budget_ms']} ms)")
-        print(f"{'clients':>8} {'rps':>7} {'adm p50':>8} {'adm p99':>8} {'shed':>6} {'5xx':>4}")
-        rows = [*ov["admission_on"], *[{**r, "concurrency": f"{r['concurrency']}r"} for r in ov["admission_on_retry_after"]],
-                {**ov["admission_on_h11_no_delay"], "concurrency": f"{ov['admission_on_h11_no_delay']['concurrency']}h"},
-                {**ov["admission_off"], "concurrency": f"{ov['admission_off']['concurrency']}*"}]
+        print(f"{'clients':>8} {'rps':>7} {'adm p50':>8} {'adm p99':>8} {'srv p99':>8} {'shed':>6} {'5xx':>4}")
+        def tag(row: dict, mark: str) -> dict:
+            return {**row, "concurrency": f"{row['concurrency']}{mark}"}
+
+        rows = [*ov["admission_on"], *[tag(r, "L") for r in ov["admission_on_lean"]],
+                *[tag(r, "r") for r in ov["admission_on_retry_after"]],
+                tag(ov["admission_on_fixed_delay"], "f"), tag(ov["admission_on_fixed_delay_lean"], "fL"),
+                tag(ov["admission_on_h11_no_delay"], "h"), tag(ov["admission_off"], "*")]
         for row in rows:
             print(f"{row['concurrency']!s:>8} {row['rps']:7.0f} {row['admitted_p50_ms']:8.1f} "
-                  f"{row['admitted_p99_ms']:8.1f} {row['shed_share']:6.1%} {row['server_errors']:4d}")
-        print("  r: clients honour Retry-After; h: h11 parser and no shed delay (before); *: admission control off")
+                  f"{row['admitted_p99_ms']:8.1f} {row['server_p99_ms']:8.1f} {row['shed_share']:6.1%} "
+                  f"{row['server_errors']:4d}")
+        print("  clients retry at once unless r; L: lean load generator (else httpx); r: clients honour Retry-After;\n"
+              "  f: fixed 10 ms pause per 429 (before); h: h11 parser, no pause; *: admission control off\n"
+              "  adm: as the client saw it; srv: the worker's own histogram (admitted, edge to last byte)")
     sr = result.get("slow_redis")
     if sr:
         for k in ("healthy", "slow", "after"):

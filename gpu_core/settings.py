@@ -107,8 +107,9 @@ class Settings(BaseSettings):
     max_queue_ms: float = 50.0  # a request queued behind others longer than this is shed (429)
     retry_after_s: int = 1  # Retry-After on a 429
     shed_delay_ms: float = 10.0  # an edge 429 is sent this late (a timer, no slot held): paces clients that retry at once
+    shed_delay_max_ms: float = 200.0  # ... doubled per 429 a connection asks for again before Retry-After, up to this
     redis_breaker_s: float = 0.25  # after a Redis timeout/refusal, requests skip Redis this long, then one probes
-    pii_key: str | None = Field(None, description="key of the PII hashes at rest; unset = <home>/pii_key")
+    pii_key: str | None = Field(None, description="key of the PII hashes and seals at rest; unset = <home>/pii_key")
     aof_rewrite_interval_s: float = 3600.0  # BGREWRITEAOF this often (stream processor), so trimmed events leave the AOF
 
     # --- world -----------------------------------------------------------------------------
@@ -225,7 +226,8 @@ DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing
                    "schedule_purge_utc",
                    # the edge's limits decide whether a request is served, never its ranking
                    "max_body_bytes", "max_events_body_bytes", "max_upload_body_bytes", "max_header_bytes",
-                   "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "shed_delay_ms", "redis_breaker_s",
+                   "max_in_flight", "max_in_flight_other", "max_queue_ms", "retry_after_s", "shed_delay_ms",
+                   "shed_delay_max_ms", "redis_breaker_s",
                    "aof_rewrite_interval_s", "stream_consumer_reap_idle_s",
                    "milvus_uri", "milvus_timeout_ms", "milvus_breaker_s", "s3_endpoint_url", "s3_region")
 # backend setting -> its default per stack (JAIKOD_STACK); an explicit JAIKOD_<SETTING> wins

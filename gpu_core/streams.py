@@ -20,8 +20,9 @@ format of an event on the bus.
 ``jk:drift:meta``                       hash: computed_at, train_window, last_window
 ``jk:stream:manifest``                  hash: archive file -> JSON entry ids (archived, not acked)
 ``jk:stream:stats``                     hash: applied, archived, files, dead_lettered (counters)
-``jk:stream:dead``                      Redis stream: poison events (fields ``e`` raw payload,
-                                        ``reason``, ``source_id`` bus position, ``at_ms``)
+``jk:stream:dead``                      Redis stream: poison events (fields ``s`` the raw payload
+                                        sealed, ``reason``, ``source_id`` bus position, ``at_ms``;
+                                        entries written before the seal hold ``e``, the payload as is)
 ``jk:stream:outbox``                    list: payloads the Flink job applied, awaiting the lake archive
 ``jk:stream:outbox:manifest``           hash: archive file -> JSON event ids (renamed, not yet marked)
 ``jk:stream:archived:{h(event_id)}``    the Flink job's archive marker: the event is in the lake (TTL 7 d)
@@ -29,6 +30,9 @@ format of an event on the bus.
 
 ``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
 carry user data (a phone number, a name), so no key name holds it in plaintext.
+A poison payload can carry the same (and typed query text, a phone number in a session id): the
+dead-letter stream keeps it sealed (:func:`gpu_core.pii.seal`, AES-256-GCM under a key derived from the PII
+key, the bus position bound in), so a replay gets the exact bytes back and nothing rests in plaintext.
 
 An event on the bus is valid when :func:`event_problem` finds nothing: the event API's schema checks
 the same rules at the edge, and the stream processor checks them again for whatever reached the bus by
@@ -67,8 +71,9 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (5, 10, 20, 30, 50, 75, 100, 150, 200, 3
 
 from gpu_core.ids import is_id  # noqa: E402
 from gpu_core.lake import EVENT_FIELDS  # noqa: E402,F401  (the event schema is the lake contract's)
-from gpu_core.pii import pseudonym  # noqa: E402
+from gpu_core.pii import SEAL_OVERHEAD, pseudonym, seal, unseal  # noqa: E402
 from gpu_core.schema import DEVICE_TYPES, EVENT_TYPES  # noqa: E402
+from gpu_core.settings import Settings  # noqa: E402
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01
 MAX_POSITION = 10_000  # the lake's position column is int16
@@ -126,8 +131,25 @@ def version_seen_key(event_type: str, event_id: str) -> str:
 
 
 def dead_letter_fields(payload: bytes, reason: str, source_id: str, at_ms: int) -> dict[str, bytes | str]:
-    """One dead-letter entry (the raw payload as it was on the bus, so a replay re-sends it unchanged)."""
-    return {"e": payload, "reason": reason[:500], "source_id": source_id, "at_ms": str(at_ms)}
+    """One dead-letter entry: the raw payload as it was on the bus, sealed (a replay re-sends it unchanged;
+    nothing of it rests in plaintext), with its reason (field names, never values), bus position and time."""
+    return {"s": seal(payload, source_id.encode()), "reason": reason[:500], "source_id": source_id,
+            "at_ms": str(at_ms)}
+
+
+def dead_letter_payload(fields: dict[bytes, bytes], settings: Settings | None = None) -> bytes:
+    """The raw bus payload of a dead-letter entry (its fields as XRANGE returns them); raises
+    :class:`gpu_core.pii.SealError` when it does not open. An entry written before the seal gives its ``e``."""
+    if b"s" in fields:
+        return unseal(fields[b"s"], fields.get(b"source_id", b""), settings)
+    return fields.get(b"e", b"")
+
+
+def dead_letter_size(fields: dict[bytes, bytes]) -> int:
+    """Bytes of the payload of a dead-letter entry, without opening it."""
+    if b"s" in fields:
+        return max(len(fields[b"s"]) - SEAL_OVERHEAD, 0)
+    return len(fields.get(b"e", b""))
 
 
 def event_topic(stream: str) -> str:

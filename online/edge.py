@@ -4,11 +4,14 @@ after Starlette's own error middleware).
 1. **Headers**: all request headers together at most ``max_header_bytes`` -> 431.
 2. **Admission** (per worker): ranking requests (``/v1/feed``, ``/v1/search``) beyond
    ``max_in_flight`` in flight, and other ``/v1`` requests beyond ``max_in_flight_other``, are answered
-   ``429`` with ``Retry-After`` before any work (after ``shed_delay_ms``, which paces clients that retry
-   at once); the admin API and the ops endpoints are never
-   shed. The arrival time is stamped into the scope (:func:`arrival`), so a request's deadline counts
-   the time it queued for a thread, and a request that queued longer than ``max_queue_ms`` is shed by
-   :func:`shed_if_queued` with the same 429.
+   ``429`` with ``Retry-After`` before any work; the admin API and the ops endpoints are never shed. The
+   429 is sent after a pause (an event-loop timer, no slot held) that paces clients retrying at once:
+   ``shed_delay_ms`` for a connection's first 429, doubled each time the same connection comes back
+   before its ``Retry-After`` ran out, up to ``shed_delay_max_ms`` (:class:`ShedPacer`). A client that
+   honours ``Retry-After`` only ever waits the first pause; one that ignores it costs the worker a few
+   429s a second instead of hundreds. The arrival time is stamped into the scope (:func:`arrival`), so a
+   request's deadline counts the time it queued for a thread, and a request that queued longer than
+   ``max_queue_ms`` is shed by :func:`shed_if_queued` with the same 429.
 3. **Body size**: a ``Content-Length`` over the route's limit -> 413 before the body is read; a body
    without one is read up to the limit and refused as soon as it passes it (never buffered whole).
 4. **Valid Unicode**: a JSON body whose strings hold a lone surrogate (``"\\ud800"``, which Python's JSON
@@ -79,6 +82,34 @@ def shed_if_queued(scope: dict, s: Settings) -> float:
     return t0
 
 
+class ShedPacer:
+    """How long to hold a connection's 429 (module doc, 2.): ``first_s`` for a connection not shed within the
+    last ``window_s`` (its ``Retry-After``), doubled for each 429 it asks for again sooner, up to ``max_s``.
+    A connection is the peer's (host, port) of the ASGI scope; admitting it forgets it. At most ``keep``
+    connections are remembered (the oldest quiet ones are forgotten first)."""
+
+    def __init__(self, first_s: float, max_s: float, window_s: float, keep: int = 4096):
+        self.first_s, self.max_s, self.window_s, self.keep = first_s, max(max_s, first_s), window_s, keep
+        self._last: dict[Any, tuple[float, float]] = {}  # connection -> (time of its last 429, its pause)
+
+    def delay(self, conn: Any, now: float) -> float:
+        last = self._last.get(conn)
+        pause = self.first_s if last is None or now - last[0] > self.window_s else min(last[1] * 2, self.max_s)
+        if last is None and len(self._last) >= self.keep:
+            self._forget(now)
+        self._last[conn] = (now, pause)
+        return pause
+
+    def admitted(self, conn: Any) -> None:
+        if self._last:
+            self._last.pop(conn, None)
+
+    def _forget(self, now: float) -> None:
+        quiet = [c for c, (t, _) in self._last.items() if now - t > self.window_s]
+        for c in quiet or list(self._last)[: self.keep // 2]:
+            del self._last[c]
+
+
 def surrogate_field(value: Any, path: tuple = ()) -> str | None:
     """Dotted path of the first string (or key) holding a lone surrogate, "" for the top level."""
     if isinstance(value, str):
@@ -116,6 +147,8 @@ class EdgeGuard:
             (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
             (b"retry-after", str(settings.retry_after_s).encode())]}
         self._shed_body = {"type": "http.response.body", "body": payload}
+        self.pacer = ShedPacer(settings.shed_delay_ms / 1000.0, settings.shed_delay_max_ms / 1000.0,
+                               float(settings.retry_after_s))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -130,11 +163,12 @@ class EdgeGuard:
             return
         cls = admission_class(path)
         if cls is not None and self.in_flight[cls] >= self.limits[cls]:
-            await self._shed(cls, send)
+            await self._shed(cls, scope.get("client"), send)
             return
         if cls is not None:
             scope[AHEAD] = self.in_flight[cls]
             self.in_flight[cls] += 1
+            self.pacer.admitted(scope.get("client"))
         try:
             receive = await self._checked_body(scope, receive, send, path)
             if receive is not None:
@@ -143,15 +177,16 @@ class EdgeGuard:
             if cls is not None:
                 self.in_flight[cls] -= 1
 
-    async def _shed(self, cls: str, send) -> None:
+    async def _shed(self, cls: str, conn: Any, send) -> None:
         """The 429 of a request over the in-flight limit: prebuilt bytes, a prebound counter, no body read,
-        no log line; sent after ``shed_delay_ms`` (an event-loop timer holding no slot), so a client that
-        retries at once is paced instead of keeping the worker's HTTP parser busy against the requests
-        it admitted."""
+        no log line; sent after the connection's pause (:class:`ShedPacer`: an event-loop timer holding no
+        slot), so a client that retries at once is paced instead of keeping the worker's HTTP parser -- and
+        its own CPU, on a shared machine -- busy against the requests it admitted."""
         if self.metrics is not None:
             self.metrics.shed.labels(cls, "in_flight").inc()
-        if self.s.shed_delay_ms > 0:
-            await asyncio.sleep(self.s.shed_delay_ms / 1000.0)
+        pause = self.pacer.delay(conn, time.perf_counter()) if conn is not None else self.pacer.first_s
+        if pause > 0:
+            await asyncio.sleep(pause)
         await send(self._shed_start)
         await send(self._shed_body)
 

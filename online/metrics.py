@@ -29,6 +29,8 @@ class Metrics:
         self.artifacts_refused = Counter("jaikod_artifacts_refused_total",
                                          "Published model/index versions refused (checksum mismatch, unreadable); "
                                          "the version loaded before keeps serving", ["kind"], registry=r)
+        for kind in ("model", "index"):  # exported at 0 from the start, so the alert's increase() sees the first
+            self.artifacts_refused.labels(kind)
         self.fallback_rate = Gauge("jaikod_fallback_rate_window",
                                    "Share of feed responses with a fallback over the alert's sliding window",
                                    registry=r)

@@ -33,18 +33,21 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis
 
 from gpu_core import ops
 from gpu_core.lake import commit_file, staged_path
+from gpu_core.pii import SealError
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import (
     DEAD_LETTER,
     MANIFEST,
     STREAM_STATS,
+    dead_letter_payload,
+    dead_letter_size,
 )
 from online.apply import EventApplier, stage_archive
 from online.bus import BusEntry, EventBus, make_bus
@@ -311,9 +314,19 @@ class StreamProcessor:
                 "dead_lettered": self.dead_lettered}
 
 
+class Replayed(NamedTuple):
+    """What :meth:`DeadLetters.replay` did: entries re-sent (and removed), ids of those whose sealed payload
+    did not open (left in place: damaged, or sealed under another PII key)."""
+
+    resent: int
+    unopened: list[str]
+
+
 class DeadLetters:
     """The dead-letter stream: list, replay (re-send to the event bus, for events fixed by a later
-    release or refused by a transient cause) and drop. An entry replayed that is still poison comes back."""
+    release or refused by a transient cause) and drop. An entry replayed that is still poison comes back.
+    Payloads rest sealed (:func:`gpu_core.streams.dead_letter_fields`): ``list`` never opens them, ``replay``
+    opens each one just before it re-sends it."""
 
     def __init__(self, client: redis.Redis, settings: Settings | None = None):
         self.r = client
@@ -324,7 +337,7 @@ class DeadLetters:
         for eid, f in self.r.xrange(DEAD_LETTER, count=count):
             out.append({"id": eid.decode(), "source_id": f.get(b"source_id", b"").decode(),
                         "reason": f.get(b"reason", b"").decode(errors="replace"),
-                        "at_ms": int(f.get(b"at_ms", b"0") or 0), "bytes": len(f.get(b"e", b""))})
+                        "at_ms": int(f.get(b"at_ms", b"0") or 0), "bytes": dead_letter_size(f)})
         return out
 
     def _select(self, ids: list[str] | None) -> list[tuple[str, dict]]:
@@ -335,18 +348,26 @@ class DeadLetters:
             return got
         return [(eid.decode(), f) for eid, f in self.r.xrange(DEAD_LETTER)]
 
-    def replay(self, ids: list[str] | None = None) -> int:
-        """Re-send the payloads (all, or ``ids``) to the event bus as they are and remove them here; number
-        re-sent."""
+    def replay(self, ids: list[str] | None = None) -> Replayed:
+        """Re-send the payloads (all, or ``ids``) to the event bus exactly as they were on it and remove them
+        here. An entry whose payload does not open is logged by id and left in place."""
         picked = self._select(ids)
         bus = make_bus(self.r, self.s)
+        resent, unopened = 0, []
         try:
             for eid, f in picked:  # re-sent first, then removed: a crash between re-sends it twice (deduped)
-                bus.resend([f.get(b"e", b"")])
+                try:
+                    payload = dead_letter_payload(f)
+                except SealError as exc:
+                    log.warning(orjson.dumps({"event": "dead_letter_unopened", "id": eid, "reason": str(exc)}).decode())
+                    unopened.append(eid)
+                    continue
+                bus.resend([payload])
                 self.r.xdel(DEAD_LETTER, eid)
+                resent += 1
         finally:
             bus.close()
-        return len(picked)
+        return Replayed(resent, unopened)
 
     def drop(self, ids: list[str] | None = None) -> int:
         picked = [eid for eid, _ in self._select(ids)]

@@ -22,7 +22,14 @@ pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed"
 from gpu_core.feature_store import OnlineStore, rt_product_key, rt_user_key  # noqa: E402
 from gpu_core.schema import PRODUCT_DAILY, USER_DAILY  # noqa: E402
 from gpu_core.settings import get_settings, reset_settings  # noqa: E402
-from gpu_core.streams import ARCHIVED, DEAD_LETTER, OUTBOX, OUTBOX_MANIFEST, STREAM_STATS  # noqa: E402
+from gpu_core.streams import (  # noqa: E402
+    ARCHIVED,
+    DEAD_LETTER,
+    OUTBOX,
+    OUTBOX_MANIFEST,
+    STREAM_STATS,
+    dead_letter_payload,
+)
 from online.bus import KafkaBus  # noqa: E402
 from online.flink_job import FlinkUnavailable, ensure_flink_python, job_command, job_env  # noqa: E402
 from online.stream import StreamProcessor  # noqa: E402
@@ -72,7 +79,8 @@ def write_snapshot(r: redis.Redis) -> None:
 
 
 def db_state(r: redis.Redis) -> dict[bytes, tuple]:
-    """Every key as (type, value, has a TTL); the dead-letter stream without its entry ids and times."""
+    """Every key as (type, value, has a TTL); the dead-letter stream without its entry ids and times, its
+    payloads opened (each is sealed with its own nonce)."""
     out = {}
     for k in r.scan_iter(count=10_000):
         t = r.type(k).decode()
@@ -85,7 +93,7 @@ def db_state(r: redis.Redis) -> dict[bytes, tuple]:
         elif t == "list":
             v = tuple(r.lrange(k, 0, -1))
         elif t == "stream":
-            v = tuple(sorted((f[b"e"], f[b"reason"]) for _, f in r.xrange(k)))
+            v = tuple(sorted((dead_letter_payload(f), f[b"reason"]) for _, f in r.xrange(k)))  # opened
         else:
             v = t
         out[k] = (t, v, r.pttl(k) > 0)

@@ -132,6 +132,8 @@ def test_feed_observer_tracks_versions_and_exports_gauges(observed):
     assert 'jaikod_feature_psi{feature="price_ratio"} 0.31' in text
     assert f'jaikod_model_ctr{{model_version="{label}"}} 0.15' in text
     assert 'jaikod_stream_lag{kind="lag"}' in text
+    for kind in ("model", "index"):  # at 0 before any refusal: the JaikodArtifactRefused alert's increase() needs it
+        assert f'jaikod_artifacts_refused_total{{kind="{kind}"}} 0.0' in text
 
 
 def test_service_fires_the_webhook_on_fallbacks(observed, hook):

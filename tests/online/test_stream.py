@@ -238,3 +238,24 @@ def test_dead_consumers_leave_the_group_but_not_one_with_pending_entries(redis_s
     assert sorted(p.reaped) == ["ghost-1", "ghost-2"]
     assert "worker-live" in left and not left.keys() & {"ghost-1", "ghost-2"}
     assert left["holder"] == 2  # the holder's entries are still there to be claimed
+
+
+def test_dead_letter_that_does_not_open_stays_and_is_named(jaikod_env, redis_client):
+    """A sealed dead letter damaged at rest (or sealed under another deployment's PII key) is not re-sent as
+    garbage: replay re-sends the others and names it; it stays for `drop`; a legacy plaintext entry replays."""
+    from gpu_core.streams import DEAD_LETTER, dead_letter_fields
+    from online.stream import DeadLetters
+
+    s = get_settings()
+    good = b'{"event_id": "0812345678-1"}'
+    fields = dead_letter_fields(good, "product_id is not an int64 id", "1-0", 1)
+    redis_client.xadd(DEAD_LETTER, fields)
+    bad = dict(dead_letter_fields(good, "product_id is not an int64 id", "2-0", 1))
+    bad["s"] = bad["s"][:-1] + bytes([bad["s"][-1] ^ 1])  # one bit flipped in the tag
+    damaged = redis_client.xadd(DEAD_LETTER, bad).decode()
+    redis_client.xadd(DEAD_LETTER, {"e": b'{"event_id": "old"}', "reason": "x", "source_id": "3-0", "at_ms": "1"})
+    assert [r["bytes"] for r in DeadLetters(redis_client, s).list()] == [len(good), len(good), 19]
+    done = DeadLetters(redis_client, s).replay()
+    assert done.resent == 2 and done.unopened == [damaged]
+    assert [eid.decode() for eid, _ in redis_client.xrange(DEAD_LETTER)] == [damaged]
+    assert sorted(f[b"e"] for _, f in redis_client.xrange(s.event_stream)) == sorted([b'{"event_id": "old"}', good])

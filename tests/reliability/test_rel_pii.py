@@ -9,7 +9,10 @@ sampled at 100 %) and carried by the events that report those searches (bus, ses
 lake's ``query`` column): the stores keep the query's stored form (engines.search.stored), never the text.
 Faces: an eKYC upload (ID photo + selfies) with encrypted retention on; neither the uploaded bytes nor a
 raw pixel block of the face is anywhere in plaintext, and the one retained file decrypts back (AES-GCM,
-purged after 30 days by the vault)."""
+purged after 30 days by the vault). Poison: two events written straight onto the bus (around the event
+API's checks) carry the phone, the e-mail and the Line ID in their ids, session id and query text; the
+processor dead-letters them, the dead-letter stream keeps them sealed (the scan finds nothing), and
+``jaikod stream dead-letter replay`` puts the exact bytes back on the bus."""
 
 from __future__ import annotations
 
@@ -21,11 +24,13 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pyarrow.parquet as pq
 import pytest
 import redis
 from PIL import Image
 
+from gpu_core.settings import Settings
 from tests.reliability.conftest import ROOT, LiveServer, server_env
 from tests.support.synthetic import draw_face
 
@@ -69,6 +74,7 @@ def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
     blobs["face pixel block"] = face[150, 100:220].tobytes()  # a raw RGB row across the face
     blobs["selfie upload bytes"] = selfie_pngs[0][100:148]
     lake = tmp_path / "lake"
+    stream = Settings.model_fields["event_stream"].default
     env = server_env(tiny_world, redis_url=url, lake=lake, replay_sample_rate=1.0, log_requests="true")
     env["JAIKOD_VISION_RETENTION_ENABLED"] = "true"
     env["JAIKOD_REDIS_URL"] = url
@@ -110,6 +116,14 @@ def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
                                                   for i, f in enumerate(selfie_pngs)]])
             assert r.status_code == 200, r.text
             assert r.json()["retained"] is True
+        # poison carrying PII, as an old writer or a hand-made XADD would put it on the bus
+        poison = [orjson.dumps({"event_id": f"{seeds['phone']}-poison", "event_type": "click", "ts": now,
+                                "user_id": 5, "product_id": 2**63, "session_id": seeds["email"][:64],
+                                "query": f"call {seeds['phone']} {seeds['email']}"}),
+                  f'{{"event_id": "{seeds["line_id"]}", "chat": "{seeds["chat"]}'.encode()]  # not JSON
+        bus = redis.Redis.from_url(url)
+        for payload in poison:
+            bus.xadd(stream, {"e": payload})
         proc_env = {**env, "JAIKOD_AOF_REWRITE_INTERVAL_S": "0.3", "JAIKOD_STREAM_ARCHIVE_INTERVAL_S": "0.2"}
         out = subprocess.run([sys.executable, "-m", "online.stream", "--consumer", "pii", "--max-idle-s", "2"],
                              env=proc_env, cwd=ROOT, capture_output=True, timeout=120)
@@ -118,7 +132,15 @@ def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
     finally:
         server.stop()
     r = redis.Redis.from_url(url)
-    assert r.xlen(env.get("JAIKOD_EVENT_STREAM", "jk:events")) == 0  # applied events are trimmed
+    assert r.xlen(stream) == 0  # applied events are trimmed (poison too, once dead-lettered)
+    from gpu_core.streams import DEAD_LETTER, dead_letter_payload
+
+    dead = r.xrange(DEAD_LETTER)
+    assert len(dead) == len(poison)
+    # the dead letters do hold the PII (so the scan below looks at it), sealed
+    home = Settings(home=tiny_world.home, pii_key=None)  # the deployment's key: <home>/pii_key
+    assert sorted(_hits(b"".join(dead_letter_payload(f, home) for _, f in dead), seeds)) == \
+        ["chat", "email", "line_id", "phone"]
     for _ in range(200):
         if r.info("persistence")["aof_rewrite_in_progress"] == 0:
             break
@@ -147,6 +169,12 @@ def test_seeded_pii_is_nowhere_at_rest(tmp_path, tiny_world, aof_redis):
     assert logged and any(b'["u"]' in (r.hget(k, "query") or b"") for k in logged)
     lake_queries = pq.read_table(lake / "events", columns=["query"])["query"].to_pylist()
     assert any(q and q.startswith("q1:") for q in lake_queries)
+    # the dead letters replay: the exact poison bytes are back on the bus, the dead-letter stream is empty
+    out = subprocess.run([sys.executable, str(ROOT / "jaikod_cli.py"), "stream", "dead-letter", "replay"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(f[b"e"] for _, f in r.xrange(stream)) == sorted(poison)
+    assert r.xlen(DEAD_LETTER) == 0
     # the face upload was retained, encrypted: the one cold-storage file decrypts back to the bytes sent
     from engines.vision.vault import FaceVault
 
