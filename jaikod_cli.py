@@ -291,13 +291,12 @@ def vision_purge(older_than_days: Annotated[int, typer.Option(help="retention in
 def batch_skew(lake: LakeOpt = None,
                limit: Annotated[int, typer.Option(help="logged requests to compare at most")] = 200) -> None:
     """Training/serving skew on real traffic: served feature matrices (replay log) vs offline features."""
-    import redis as redis_lib
-
     from batch.skew import skew_report
+    from gpu_core.redis_client import connect
     from gpu_core.settings import get_settings
 
     _apply_common(lake)
-    report = skew_report(_lake(lake), redis_lib.Redis.from_url(get_settings().redis_url), limit=limit)
+    report = skew_report(_lake(lake), connect(get_settings().redis_url), limit=limit)
     console.print(f"{report.requests} request(s), {report.rows} candidate rows compared; skipped: "
                   f"{report.skipped or 'none'}")
     print_table("served vs offline features", report.as_rows())
@@ -337,11 +336,12 @@ def _print_canary(reg: Any) -> None:
     """The canary: share, per-arm requests/errors/CTR/p99 (from Redis), the last decision."""
     import redis
 
+    from gpu_core.redis_client import connect
     from gpu_core.settings import get_settings
     from online.canary import canary_status
 
     try:
-        r = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        r = connect(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         st = canary_status(r, reg)
     except redis.RedisError as exc:
         err_console.print(f"canary: redis unreachable ({type(exc).__name__})")
@@ -593,13 +593,12 @@ stream_app.add_typer(dead_letter_app, name="dead-letter")
 
 
 def _dead_letters():
-    import redis
-
+    from gpu_core.redis_client import connect
     from gpu_core.settings import get_settings
     from online.stream import DeadLetters
 
     s = get_settings()
-    return DeadLetters(redis.Redis.from_url(s.redis_url, socket_timeout=10.0), s)
+    return DeadLetters(connect(s.redis_url, socket_timeout=10.0), s)
 
 
 @dead_letter_app.command("list")
