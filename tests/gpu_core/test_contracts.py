@@ -37,7 +37,7 @@ def _slot(key: str) -> int:
 def test_keys_written_together_share_a_hash_slot():
     """A Lua script or a MULTI on a Redis Cluster touches one slot: the keys each writer takes together
     carry one hash tag (gpu_core.redis_client)."""
-    from gpu_core import streams
+    from gpu_core import moderation, streams
 
     assert _slot(fs.applied_key("e1", 10)) == _slot(fs.rt_product_key(10))  # the product half
     assert len({_slot(k) for k in (fs.user_applied_key("e1", 5), fs.rt_user_key(5), fs.user_query_key(5))}) == 1
@@ -51,6 +51,8 @@ def test_keys_written_together_share_a_hash_slot():
                                    streams.OUTBOX_MANIFEST, streams.archived_key("e1"))}) == 1
     assert len({_slot(k) for k in (streams.BOOST_ARMS, streams.BOOST_ACTIVE, streams.BOOST_SPEND.format("d"))}) == 1
     assert _slot(streams.DRIFT_PSI) == _slot(streams.DRIFT_META)
+    assert len({_slot(k) for k in (moderation.done_key("1-0"), moderation.QUEUE, moderation.LABELS,
+                                   moderation.label_key(7), moderation.listing_key(7))}) == 1  # the decide script
 
 
 def test_moving_a_slot_moves_writer_and_reader_together(jaikod_env, redis_client, monkeypatch):

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from gpu_core.feature_store import OverrideKeys
-from gpu_core.moderation import LABELS, QUEUE
+from gpu_core.moderation import LABELS, QUEUE, listing_key
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "console-test-token"
@@ -134,8 +134,8 @@ def test_console_approve_reject_and_overrides(server, served_world):
         browser.close()
 
     assert (ARTIFACTS / "admin_console.png").stat().st_size > 10_000
-    assert r.hget(f"jk:listing:{a['listing_id']}", "status") == b"live"
-    assert r.hget(f"jk:listing:{b['listing_id']}", "status") == b"rejected"
+    assert r.hget(listing_key(a['listing_id']), "status") == b"live"
+    assert r.hget(listing_key(b['listing_id']), "status") == b"rejected"
     labels = {f[b"listing_id"].decode(): (f[b"decision"], f[b"moderator"]) for _, f in r.xrange(LABELS)}
     assert labels == {str(a["listing_id"]): (b"approve", b"ui-tester"), str(b["listing_id"]): (b"reject", b"ui-tester")}
     assert r.sismember(OverrideKeys.BOOST, product)

@@ -3,6 +3,7 @@ ports, joined by ``redis-cli --cluster create`` (3 masters, and one replica each
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -11,19 +12,29 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` free loopback ports whose cluster bus ports (port + 10000) are free too (a node's port must be
+    at most 55535)."""
+    rng = random.Random()
+    out: list[int] = []
+    while len(out) < n:
+        port = rng.randrange(20_000, 45_000)
+        if port not in out and port + 10_000 not in out and _bindable(port) and _bindable(port + 10_000):
+            out.append(port)
+    return out
 
 
 class RedisClusterServers:
@@ -49,22 +60,26 @@ class RedisClusterServers:
         d.mkdir(exist_ok=True)
         self.procs[port] = subprocess.Popen(
             [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d), "--save", "",
-             "--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--appendonly", "no", "--logfile", str(d / "redis.log"), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", str(self.node_timeout_ms), "--enable-debug-command", "local",
              # a replica may take over however long its link was down (the test kills masters on purpose)
              "--cluster-replica-validity-factor", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        node = redis.Redis(port=port)
-        for _ in range(200):
+        node = self.node(port)
+        for _ in range(500):
+            if self.procs[port].poll() is not None:
+                break
             try:
                 node.ping()
                 return
             except redis.ConnectionError:
                 time.sleep(0.02)
-        raise RuntimeError(f"cluster node {port} did not start")
+        log = (d / "redis.log").read_text(errors="replace")[-2000:] if (d / "redis.log").exists() else ""
+        raise RuntimeError(f"cluster node {port} did not start: {log}")
 
     def node(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2,
+                           retry=Retry(NoBackoff(), 0))
 
     def live_ports(self) -> list[int]:
         return [p for p, proc in self.procs.items() if proc.poll() is None]
