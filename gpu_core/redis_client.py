@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
 from gpu_core.errors import ConfigError
 
@@ -88,12 +89,31 @@ def is_cluster(r: Any) -> bool:
     return isinstance(r, RedisCluster)
 
 
-def load_scripts(r: Any, scripts: Iterable[Any]) -> None:
+def load_scripts(r: Any, scripts: Iterable[Any], *, strict: bool = False) -> None:
     """``SCRIPT LOAD`` each :class:`redis.commands.core.Script` on every master of a cluster (a plain
-    server's pipelines load their scripts themselves)."""
-    if is_cluster(r):
+    server's pipelines load their scripts themselves). A node down is no failure unless ``strict`` (a
+    pipeline that finds a script missing loads them again: :func:`has_noscript`)."""
+    if not is_cluster(r):
+        return
+    try:
         for script in scripts:
             r.script_load(script.script)
+    except (redis.RedisError, RedisClusterException):
+        if strict:
+            raise
+
+
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, TryAgainError,
+             redis.exceptions.NoScriptError)
+
+
+def raise_transient(results: Iterable[Any]) -> None:
+    """Raise the first error in a pipeline's results (``raise_on_error=False``) that says the cluster was
+    not there (a node down, a failover in progress, a script not yet loaded) rather than that the command
+    was refused: the caller retries the whole batch later instead of blaming its entries."""
+    for x in results:
+        if isinstance(x, TRANSIENT):
+            raise x
 
 
 def has_noscript(results: Iterable[Any]) -> bool:
@@ -108,3 +128,11 @@ def run_script(script: Any, keys: list[Any], args: list[Any], client: Any) -> An
     if is_cluster(client) and isinstance(client, ClusterPipeline):
         return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return script(keys=keys, args=args, client=client)
+
+
+def wait_replicas(r: Any, key: str, replicas: int, timeout_ms: int) -> int:
+    """``WAIT`` on the server that holds ``key`` (on a cluster, the master of its slot): how many replicas
+    acknowledged this connection's writes so far."""
+    if is_cluster(r):
+        return int(r.execute_command("WAIT", replicas, timeout_ms, target_nodes=r.get_node_from_key(key)))
+    return int(r.execute_command("WAIT", replicas, timeout_ms))

@@ -35,7 +35,7 @@ from engines.search.stored import ensure_stored
 from gpu_core.feature_store import OnlineStore, applied_keys
 from gpu_core.lake import events_table, partition_dir, stage_file
 from gpu_core.pii import pseudonym
-from gpu_core.redis_client import has_noscript, is_cluster, load_scripts, run_script
+from gpu_core.redis_client import has_noscript, is_cluster, load_scripts, raise_transient, run_script
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import (
@@ -181,12 +181,13 @@ class EventApplier:
         starts = [self._queue(pipe, entry) for entry in entries]
         res = pipe.execute(raise_on_error=False)
         if has_noscript(res):  # a master new since the scripts were loaded (a failover): those calls ran nothing
-            load_scripts(self.r, self.scripts)
+            load_scripts(self.r, self.scripts, strict=True)
             pipe = self.r.pipeline(transaction=False)
             for entry in entries:
                 self._queue(pipe, entry)
             again = pipe.execute(raise_on_error=False)  # the calls that ran before find their markers: no-ops
             res = [b if isinstance(a, redis.exceptions.NoScriptError) else a for a, b in zip(res, again, strict=True)]
+        raise_transient(res)  # the cluster was not there (a failover): the batch is retried, no entry blamed
         ends = starts[1:] + [len(res)]
         poison = []
         for entry, a, b in zip(entries, starts, ends, strict=True):

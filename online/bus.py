@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from gpu_core.errors import ConfigError
+from gpu_core.redis_client import wait_replicas
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import decode_event, encode_event, event_topic, seen_event_key
 
@@ -129,7 +130,7 @@ class RedisStreamsBus:
         keys = [self.stream] + [seen_event_key(e["event_id"], self.stream) for e in events]
         acc, dup = self._publish(keys=keys, args=[self.ttl] + [encode_event(e) for e in events])
         if self.min_replicas > 0 and acc:
-            got = self.r.execute_command("WAIT", self.min_replicas, 1000)
+            got = wait_replicas(self.r, self.stream, self.min_replicas, 1000)
             if int(got) < self.min_replicas:
                 raise ConnectionError(f"event append reached {got} of {self.min_replicas} replicas")
         return int(acc), int(dup)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 import pytest
+import redis.connection
 
 from gpu_core.feature_store import OnlineStore
 from gpu_core.redis_client import connect, is_cluster
@@ -62,6 +64,19 @@ def _client(app):
     return TestClient(app)
 
 
+def _count_sends(mp: pytest.MonkeyPatch) -> Counter:
+    """Packets sent to each node (port) from now on: a pipeline or an MGET sends one per node it reaches."""
+    sends: Counter = Counter()
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def spy(self, command, check_health=True):
+        sends[self.port] += 1
+        return send(self, command, check_health)
+
+    mp.setattr(redis.connection.AbstractConnection, "send_packed_command", spy)
+    return sends
+
+
 def feed(client, user: int) -> dict:
     r = client.post("/v1/feed", json={"user_id": user})
     assert r.status_code == 200, r.text
@@ -76,6 +91,17 @@ def test_a_feed_on_the_cluster_is_the_feed_on_one_server(cluster, cluster_env, m
         state = on_cluster.app.state.services.state
         assert is_cluster(state.redis)
         got = [feed(on_cluster, u) for u in users]
+        # round trips (packets sent per node): a feed request is the user round trip and the candidates'
+        # rings, each at most one per node; all listings' rings in one MGET are exactly one per master
+        masters = set(cluster.masters())
+        with pytest.MonkeyPatch.context() as mp:
+            sends = _count_sends(mp)
+            feed(on_cluster, users[0])
+            assert set(sends) <= masters and max(sends.values()) <= 2 and sum(sends.values()) <= 2 * len(masters), \
+                sends
+            sends.clear()
+            assert len(state.redis.mget(state.mirror.rt_keys.tolist())) == len(state.mirror.ids)
+            assert dict(sends) == {p: 1 for p in masters}, sends
     # the keys really are spread over the three masters, and the service read them there
     sizes = [cluster.node(p).dbsize() for p in cluster.masters()]
     assert len(sizes) == 3 and min(sizes) > 0, sizes
@@ -100,6 +126,7 @@ def test_stream_applies_events_once_across_a_crash(cluster, jaikod_env, monkeypa
     monkeypatch.setenv("JAIKOD_EVENT_BUS", "redis")
     monkeypatch.setenv("JAIKOD_STREAM_BATCH", "25")
     monkeypatch.setenv("JAIKOD_STREAM_ARCHIVE_INTERVAL_S", "60")  # no archive before the crash
+    monkeypatch.setenv("JAIKOD_EVENT_MIN_REPLICAS", "1")  # an append returns once the stream's replica has it
     reset_settings()
     r = connect()
     lake = jaikod_env / "lake"
