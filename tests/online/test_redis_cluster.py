@@ -1,7 +1,8 @@
 """The ranking service and the stream processor on a real Redis Cluster (3 masters + 3 replicas of
 ``redis-server --cluster-enabled yes`` on loopback, ``redis+cluster://`` URL): the same feed as on one
-server, events applied exactly once across a crash, and a master killed under load survived with
-fallbacks and no 5xx while its replica takes over."""
+server (one round trip per node and step, the replay log across nodes), events applied exactly once
+across a crash, and a master killed under load survived with fallbacks and no 5xx while its replica
+takes over."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from collections import Counter
 import pytest
 import redis.connection
 
+from gpu_core import replay_log
 from gpu_core.feature_store import OnlineStore
 from gpu_core.redis_client import connect, is_cluster
 from gpu_core.settings import reset_settings
 from online.bus import RedisStreamsBus
+from online.replay import replay_request
 from online.stream import StreamProcessor
 from tests.online.conftest import known_users
 from tests.online.test_stream import check_exact, make_events, run_until_applied
@@ -95,6 +98,7 @@ def test_a_feed_on_the_cluster_is_the_feed_on_one_server(cluster, cluster_env, m
         # rings, each at most one per node; all listings' rings in one MGET are exactly one per master
         masters = set(cluster.masters())
         with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(state.settings, "replay_sample_rate", 0.0)  # no replay record written in this one
             sends = _count_sends(mp)
             feed(on_cluster, users[0])
             assert set(sends) <= masters and max(sends.values()) <= 2 and sum(sends.values()) <= 2 * len(masters), \
@@ -102,6 +106,12 @@ def test_a_feed_on_the_cluster_is_the_feed_on_one_server(cluster, cluster_env, m
             sends.clear()
             assert len(state.redis.mget(state.mirror.rt_keys.tolist())) == len(state.mirror.ids)
             assert dict(sends) == {p: 1 for p in masters}, sends
+        # the replay log: a sampled request's record is found by a scan over every node, and re-scores the same
+        monkeypatch.setattr(state.settings, "replay_sample_rate", 1.0)
+        rid = feed(on_cluster, users[1])["request_id"]
+        assert rid in {k for k, _ in replay_log.scan(state.redis)}
+        again = replay_request(state, rid)
+        assert again["same_ranking"] and again["matrix_sha256_ok"] and again["changed_features"] == {}, again
     # the keys really are spread over the three masters, and the service read them there
     sizes = [cluster.node(p).dbsize() for p in cluster.masters()]
     assert len(sizes) == 3 and min(sizes) > 0, sizes
