@@ -373,11 +373,12 @@ def _print_canary(reg: Any) -> None:
     """The canary: share, per-arm requests/errors/CTR/p99 (from Redis), the last decision."""
     import redis
 
+    from gpu_core.redis_client import connect
     from gpu_core.settings import get_settings
     from online.canary import canary_status
 
     try:
-        r = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        r = connect(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         st = canary_status(r, reg)
     except redis.RedisError as exc:
         err_console.print(f"canary: redis unreachable ({type(exc).__name__})")
@@ -633,13 +634,12 @@ stream_app.add_typer(dead_letter_app, name="dead-letter")
 
 
 def _dead_letters():
-    import redis
-
+    from gpu_core.redis_client import connect
     from gpu_core.settings import get_settings
     from online.stream import DeadLetters
 
     s = get_settings()
-    return DeadLetters(redis.Redis.from_url(s.redis_url, socket_timeout=10.0), s)
+    return DeadLetters(connect(s.redis_url, socket_timeout=10.0), s)
 
 
 @dead_letter_app.command("list")

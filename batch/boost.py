@@ -31,6 +31,7 @@ import redis
 from engines.boost import Allocation, BoostConfig, ThompsonBooster, uniform_allocation
 from engines.realtime import product_window_counts, read_product_rt
 from gpu_core.feature_store import OnlineStore
+from gpu_core.redis_client import connect
 from gpu_core.settings import get_settings
 from gpu_core.streams import BOOST_ACTIVE, BOOST_ARMS, BOOST_SPEND
 from kernels.windows import smoothed_ctr
@@ -65,7 +66,7 @@ def run_boost(client: redis.Redis | None = None, *, rounds_per_day: int = 24, da
               config: BoostConfig | None = None) -> BoostRunSummary:
     t0 = time.perf_counter()
     s = get_settings()
-    r = client or redis.Redis.from_url(s.redis_url)
+    r = client or connect(s.redis_url)
     store = OnlineStore(r)
     now_s = time.time() if now_s is None else now_s
     budget = s.boost_daily_budget if daily_budget is None else daily_budget

@@ -65,6 +65,7 @@ from batch.lake import event_dates, table_path
 from batch.train import load_ranker, run_train, weights
 from engines.ranker import score_matrix
 from gpu_core.errors import LakeError
+from gpu_core.redis_client import connect
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, RankerArtifact, Registry
 from gpu_core.settings import get_settings
 from gpu_core.streams import DRIFT_META, DRIFT_PSI
@@ -242,7 +243,7 @@ def publish_drift(psi_by_feature: Mapping[str, float], meta: Mapping[str, Any]) 
     import redis
 
     try:
-        r = redis.Redis.from_url(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        r = connect(get_settings().redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         pipe = r.pipeline(transaction=True)
         pipe.delete(DRIFT_PSI)
         if psi_by_feature:

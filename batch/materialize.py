@@ -28,6 +28,7 @@ from engines.search.opensearch import build_index, index_name, prune_indexes
 from gpu_core.feature_store import VERSIONS, OnlineStore, OverrideKeys, SellerRecord
 from gpu_core.feature_store import write_sellers as write_seller_records
 from gpu_core.geo import N_REGIONS
+from gpu_core.redis_client import connect
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
 from gpu_core.settings import get_settings
 
@@ -97,7 +98,7 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
         build_index(settings.opensearch_url, index_name(version), views.product_ids, extra["title"].to_numpy(),
                     extra["category"].to_numpy(), eligible=eligible)
     # 2. the Redis snapshot, then the pointer
-    store = OnlineStore(client or redis.Redis.from_url(settings.redis_url))
+    store = OnlineStore(client or connect(settings.redis_url))
     by_region, trending = popular_lists(views.product["popularity"], views.product_region, eligible,
                                         views.product_ids)
     store.write_snapshot(

@@ -27,6 +27,7 @@ from gpu_core.moderation import (
     listing_key,
     text_flags,
 )
+from gpu_core.redis_client import connect
 from gpu_core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def run_review(client: redis.Redis | None = None, lake: Path | None = None, batc
                analyzer=None, consumer: str | None = None) -> ReviewSummary:
     t0 = time.perf_counter()
     s = get_settings()
-    r = client or redis.Redis.from_url(s.redis_url)
+    r = client or connect(s.redis_url)
     backlog = ReviewBacklog(r)
     queue = ModerationQueue(r)
     consumer = consumer or f"review-{socket.gethostname()}-{os.getpid()}"

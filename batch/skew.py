@@ -27,6 +27,7 @@ from batch.embeddings import read_product_vectors
 from batch.etl import point_in_time_features, search_index
 from batch.lake import read_events
 from gpu_core.errors import LakeError
+from gpu_core.redis_client import connect
 from gpu_core.replay_log import scan
 from gpu_core.schema import DEVICE_TYPES
 from gpu_core.settings import get_settings
@@ -54,7 +55,7 @@ class SkewReport:
 def skew_report(lake: Path, client: redis.Redis | None = None, limit: int = 200, rtol: float = 1e-5,
                 atol: float = 1e-5) -> SkewReport:
     """``client``: the replay log's Redis (default: ``settings.redis_url``)."""
-    client = client if client is not None else redis.Redis.from_url(get_settings().redis_url)
+    client = client if client is not None else connect(get_settings().redis_url)
     dims = read_dims(lake)
     vectors = read_product_vectors(lake)
     products = dims[0]

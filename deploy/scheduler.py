@@ -52,6 +52,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from deploy.jobs import JOBS
 from gpu_core import ops
 from gpu_core.errors import ConfigError
+from gpu_core.redis_client import connect
 from gpu_core.settings import Settings, get_settings
 
 log = logging.getLogger("jaikod.scheduler")
@@ -115,7 +116,7 @@ class Scheduler:
                  specs: list[JobSpec] | None = None, out: Callable[[str], None] | None = None,
                  run_now: Sequence[str] = (), background: bool = False):
         self.s = settings or get_settings()
-        self.r = client or redis.Redis.from_url(self.s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self.r = client or connect(self.s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
         self.specs = specs if specs is not None else job_specs(self.s)
         self.out = out or (lambda line: print(line, flush=True))
         self.run_now = set(run_now)

@@ -1,32 +1,41 @@
 """The feature store: one layout, two stores (offline Parquet, online Redis), written by batch and
 read by online. This module *is* the contract between them.
 
-Online layout (Redis, all keys under ``jk:``):
+Online layout (Redis, all keys under ``jk:``; ``<v>`` a snapshot version, ``{...}`` a hash tag):
 
 ======================================  ========================================================
 ``jk:snapshot:current``                 version id of the live daily snapshot (the one pointer)
 ``jk:snapshot:versions``                list of versions, newest first (old ones are deleted)
-``jk:s:{v}:u:{user_id}``                float32 row of USER_DAILY (packed, little-endian)
-``jk:s:{v}:p:{product_id}``             float32 row of PRODUCT_DAILY
-``jk:s:{v}:pm:ids`` / ``:pm:rows``       the whole product table (int64 ids, float32 rows): the
+``jk:s:<v>:u:<user_id>``                float32 row of USER_DAILY (packed, little-endian)
+``jk:s:<v>:p:<product_id>``             float32 row of PRODUCT_DAILY
+``jk:s:<v>:pm:ids`` / ``:pm:rows``       the whole product table (int64 ids, float32 rows): the
                                         in-memory/on-device mirror the service loads per version
-``jk:s:{v}:pm:seller`` / ``:pm:region``  int64 seller ids, int32 region codes (aligned with ids)
-``jk:s:{v}:ctx``                        float32 row of CONTEXT_DAILY
-``jk:s:{v}:holidays``                   set of YYYY-MM-DD holiday dates
-``jk:s:{v}:popular:{region}``           int64 product ids, most popular first, per region
-``jk:s:{v}:meta``                       hash: created_at, as_of, n_users, n_products
+``jk:s:<v>:pm:seller`` / ``:pm:region``  int64 seller ids, int32 region codes (aligned with ids)
+``jk:s:<v>:ctx``                        float32 row of CONTEXT_DAILY
+``jk:s:<v>:holidays``                   set of YYYY-MM-DD holiday dates
+``jk:s:<v>:popular:<region>``           int64 product ids, most popular first, per region
+``jk:s:<v>:meta``                       hash: created_at, as_of, n_users, n_products
 ``jk:trending``                         int64 product ids, "Trending Globally" (survives versions)
-``jk:rt:p:{product_id}``                BITFIELD, big-endian i32: product real-time ring buffers
-``jk:rt:u:{user_id}``                   BITFIELD, big-endian i32: user real-time ring buffer
-``jk:rt:u:{user_id}:q``                 current search query (string, TTL 30 min)
-``jk:rt:seen:{h(event_id)}``            idempotency marker of an applied event (TTL 7 days; keyed hash)
-``jk:seller:{seller_id}``               hash: the seller's trust inputs (:class:`SellerRecord`)
-``jk:overrides:version``                counter bumped on every override change (services re-read)
-``jk:overrides:boost``                  set: force-boosted product ids
-``jk:overrides:banned_categories``      set: banned category codes
-``jk:overrides:banned_sellers``         set: banned seller ids
-``jk:sponsored``                        set: the sponsored inventory (product ids)
+``jk:rt:p:{<product_id>}``              BITFIELD, big-endian i32: product real-time ring buffers
+``jk:rt:u:{<user_id>}``                 BITFIELD, big-endian i32: user real-time ring buffer
+``jk:rt:u:{<user_id>}:q``               current search query (string, TTL 30 min)
+``jk:rt:seen:p:{<product_id>}:<h>``     the product half of an event applied (TTL 7 days; ``h`` = keyed
+                                        hash of the event id)
+``jk:rt:seen:u:{<user_id>}:<h>``        the user half of an event applied (clicks, queries; TTL 7 days)
+``jk:seller:<seller_id>``               hash: the seller's trust inputs (:class:`SellerRecord`)
+``jk:{overrides}:version``              counter bumped on every override change (services re-read)
+``jk:{overrides}:boost``                set: force-boosted product ids
+``jk:{overrides}:banned_categories``    set: banned category codes
+``jk:{overrides}:banned_sellers``       set: banned seller ids
+``jk:{overrides}:sponsored``            set: the sponsored inventory (product ids)
+``jk:{live}:listings`` / ``:version``   intake listings gone live, and their version
 ======================================  ========================================================
+
+Hash tags (Redis Cluster; harmless on one server): a Lua script or a MULTI touches one slot only, so the
+keys written together share a tag -- a product's ring and the markers of the events applied to it, a
+user's ring, query and markers, the override sets and their version. Reads of one request (the user round
+trip, the candidates' rings) go out as one pipeline / MGET that a cluster client splits into one round
+trip per node (:mod:`gpu_core.redis_client`).
 
 Real-time windows are bucketed ring buffers (see :mod:`kernels.windows`): the same definition is
 used by the offline ETL, so a point-in-time training row equals what the service reads. This module
@@ -46,6 +55,7 @@ import redis
 
 from gpu_core.errors import FeatureStoreError
 from gpu_core.pii import pseudonym
+from gpu_core.redis_client import load_scripts, run_script
 from gpu_core.schema import (
     CONTEXT_DAILY,
     PRODUCT_DAILY,
@@ -95,8 +105,8 @@ class LiveListingKeys:
     (``online.state.ServiceState.sync_live``). The nightly snapshot does not hold them (they are not in the
     lake's products table); each worker adds them again over every new snapshot."""
 
-    IDS = "jk:live:listings"
-    VERSION = "jk:live:version"
+    IDS = "jk:{live}:listings"  # one hash tag: marked live in one MULTI
+    VERSION = "jk:{live}:version"
 
 
 def mark_live(r: Any, listing_id: int) -> None:
@@ -110,11 +120,12 @@ def mark_live(r: Any, listing_id: int) -> None:
 class OverrideKeys:
     """Admin overrides (written by the admin API and by materialisation, read by every service)."""
 
-    VERSION = "jk:overrides:version"
-    BOOST = "jk:overrides:boost"
-    BANNED_CATEGORIES = "jk:overrides:banned_categories"
-    BANNED_SELLERS = "jk:overrides:banned_sellers"
-    SPONSORED = "jk:sponsored"
+    # one hash tag: a change and its version bump are one MULTI
+    VERSION = "jk:{overrides}:version"
+    BOOST = "jk:{overrides}:boost"
+    BANNED_CATEGORIES = "jk:{overrides}:banned_categories"
+    BANNED_SELLERS = "jk:{overrides}:banned_sellers"
+    SPONSORED = "jk:{overrides}:sponsored"
     SETS = (BOOST, BANNED_CATEGORIES, BANNED_SELLERS, SPONSORED)
 
 
@@ -123,20 +134,32 @@ def seller_key(seller_id: int) -> str:
 
 
 def rt_product_key(product_id: int) -> str:
-    return f"jk:rt:p:{int(product_id)}"
+    return f"jk:rt:p:{{{int(product_id)}}}"
 
 
 def rt_user_key(user_id: int) -> str:
-    return f"jk:rt:u:{int(user_id)}"
+    return f"jk:rt:u:{{{int(user_id)}}}"
 
 
 def user_query_key(user_id: int) -> str:
-    return f"jk:rt:u:{int(user_id)}:q"
+    return f"jk:rt:u:{{{int(user_id)}}}:q"
 
 
-def applied_key(event_id: str) -> str:
-    """The idempotency marker of an applied event: the id's keyed hash (:mod:`gpu_core.pii`), never the id."""
-    return f"jk:rt:seen:{pseudonym(event_id)}"
+def applied_key(event_id: str, product_id: int) -> str:
+    """The idempotency marker of an event's product half: the id's keyed hash (:mod:`gpu_core.pii`), never
+    the id, in the product's slot (the script that checks it writes the product's ring)."""
+    return f"jk:rt:seen:p:{{{int(product_id)}}}:{pseudonym(event_id)}"
+
+
+def user_applied_key(event_id: str, user_id: int) -> str:
+    """The idempotency marker of an event's user half, in the user's slot."""
+    return f"jk:rt:seen:u:{{{int(user_id)}}}:{pseudonym(event_id)}"
+
+
+def applied_keys(event: Mapping[str, Any]) -> list[str]:
+    """Both halves' markers of an event (removed when Redis refused to apply it, so a replay applies it)."""
+    return [applied_key(event["event_id"], int(event["product_id"])),
+            user_applied_key(event["event_id"], int(event["user_id"]))]
 
 
 @dataclass(frozen=True)
@@ -202,15 +225,12 @@ def default_row(view: FeatureView) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Real-time update: one Lua script, atomic and idempotent per event id. Its slot numbers are the
-# layout constants above (BITFIELD ``#k`` addresses the k-th i32), so the script cannot drift from
-# the decoders.
-_APPLY_EVENT_TEMPLATE = """
--- KEYS: seen, product rt, user rt, user query
--- ARGV: event_type, product bucket, user minute bucket, category+1, query, seen_ttl, sold, boosted
---       (sold / boosted: '0', '1' or '' for "the event does not say"; set once per event id like the rest)
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[6])) == false then return 0 end
-local etype = ARGV[1]
+# Real-time update: two Lua scripts, each atomic and idempotent per event id -- the product half (its
+# window counts and flags) and the user half (session clicks, last category, query), each with its own
+# marker in its own slot, so both run on a Redis Cluster (a script touches one slot) and a crash between
+# them re-applies only the half that is missing. Their slot numbers are the layout constants above
+# (BITFIELD ``#k`` addresses the k-th i32), so the scripts cannot drift from the decoders.
+_RING = """
 local function ring(key, B, bucket, count_base)
   local slot = bucket % B
   local cur = redis.call('BITFIELD', key, 'GET', 'i32', '#' .. slot)[1]
@@ -221,36 +241,67 @@ local function ring(key, B, bucket, count_base)
   end
   redis.call('BITFIELD', key, 'INCRBY', 'i32', '#' .. (count_base + slot), 1)
 end
+"""
+_APPLY_PRODUCT_TEMPLATE = """
+-- KEYS: seen (product half), product rt
+-- ARGV: event_type, product bucket, seen_ttl, sold, boosted
+--       (sold / boosted: '0', '1' or '' for "the event does not say"; set once per event id like the rest)
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[3])) == false then return 0 end
+local etype = ARGV[1]
+""" + _RING + """
 local pb = tonumber(ARGV[2])
-local um = tonumber(ARGV[3])
 if etype == 'impression' then
   ring(KEYS[2], {PB}, pb, {P_IMPR})
 elseif etype == 'click' then
   ring(KEYS[2], {PB}, pb, {P_CLICK})
-  ring(KEYS[3], {UB}, um, {U_CLICK})
-  local last = redis.call('BITFIELD', KEYS[3], 'GET', 'i32', '#{U_LAST_MIN}')[1]
-  if um >= last then
-    redis.call('BITFIELD', KEYS[3], 'SET', 'i32', '#{U_LAST_CAT}', tonumber(ARGV[4]), 'SET', 'i32', '#{U_LAST_MIN}', um)
-  end
 elseif etype == 'order' then
   redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_SOLD}', 1)
 end
-if ARGV[7] ~= nil and ARGV[7] ~= '' then redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_SOLD}', tonumber(ARGV[7])) end
-if ARGV[8] ~= nil and ARGV[8] ~= '' then redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_BOOST}', tonumber(ARGV[8])) end
-if ARGV[5] ~= '' then redis.call('SET', KEYS[4], ARGV[5], 'EX', {QUERY_TTL_S}) end
+if ARGV[4] ~= nil and ARGV[4] ~= '' then redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_SOLD}', tonumber(ARGV[4])) end
+if ARGV[5] ~= nil and ARGV[5] ~= '' then redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{P_BOOST}', tonumber(ARGV[5])) end
+return 1
+"""
+_APPLY_USER_TEMPLATE = """
+-- KEYS: seen (user half), user rt, user query
+-- ARGV: event_type, user minute bucket, category+1, query, seen_ttl
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[5])) == false then return 0 end
+""" + _RING + """
+local um = tonumber(ARGV[2])
+if ARGV[1] == 'click' then
+  ring(KEYS[2], {UB}, um, {U_CLICK})
+  local last = redis.call('BITFIELD', KEYS[2], 'GET', 'i32', '#{U_LAST_MIN}')[1]
+  if um >= last then
+    redis.call('BITFIELD', KEYS[2], 'SET', 'i32', '#{U_LAST_CAT}', tonumber(ARGV[3]), 'SET', 'i32', '#{U_LAST_MIN}', um)
+  end
+end
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', {QUERY_TTL_S}) end
 return 1
 """
 
 
-def apply_event_script() -> str:
-    """The Lua source of the real-time update, generated from the slot layout."""
+def _fill(template: str) -> str:
     assert P_BIDS == 0 and U_BIDS == 0 and P_CLICK == 2 * PRODUCT_WINDOW.n_buckets, "ring layout changed"
-    return (_APPLY_EVENT_TEMPLATE.replace("{PB}", str(PRODUCT_WINDOW.n_buckets))
+    return (template.replace("{PB}", str(PRODUCT_WINDOW.n_buckets))
             .replace("{UB}", str(USER_WINDOW.n_buckets)).replace("{P_IMPR}", str(P_IMPR))
             .replace("{P_CLICK}", str(P_CLICK)).replace("{U_CLICK}", str(U_CLICK))
             .replace("{U_LAST_MIN}", str(U_LAST_MIN)).replace("{U_LAST_CAT}", str(U_LAST_CAT))
             .replace("{P_SOLD}", str(P_SOLD)).replace("{P_BOOST}", str(P_BOOST))
             .replace("{QUERY_TTL_S}", str(QUERY_TTL_S)))
+
+
+def apply_product_script() -> str:
+    """The Lua source of an event's product half, generated from the slot layout."""
+    return _fill(_APPLY_PRODUCT_TEMPLATE)
+
+
+def apply_user_script() -> str:
+    """The Lua source of an event's user half (clicks and queries only), generated from the slot layout."""
+    return _fill(_APPLY_USER_TEMPLATE)
+
+
+def touches_user(event_type: str, query: str) -> bool:
+    """Does an event change the user's real-time state (its user half runs)?"""
+    return event_type == "click" or bool(query)
 
 
 def flag_ops(*, sold: bool | None = None, boosted: bool | None = None) -> list[Any]:
@@ -268,7 +319,10 @@ class OnlineStore:
 
     def __init__(self, client: redis.Redis):
         self.r = client
-        self._apply = client.register_script(apply_event_script())
+        self._apply_product = client.register_script(apply_product_script())
+        self._apply_user = client.register_script(apply_user_script())
+        self.scripts = (self._apply_product, self._apply_user)
+        load_scripts(client, self.scripts)  # a cluster's pipelines cannot load them
 
     # ---- snapshots ---------------------------------------------------------------------------
     def current_version(self) -> str | None:
@@ -297,11 +351,9 @@ class OnlineStore:
         r = self.r
         for ids, rows, kind in ((user_ids, user_rows, "u"), (product_ids, product_rows, "p")):
             blobs = pack_rows(rows)
-            for i in range(0, len(blobs), chunk):
-                pipe = r.pipeline(transaction=False)
-                pipe.mset({snap_key(version, kind, int(k)): b for k, b in
-                           zip(ids[i:i + chunk], blobs[i:i + chunk], strict=True)})
-                pipe.execute()
+            for i in range(0, len(blobs), chunk):  # a cluster client splits each MSET by slot
+                r.mset({snap_key(version, kind, int(k)): b for k, b in
+                        zip(ids[i:i + chunk], blobs[i:i + chunk], strict=True)})
         pipe = r.pipeline(transaction=False)
         pipe.set(snap_key(version, "pm", "ids"), np.asarray(product_ids, dtype="<i8").tobytes())
         pipe.set(snap_key(version, "pm", "rows"), np.ascontiguousarray(product_rows, dtype="<f4").tobytes())
@@ -373,12 +425,19 @@ class OnlineStore:
                     boosted: bool | None = None) -> Any:
         """Apply one event to the real-time state, once per event id (idempotent): its window counts, the
         user's last category and query, and the listing flags it carries (``sold`` / ``boosted``; a
-        redelivered event sets no flag again, so a replay cannot undo a later event's flag)."""
+        redelivered event sets no flag again, so a replay cannot undo a later event's flag). Two scripts (the
+        product half first, then the user half when the event touches the user); without ``pipe`` the
+        result is the product half's: 1 applied now, 0 applied before."""
         ts = ts_ms / 1000.0
-        keys = [applied_key(event_id), rt_product_key(product_id), rt_user_key(user_id), user_query_key(user_id)]
-        args = [event_type, PRODUCT_WINDOW.bucket(ts), USER_WINDOW.bucket(ts), int(category) + 1, query or "",
-                SEEN_TTL_S, "" if sold is None else int(bool(sold)), "" if boosted is None else int(bool(boosted))]
-        return self._apply(keys=keys, args=args, client=pipe if pipe is not None else self.r)
+        client = pipe if pipe is not None else self.r
+        out = run_script(self._apply_product, [applied_key(event_id, product_id), rt_product_key(product_id)],
+                         [event_type, PRODUCT_WINDOW.bucket(ts), SEEN_TTL_S, "" if sold is None else int(bool(sold)),
+                          "" if boosted is None else int(bool(boosted))], client)
+        if touches_user(event_type, query):
+            run_script(self._apply_user,
+                       [user_applied_key(event_id, user_id), rt_user_key(user_id), user_query_key(user_id)],
+                       [event_type, USER_WINDOW.bucket(ts), int(category) + 1, query or "", SEEN_TTL_S], client)
+        return out
 
     def set_flags(self, product_id: int, *, sold: bool | None = None, boosted: bool | None = None,
                   pipe: Any = None) -> None:

@@ -3,17 +3,20 @@ imports the other).
 
 Redis layout:
 
-=================================  =================================================================
-``jk:listing:{id}``                hash: a listing taken in by ``POST /v1/listings`` (title, description,
-                                   price_thb, category, seller_id, status, safety/fraud scores, flags)
-``jk:listing:seq``                 counter of new listing ids (starts above the world's product ids)
-``jk:listing:{id}:image``          raw image bytes of a new listing (for the admin console)
-``jk:listings:review``             stream: listings accepted without text analysis (post-hoc review)
-``jk:moderation:queue``            stream: listings waiting for a moderator (group ``moderators``)
-``jk:moderation:done:{entry}``     marker: this queue entry was decided (exactly-once guard)
-``jk:moderation:labels``           stream: every decision (listing_id, decision, reason, moderator...)
-``jk:moderation:label:{listing}``  hash: the latest decision of a listing
-=================================  =================================================================
+======================================  ============================================================
+``jk:{moderation}:listing:<id>``        hash: a listing taken in by ``POST /v1/listings`` (title, description,
+                                        price_thb, category, seller_id, status, safety/fraud scores, flags)
+``jk:listing:seq``                      counter of new listing ids (starts above the world's product ids)
+``jk:listing:<id>:image``               raw image bytes of a new listing (for the admin console)
+``jk:listings:review``                  stream: listings accepted without text analysis (post-hoc review)
+``jk:{moderation}:queue``               stream: listings waiting for a moderator (group ``moderators``)
+``jk:{moderation}:done:<entry>``        marker: this queue entry was decided (exactly-once guard)
+``jk:{moderation}:labels``              stream: every decision (listing_id, decision, reason, moderator...)
+``jk:{moderation}:label:<listing>``     hash: the latest decision of a listing
+======================================  ============================================================
+
+``{moderation}`` is a hash tag: the decision script writes the queue, the labels, the marker and the
+listing in one slot of a Redis Cluster (so intake listings share one node; their images do not).
 
 Queue semantics: an entry is *open* (never delivered), *claimed* (delivered to a moderator, in the
 group's pending list, not acknowledged) or *decided* (acknowledged and deleted, its label written). A
@@ -34,9 +37,9 @@ from typing import Any
 import orjson
 import redis
 
-QUEUE = "jk:moderation:queue"
+QUEUE = "jk:{moderation}:queue"
 GROUP = "moderators"
-LABELS = "jk:moderation:labels"
+LABELS = "jk:{moderation}:labels"
 REVIEW = "jk:listings:review"
 REVIEW_GROUP = "batch-review"
 LISTING_SEQ = "jk:listing:seq"
@@ -45,7 +48,7 @@ DECISIONS = ("approve", "reject")
 
 
 def listing_key(listing_id: int | str) -> str:
-    return f"jk:listing:{listing_id}"
+    return f"jk:{{moderation}}:listing:{listing_id}"
 
 
 def image_key(listing_id: int | str) -> str:
@@ -53,7 +56,12 @@ def image_key(listing_id: int | str) -> str:
 
 
 def label_key(listing_id: int | str) -> str:
-    return f"jk:moderation:label:{listing_id}"
+    return f"jk:{{moderation}}:label:{listing_id}"
+
+
+def done_key(entry_id: str) -> str:
+    """The marker of a decided queue entry."""
+    return f"jk:{{moderation}}:done:{entry_id}"
 
 
 def _s(v: Any) -> str:
@@ -187,13 +195,13 @@ class ModerationQueue:
             raise ValueError(f"decision must be one of {DECISIONS}")
         found = self.r.xrange(QUEUE, entry_id, entry_id)
         if not found:
-            done = self.r.get(f"jk:moderation:done:{entry_id}")
+            done = self.r.get(done_key(entry_id))
             raise DecisionConflict("already decided" if done else "not in the queue")
         f = decode_hash(found[0][1])
         listing_id = f.get("listing_id", "")
         ts = int(time.time() * 1000)
         ok, info = self._decide(
-            keys=[f"jk:moderation:done:{entry_id}", QUEUE, LABELS, label_key(listing_id), listing_key(listing_id)],
+            keys=[done_key(entry_id), QUEUE, LABELS, label_key(listing_id), listing_key(listing_id)],
             args=[GROUP, entry_id, decision, reason, moderator, listing_id, ts, f.get("kind", ""),
                   f.get("safety_score", "")])
         if not int(ok):

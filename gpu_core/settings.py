@@ -26,7 +26,8 @@ class Settings(BaseSettings):
                                                       "default <home>/lake")
     s3_endpoint_url: str | None = None  # S3-compatible endpoint of s3:// paths (None: AWS); keys from AWS_* env
     s3_region: str = "us-east-1"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = "redis://127.0.0.1:6379/0"  # redis+cluster://host:port[,host:port...] = a Redis Cluster
+    redis_cluster: bool = False  # the redis_url's server is one node of a Redis Cluster (gpu_core/redis_client.py)
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under <home>/mlflow")
     model_cache: Path | None = Field(None, description=(
         "the last production model loaded OK (checksummed copy), served when the registry is unreachable at "
@@ -220,7 +221,7 @@ class Settings(BaseSettings):
 
 
 DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing_key", "host", "port", "workers",
-                   "home", "lake", "scheduler", "redis_url", "mlflow_uri", "model_cache", "log_requests", "metrics_port",
+                   "home", "lake", "scheduler", "redis_url", "redis_cluster", "mlflow_uri", "model_cache", "log_requests", "metrics_port",
                    "ready_requires_stream", "job_timeout_s", "prometheus_url", "schedule_nightly_utc",
                    "schedule_continuous_s", "schedule_canary_s", "schedule_boost_s", "schedule_review_s",
                    "schedule_purge_utc",

@@ -6,30 +6,39 @@ format of an event on the bus.
 ``{settings.event_stream}``             Redis stream of accepted events, one field ``e`` (JSON)
 ``event_topic(settings.event_stream)``  the same events on Kafka (``event_bus=kafka``): the stream name with
                                         ``.`` for ``:``, message value = the JSON event, key = product id
-``jk:ev:seen:{h(event_id)}``            event API dedupe marker (TTL settings.event_dedupe_ttl_s)
-``jk:mv:seen:{t}:{h(event_id)}``        per-version CTR counted once per event (TTL 7 days)
-``jk:mv:{model_version}``               hash: impressions, clicks (from events), requests, errors,
-                                        fallbacks, lat:{bucket} (feed latency histogram, ms buckets)
+``jk:ev:seen:{<stream>}:<h>``           event API dedupe marker (TTL settings.event_dedupe_ttl_s), in the
+                                        stream's slot (the append script checks and appends in one slot)
+``jk:mv:seen:{<version>}:<t>:<h>``      per-version CTR counted once per event (TTL 7 days)
+``jk:mv:{<model_version>}``             hash: impressions, clicks (from events), requests, errors,
+                                        fallbacks, lat:<bucket> (feed latency histogram, ms buckets)
 ``jk:canary``                           hash: state of the canary (staging version, last decision)
 ``jk:canary:log``                       list of JSON decisions, newest first
 ``jk:canary:lock``                      one worker's canary check at a time (SET NX PX)
-``jk:boost:arms``                       hash: the auto-boost bandit's arms (listing -> Beta state)
-``jk:boost:active``                     hash: listings boosted this round -> spend
-``jk:boost:spend:{day}``                counter: THB spent by the autopilot that day
-``jk:drift:psi``                        hash: feature -> PSI (training window vs last window)
-``jk:drift:meta``                       hash: computed_at, train_window, last_window
-``jk:stream:manifest``                  hash: archive file -> JSON entry ids (archived, not acked)
-``jk:stream:stats``                     hash: applied, archived, files, dead_lettered (counters)
-``jk:stream:dead``                      Redis stream: poison events (fields ``s`` the raw payload
-                                        sealed, ``reason``, ``source_id`` bus position, ``at_ms``;
-                                        entries written before the seal hold ``e``, the payload as is)
-``jk:stream:outbox``                    list: payloads the Flink job applied, awaiting the lake archive
-``jk:stream:outbox:manifest``           hash: archive file -> JSON event ids (renamed, not yet marked)
-``jk:stream:archived:{h(event_id)}``    the Flink job's archive marker: the event is in the lake (TTL 7 d)
-======================================  ========================================================
 
 ``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
 carry user data (a phone number, a name), so no key name holds it in plaintext.
+A poison payload can carry the same (and typed query text, a phone number in a session id): the
+dead-letter stream keeps it sealed (:func:`gpu_core.pii.seal`, AES-256-GCM under a key derived from the PII
+key, the bus position bound in), so a replay gets the exact bytes back and nothing rests in plaintext.
+=======
+``jk:{boost}:arms``                     hash: the auto-boost bandit's arms (listing -> Beta state)
+``jk:{boost}:active``                   hash: listings boosted this round -> spend
+``jk:{boost}:spend:<day>``              counter: THB spent by the autopilot that day
+``jk:{drift}:psi``                      hash: feature -> PSI (training window vs last window)
+``jk:{drift}:meta``                     hash: computed_at, train_window, last_window
+``jk:{stream}:manifest``                hash: archive file -> JSON entry ids (archived, not acked)
+``jk:{stream}:stats``                   hash: applied, archived, files, dead_lettered (counters)
+``jk:{stream}:dead``                    Redis stream: poison events (fields ``s`` the raw payload
+                                        sealed, ``reason``, ``source_id`` bus position, ``at_ms``;
+                                        entries written before the seal hold ``e``, the payload as is)
+``jk:{stream}:outbox``                  list: payloads the Flink job applied, awaiting the lake archive
+``jk:{stream}:outbox:manifest``         hash: archive file -> JSON event ids (renamed, not yet marked)
+``jk:{stream}:archived:<h>``            the Flink job's archive marker: the event is in the lake (TTL 7 d)
+======================================  ========================================================
+
+``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
+carry user data (a phone number, a name), so no key name holds it in plaintext. ``{...}`` is a hash tag
+(Redis Cluster): keys written in one MULTI or script share it (:mod:`gpu_core.redis_client`).
 A poison payload can carry the same (and typed query text, a phone number in a session id): the
 dead-letter stream keeps it sealed (:func:`gpu_core.pii.seal`, AES-256-GCM under a key derived from the PII
 key, the bus position bound in), so a replay gets the exact bytes back and nothing rests in plaintext.
@@ -46,24 +55,24 @@ from typing import Any
 
 import orjson
 
-SEEN_EVENT = "jk:ev:seen:{}"
-VERSION_SEEN = "jk:mv:seen:{}"
-VERSION_STATS = "jk:mv:{}"
+SEEN_EVENT = "jk:ev:seen:{{{}}}:{}"  # stream, h(event_id)
+VERSION_SEEN = "jk:mv:seen:{{{}}}:{}"  # model version, type:h(event_id)
+VERSION_STATS = "jk:mv:{{{}}}"  # model version (its hash tag)
 CANARY = "jk:canary"
 CANARY_LOG = "jk:canary:log"
 CANARY_LOCK = "jk:canary:lock"
-BOOST_ARMS = "jk:boost:arms"
-BOOST_ACTIVE = "jk:boost:active"
-BOOST_SPEND = "jk:boost:spend:{}"
-DRIFT_PSI = "jk:drift:psi"
-DRIFT_META = "jk:drift:meta"
-MANIFEST = "jk:stream:manifest"
-STREAM_STATS = "jk:stream:stats"
-DEAD_LETTER = "jk:stream:dead"
+BOOST_ARMS = "jk:{boost}:arms"  # the autopilot's round: one MULTI over these three
+BOOST_ACTIVE = "jk:{boost}:active"
+BOOST_SPEND = "jk:{{boost}}:spend:{}"
+DRIFT_PSI = "jk:{drift}:psi"
+DRIFT_META = "jk:{drift}:meta"
+MANIFEST = "jk:{stream}:manifest"  # the processors' bookkeeping: MULTIs over these
+STREAM_STATS = "jk:{stream}:stats"
+DEAD_LETTER = "jk:{stream}:dead"
 DEAD_LETTER_MAXLEN = 100_000  # oldest poison entries are dropped beyond this (XADD MAXLEN ~)
-OUTBOX = "jk:stream:outbox"
-OUTBOX_MANIFEST = "jk:stream:outbox:manifest"
-ARCHIVED = "jk:stream:archived:{}"
+OUTBOX = "jk:{stream}:outbox"
+OUTBOX_MANIFEST = "jk:{stream}:outbox:manifest"
+ARCHIVED = "jk:{{stream}}:archived:{}"
 ARCHIVED_TTL_S = 7 * 24 * 3600
 
 # feed latency histogram buckets (ms, upper bounds) kept per model version for the canary's p99
@@ -116,9 +125,12 @@ def event_problem(e: Any) -> str | None:
     return None
 
 
-def seen_event_key(event_id: str) -> str:
-    """The event API's dedupe marker of ``event_id`` (keyed hash: no client-chosen id in a key name)."""
-    return SEEN_EVENT.format(pseudonym(event_id))
+def seen_event_key(event_id: str, stream: str) -> str:
+    """The event API's dedupe marker of ``event_id`` on ``stream`` (keyed hash: no client-chosen id in a key
+    name), tagged with the stream's name: the marker lives in the stream's slot."""
+    if "{" in stream or "}" in stream:
+        raise ValueError(f"event stream name {stream!r} must not hold braces (a hash tag is made of it)")
+    return SEEN_EVENT.format(stream, pseudonym(event_id))
 
 
 def archived_key(event_id: str) -> str:
@@ -126,8 +138,9 @@ def archived_key(event_id: str) -> str:
     return ARCHIVED.format(pseudonym(event_id))
 
 
-def version_seen_key(event_type: str, event_id: str) -> str:
-    return VERSION_SEEN.format(f"{event_type[:1]}:{pseudonym(event_id)}")
+def version_seen_key(event_type: str, event_id: str, model_version: str) -> str:
+    """The marker of an event counted in ``model_version``'s CTR, in the slot of that version's hash."""
+    return VERSION_SEEN.format(model_version, f"{event_type[:1]}:{pseudonym(event_id)}")
 
 
 def dead_letter_fields(payload: bytes, reason: str, source_id: str, at_ms: int) -> dict[str, bytes | str]:

@@ -3,7 +3,7 @@ processors run, ours (:mod:`online.stream`, over the event bus) and the Flink jo
 over Kafka), so the two cannot differ in what an event does.
 
 :class:`EventApplier` screens entries (:func:`gpu_core.streams.event_problem`), applies a batch in one Redis
-``MULTI`` -- the real-time features and the listing flags an event carries (:meth:`OnlineStore.apply_event`: the
+``MULTI`` (on a Redis Cluster: one pipeline, one round trip per node; every script is idempotent on its own) -- the real-time features and the listing flags an event carries (:meth:`OnlineStore.apply_event`: the
 batch ETL's window definitions, idempotent per event id) and the per-model-version CTR counters
 (idempotent per event id) -- and writes poison to the dead-letter stream. :func:`stage_archive` writes the
 batch's Parquet files (one per UTC day, staged: :func:`gpu_core.lake.stage_file`); each processor commits
@@ -32,9 +32,10 @@ import pyarrow as pa
 import redis
 
 from engines.search.stored import ensure_stored
-from gpu_core.feature_store import OnlineStore, applied_key
+from gpu_core.feature_store import OnlineStore, applied_keys
 from gpu_core.lake import events_table, partition_dir, stage_file
 from gpu_core.pii import pseudonym
+from gpu_core.redis_client import has_noscript, is_cluster, load_scripts, raise_transient, run_script
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import (
@@ -117,6 +118,8 @@ class EventApplier:
         self.store = OnlineStore(client)
         self.categories = ProductCategories(self.store)
         self._count = client.register_script(_COUNT_VERSION)
+        self.scripts = (*self.store.scripts, self._count)
+        load_scripts(client, self.scripts)
 
     def dead_letter(self, entries: Sequence[tuple[BusEntry, str]]) -> int:
         """Write poison entries to the dead-letter stream with their reasons (the caller acknowledges them)."""
@@ -160,8 +163,8 @@ class EventApplier:
                                boosted=None if e.get("boosted") is None else bool(e["boosted"]))
         mv = e.get("model_version")
         if mv and etype in ("impression", "click"):
-            self._count(keys=[version_seen_key(etype, e["event_id"]), VERSION_STATS.format(mv)],
-                        args=[f"{etype}s", VERSION_TTL_S], client=pipe)
+            run_script(self._count, [version_seen_key(etype, e["event_id"], mv), VERSION_STATS.format(mv)],
+                       [f"{etype}s", VERSION_TTL_S], pipe)
         return at
 
     def apply(self, entries: Sequence[BusEntry]) -> Applied:
@@ -172,9 +175,19 @@ class EventApplier:
         if not entries:
             return out
         self.categories.refresh()
-        pipe = self.r.pipeline(transaction=True)
+        # a cluster has no MULTI across slots: one pipeline (each script is idempotent per event on its own,
+        # so a batch cut short by a crash is completed by the redelivery)
+        pipe = self.r.pipeline(transaction=not is_cluster(self.r))
         starts = [self._queue(pipe, entry) for entry in entries]
         res = pipe.execute(raise_on_error=False)
+        if has_noscript(res):  # a master new since the scripts were loaded (a failover): those calls ran nothing
+            load_scripts(self.r, self.scripts, strict=True)
+            pipe = self.r.pipeline(transaction=False)
+            for entry in entries:
+                self._queue(pipe, entry)
+            again = pipe.execute(raise_on_error=False)  # the calls that ran before find their markers: no-ops
+            res = [b if isinstance(a, redis.exceptions.NoScriptError) else a for a, b in zip(res, again, strict=True)]
+        raise_transient(res)  # the cluster was not there (a failover): the batch is retried, no entry blamed
         ends = starts[1:] + [len(res)]
         poison = []
         for entry, a, b in zip(entries, starts, ends, strict=True):
@@ -187,8 +200,9 @@ class EventApplier:
                 out.duplicates += 1
         if poison:
             e = [entry.event for entry, _ in poison]
-            self.r.delete(*[applied_key(x["event_id"]) for x in e],
-                          *[version_seen_key(x["event_type"], x["event_id"]) for x in e])
+            self.r.delete(*[k for x in e for k in applied_keys(x)],
+                          *[version_seen_key(x["event_type"], x["event_id"], x.get("model_version") or "")
+                            for x in e])
             self.dead_letter(poison)
             out.refused = [entry for entry, _ in poison]
         pipe = self.r.pipeline(transaction=False)

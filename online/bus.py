@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from gpu_core.errors import ConfigError
+from gpu_core.redis_client import wait_replicas
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import decode_event, encode_event, event_topic, seen_event_key
 
@@ -126,10 +127,10 @@ class RedisStreamsBus:
     def publish(self, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
         if not events:
             return 0, 0
-        keys = [self.stream] + [seen_event_key(e["event_id"]) for e in events]
+        keys = [self.stream] + [seen_event_key(e["event_id"], self.stream) for e in events]
         acc, dup = self._publish(keys=keys, args=[self.ttl] + [encode_event(e) for e in events])
         if self.min_replicas > 0 and acc:
-            got = self.r.execute_command("WAIT", self.min_replicas, 1000)
+            got = wait_replicas(self.r, self.stream, self.min_replicas, 1000)
             if int(got) < self.min_replicas:
                 raise ConnectionError(f"event append reached {got} of {self.min_replicas} replicas")
         return int(acc), int(dup)
@@ -402,7 +403,7 @@ class KafkaBus:
         if self.dedupe is not None:
             pipe = self.dedupe.pipeline(transaction=False)
             for e in events:
-                pipe.set(seen_event_key(e["event_id"]), "1", nx=True, ex=self.ttl)
+                pipe.set(seen_event_key(e["event_id"], self.topic), "1", nx=True, ex=self.ttl)
             marked = pipe.execute()
             new = [e for e, ok in zip(events, marked, strict=True) if ok]
             dup = len(events) - len(new)
@@ -412,7 +413,7 @@ class KafkaBus:
             self._produce([(str(e["product_id"]).encode(), encode_event(e)) for e in new])
         except ConnectionError:
             if self.dedupe is not None:  # not appended: a retry must not be taken for a duplicate
-                self.dedupe.delete(*[seen_event_key(e["event_id"]) for e in new])
+                self.dedupe.delete(*[seen_event_key(e["event_id"], self.topic) for e in new])
             raise
         return len(new), dup
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import orjson
 import redis
 
+from gpu_core.redis_client import connect
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry, promote, reject
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import CANARY, CANARY_LOCK, CANARY_LOG, VERSION_STATS, quantile_from_buckets
@@ -186,7 +187,7 @@ def check(r: redis.Redis, registry: Registry, s: Settings) -> CanaryDecision | N
 def check_once(s: Settings, registry: Registry) -> CanaryDecision | None:
     """``jaikod model canary-check``: one :func:`check` against the deployment's Redis (the API workers
     hot-reload the models when the aliases move)."""
-    r = redis.Redis.from_url(s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    r = connect(s.redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
     return check(r, registry, s)
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engines.search.stored import redact
 from gpu_core.errors import JaikodError
+from gpu_core.redis_client import connect
 from gpu_core.schema import DEVICE_TYPES, EVENT_TYPES
 from gpu_core.settings import Settings
 from online.bus import EventBus, make_bus
@@ -91,7 +92,7 @@ class EventsResponse(BaseModel):
 
 def make_event_bus(settings: Settings) -> EventBus:
     """The service's event bus (own Redis connection pool: appends may take longer than feature reads)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    client = connect(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
     return make_bus(client, settings)
 
 

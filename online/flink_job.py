@@ -39,6 +39,7 @@ import orjson
 import redis
 
 from gpu_core import ops
+from gpu_core.redis_client import connect
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import STREAM_STATS, event_topic
 from online.apply import EventApplier
@@ -106,7 +107,7 @@ class ApplyBatches(AsyncFunction):  # type: ignore[misc,valid-type]
         self.redis_url, self.batch, self.linger_s = redis_url, batch, linger_s
 
     def open(self, runtime_context: Any) -> None:
-        self.r = redis.Redis.from_url(self.redis_url, socket_timeout=30.0, socket_connect_timeout=10.0)
+        self.r = connect(self.redis_url, cluster=False, socket_timeout=30.0, socket_connect_timeout=10.0)
         self.applier = EventApplier(self.r, get_settings())
         self.worker = f"flink-{runtime_context.get_index_of_this_subtask()}"
         self.pending: list[tuple[bytes, asyncio.Future]] = []
@@ -209,7 +210,7 @@ class Driver:
 
     def __init__(self, s: Settings, lake: Path, consumer: str | None = None):
         self.s = s
-        self.r = redis.Redis.from_url(s.redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
+        self.r = connect(s.redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
         self.archiver = OutboxArchiver(self.r, lake, s)
         self.consumer = consumer or f"flink-{socket.gethostname()}-{os.getpid()}"
         self.started_ms = int(time.time() * 1000)

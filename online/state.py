@@ -29,6 +29,7 @@ from gpu_core.errors import FeatureStoreError, RegistryUnavailable
 from gpu_core.feature_store import LiveListingKeys, OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.ids import ids_only
 from gpu_core.moderation import decode_hash, listing_key
+from gpu_core.redis_client import connect
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
 from gpu_core.schema import PRODUCT_DAILY
 from gpu_core.settings import Settings
@@ -348,9 +349,10 @@ class Overrides:
 def serving_redis(url: str, timeout_s: float) -> redis.Redis:
     """The request path's Redis client: every call bounded by one socket timeout (the feature store's
     budget), no retries, no per-connection ``CLIENT SETINFO`` handshake (two more round trips that would
-    each wait a timeout on a fresh connection to a slow server)."""
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                retry=Retry(NoBackoff(), 0), driver_info=DriverInfo(name=None, lib_version=None))
+    each wait a timeout on a fresh connection to a slow server). On a Redis Cluster the same: a node down
+    fails the call at once (no retries); the client rediscovers the slot map on the next call."""
+    return connect(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                   retry=Retry(NoBackoff(), 0), driver_info=DriverInfo(name=None, lib_version=None))
 
 
 class RedisHealth:

@@ -41,6 +41,7 @@ import redis
 from gpu_core import ops
 from gpu_core.lake import commit_file, staged_path
 from gpu_core.pii import SealError
+from gpu_core.redis_client import connect
 from gpu_core.settings import Settings, get_settings
 from gpu_core.streams import (
     DEAD_LETTER,
@@ -378,7 +379,7 @@ def run_stream(consumer: str | None = None, lake: Path | None = None, max_idle_s
                on_start: Any = None) -> dict[str, int]:
     """Run a stream processor until SIGTERM/SIGINT (or ``max_idle_s`` without events)."""
     s = get_settings()
-    client = redis.Redis.from_url(s.redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
+    client = connect(s.redis_url, socket_timeout=10.0, socket_connect_timeout=5.0)
     proc = StreamProcessor(client, lake or s.lake_dir, consumer, s)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,7 +4,7 @@
 set -euo pipefail
 URL=${1:-redis://127.0.0.1:6379/0}
 DATA=${2:-var/redis}
-hostport=${URL#redis://}; hostport=${hostport%%/*}; hostport=${hostport##*@}
+hostport=${URL#*://}; hostport=${hostport%%/*}; hostport=${hostport##*@}; hostport=${hostport%%,*}
 HOST=${hostport%%:*}; PORT=${hostport##*:}; [ "$PORT" = "$hostport" ] && PORT=6379
 ping() {
   if command -v redis-cli >/dev/null 2>&1; then
@@ -13,7 +13,14 @@ ping() {
     (exec 3<>"/dev/tcp/$HOST/$PORT" && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null
   fi
 }
+# redis-cli (Debian's redis-tools, a dependency of redis-server) creates the test suite's Redis Cluster
+if ! command -v redis-cli >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "redis: installing Debian's redis-tools (redis-cli)"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null; } || echo "redis: redis-tools not installed" >&2
+fi
 if ping; then echo "redis: answering at $HOST:$PORT"; exit 0; fi
+case "$URL" in *+cluster://*) echo "redis: no node of the Redis Cluster $URL answers (this script starts single servers only)" >&2; exit 1;; esac
 case "$HOST" in 127.*|localhost|::1) ;; *) echo "redis: nothing answers at $URL and it is not loopback" >&2; exit 1;; esac
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "redis: installing Debian's redis-server"

@@ -13,7 +13,7 @@ from engines.boost import ArmStats, BoostConfig, ThompsonBooster
 from engines.realtime import read_product_rt
 from gpu_core.feature_store import OnlineStore
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
-from gpu_core.streams import BOOST_ACTIVE
+from gpu_core.streams import BOOST_ACTIVE, BOOST_ARMS
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_live_round_flags_and_feedback(redis_client, jaikod_env):
     second = run_boost(redis_client, rounds_per_day=24, daily_budget=2400.0, slot_cost=20.0, seed=1, now_s=later,
                        config=BoostConfig(candidates=10))
     assert second.feedback_listings == 5 and second.feedback_clicks == 0
-    arms = ThompsonBooster.from_mapping(redis_client.hgetall("jk:boost:arms")).arms
+    arms = ThompsonBooster.from_mapping(redis_client.hgetall(BOOST_ARMS)).arms
     assert all(arms[p].bid < 1.0 for p in active)
     still = read_product_rt(store, ids, later)["is_boosted_now"]
     assert sorted(ids[still > 0].tolist()) == sorted(int(x) for x in redis_client.hkeys(BOOST_ACTIVE))

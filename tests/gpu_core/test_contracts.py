@@ -19,12 +19,40 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- online store ------------------------------------------------------------------------------------
-def test_the_lua_writer_is_generated_from_the_slot_layout():
-    src = fs.apply_event_script()
-    assert "{" not in src.replace("{}", "")  # every placeholder filled
-    assert f"'#{fs.P_SOLD}', 1" in src and f"'#{fs.U_LAST_CAT}'" in src and f"'#{fs.U_LAST_MIN}'" in src
-    assert f"ring(KEYS[2], {fs.PRODUCT_WINDOW.n_buckets}, pb, {fs.P_IMPR})" in src
-    assert f"ring(KEYS[3], {fs.USER_WINDOW.n_buckets}, um, {fs.U_CLICK})" in src
+def test_the_lua_writers_are_generated_from_the_slot_layout():
+    product, user = fs.apply_product_script(), fs.apply_user_script()
+    for src in (product, user):
+        assert "{" not in src.replace("{}", "")  # every placeholder filled
+    assert f"'#{fs.P_SOLD}', 1" in product and f"'#{fs.U_LAST_CAT}'" in user and f"'#{fs.U_LAST_MIN}'" in user
+    assert f"ring(KEYS[2], {fs.PRODUCT_WINDOW.n_buckets}, pb, {fs.P_IMPR})" in product
+    assert f"ring(KEYS[2], {fs.USER_WINDOW.n_buckets}, um, {fs.U_CLICK})" in user
+
+
+def _slot(key: str) -> int:
+    from redis.crc import key_slot
+
+    return key_slot(key.encode())
+
+
+def test_keys_written_together_share_a_hash_slot():
+    """A Lua script or a MULTI on a Redis Cluster touches one slot: the keys each writer takes together
+    carry one hash tag (gpu_core.redis_client)."""
+    from gpu_core import moderation, streams
+
+    assert _slot(fs.applied_key("e1", 10)) == _slot(fs.rt_product_key(10))  # the product half
+    assert len({_slot(k) for k in (fs.user_applied_key("e1", 5), fs.rt_user_key(5), fs.user_query_key(5))}) == 1
+    assert _slot(fs.rt_product_key(10)) != _slot(fs.rt_product_key(11))  # listings spread over the cluster
+    assert len({_slot(k) for k in (*fs.OverrideKeys.SETS, fs.OverrideKeys.VERSION)}) == 1
+    assert _slot(fs.LiveListingKeys.IDS) == _slot(fs.LiveListingKeys.VERSION)
+    assert _slot(streams.seen_event_key("e1", "jk:events")) == _slot("jk:events")  # the append script
+    mv = "jaikod-ranker/7"
+    assert _slot(streams.version_seen_key("click", "e1", mv)) == _slot(streams.VERSION_STATS.format(mv))
+    assert len({_slot(k) for k in (streams.MANIFEST, streams.STREAM_STATS, streams.DEAD_LETTER, streams.OUTBOX,
+                                   streams.OUTBOX_MANIFEST, streams.archived_key("e1"))}) == 1
+    assert len({_slot(k) for k in (streams.BOOST_ARMS, streams.BOOST_ACTIVE, streams.BOOST_SPEND.format("d"))}) == 1
+    assert _slot(streams.DRIFT_PSI) == _slot(streams.DRIFT_META)
+    assert len({_slot(k) for k in (moderation.done_key("1-0"), moderation.QUEUE, moderation.LABELS,
+                                   moderation.label_key(7), moderation.listing_key(7))}) == 1  # the decide script
 
 
 def test_moving_a_slot_moves_writer_and_reader_together(jaikod_env, redis_client, monkeypatch):

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from gpu_core.moderation import LABELS, QUEUE
+from gpu_core.feature_store import OverrideKeys
+from gpu_core.moderation import LABELS, QUEUE, listing_key
 
 CHROMIUM = "/usr/bin/chromium"
 TOKEN = "console-test-token"
@@ -92,7 +93,7 @@ def test_console_approve_reject_and_overrides(server, served_world):
     a = httpx.post(f"{base}/v1/listings", timeout=120, json={**unsafe, "title": "iPhone 12 แอดไลน์ 0 8 1 2 3 4 5 6 7 8"}).json()
     b = httpx.post(f"{base}/v1/listings", timeout=120, json={**unsafe, "title": "Galaxy S21 โอนก่อน เลขบัญชี 123-4-56789-0"}).json()
     assert a["status"] == b["status"] == "in_review", (a, b)
-    product = int(r.smembers("jk:sponsored").pop()) if r.scard("jk:sponsored") else 1
+    product = int(r.smembers(OverrideKeys.SPONSORED).pop()) if r.scard(OverrideKeys.SPONSORED) else 1
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -133,12 +134,12 @@ def test_console_approve_reject_and_overrides(server, served_world):
         browser.close()
 
     assert (ARTIFACTS / "admin_console.png").stat().st_size > 10_000
-    assert r.hget(f"jk:listing:{a['listing_id']}", "status") == b"live"
-    assert r.hget(f"jk:listing:{b['listing_id']}", "status") == b"rejected"
+    assert r.hget(listing_key(a['listing_id']), "status") == b"live"
+    assert r.hget(listing_key(b['listing_id']), "status") == b"rejected"
     labels = {f[b"listing_id"].decode(): (f[b"decision"], f[b"moderator"]) for _, f in r.xrange(LABELS)}
     assert labels == {str(a["listing_id"]): (b"approve", b"ui-tester"), str(b["listing_id"]): (b"reject", b"ui-tester")}
-    assert r.sismember("jk:overrides:boost", product)
+    assert r.sismember(OverrideKeys.BOOST, product)
     from gpu_core.schema import CATEGORIES
 
-    assert r.sismember("jk:overrides:banned_categories", CATEGORIES.index("pets"))
+    assert r.sismember(OverrideKeys.BANNED_CATEGORIES, CATEGORIES.index("pets"))
     assert len(list((tmp / "lake" / "labels" / "moderation").rglob("*.parquet"))) == 2

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed")
 
-from gpu_core.streams import SEEN_EVENT  # noqa: E402
+from gpu_core.streams import seen_event_key  # noqa: E402
 from online.bus import KafkaBus  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def test_unreachable_broker_is_not_acknowledged_and_marks_roll_back(redis_client
     with pytest.raises(ConnectionError, match="kafka append failed"):
         bus.publish(events)
     # nothing was marked as seen: a retry is not mistaken for a duplicate
-    assert not any(redis_client.exists(SEEN_EVENT.format(e["event_id"])) for e in events)
+    assert not any(redis_client.exists(seen_event_key(e["event_id"], "jaikod.events")) for e in events)
 
 
 def test_publish_read_ack_roundtrip(redis_client, kafka_broker):

@@ -7,7 +7,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from gpu_core.moderation import QUEUE, REVIEW, ModerationQueue, ReviewBacklog
+from gpu_core.moderation import QUEUE, REVIEW, ModerationQueue, ReviewBacklog, listing_key
 from online.wiring import Lazy
 
 TOKEN = "test-admin-token"
@@ -81,8 +81,8 @@ def test_slow_text_service_defers_and_batch_review_moderates(intake_env, monkeyp
     assert ReviewBacklog(r).depth() == 0
     items = ModerationQueue(r).items()
     assert [i.listing_id for i in items] == [str(b["listing_id"])]
-    assert r.hget(f"jk:listing:{b['listing_id']}", "status") == b"in_review"
-    assert r.hget(f"jk:listing:{h['listing_id']}", "status") == b"live"
+    assert r.hget(listing_key(b['listing_id']), "status") == b"in_review"
+    assert r.hget(listing_key(h['listing_id']), "status") == b"live"
     assert run_review(r, analyzer=TextAnalyzer(None)).reviewed == 0  # nothing reviewed twice
 
 

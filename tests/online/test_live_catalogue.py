@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gpu_core import ops
+from gpu_core.feature_store import LiveListingKeys
 
 TOKEN = "test-admin-token-loop"
 H = {"X-Admin-Token": TOKEN}
@@ -184,7 +185,7 @@ def test_a_listing_accepted_by_intake_is_retrievable_from_the_next_request(serve
             ids, _ = state.indexes.vector.search(vec, 5)
             assert int(ids[0]) == lid
             # a later request does not add it twice; an unrelated query still answers as before
-            assert state.sync_live(int(c.app.state.services.state.redis.get("jk:live:version"))) == 0
+            assert state.sync_live(int(c.app.state.services.state.redis.get(LiveListingKeys.VERSION))) == 0
             assert c.post("/v1/feed", json={"user_id": users[0]}).status_code == 200
             assert c.get(f"/v1/listings/{lid}").json()["status"] == "live"
     finally:

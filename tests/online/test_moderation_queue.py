@@ -7,7 +7,7 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from gpu_core.moderation import LABELS, QUEUE, DecisionConflict, ModerationQueue, read_labels
+from gpu_core.moderation import LABELS, QUEUE, DecisionConflict, ModerationQueue, label_key, read_labels
 
 TOKEN = "test-admin-token"
 H = {"X-Admin-Token": TOKEN}
@@ -69,7 +69,7 @@ def test_queue_survives_restart_nothing_lost_nothing_twice(admin_env, tmp_path):
     assert len(table) == 6 and table["entry_id"].is_unique
     assert table.loc[table["entry_id"] == entries[1], "reason"].item() == "phone number"
     assert int(table["approved"].sum()) == 5
-    assert r.hget("jk:moderation:label:9001", "decision") == b"reject"
+    assert r.hget(label_key(9001), "decision") == b"reject"
 
 
 def test_concurrent_decisions_only_one_wins(redis_client):

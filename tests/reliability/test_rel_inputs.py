@@ -9,6 +9,7 @@ import httpx
 import pytest
 import redis
 
+from gpu_core.feature_store import OverrideKeys
 from tests.reliability.conftest import ADMIN_TOKEN
 
 ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
@@ -41,9 +42,9 @@ def test_override_that_cannot_apply_is_refused_and_feed_stays_up(client, world_u
 
 def test_bad_override_record_already_in_redis_is_survived(client, tiny_world, world_users):
     r = redis.Redis.from_url(tiny_world.redis_url)
-    r.sadd("jk:sponsored", str(BIG), "not-an-id")
-    r.sadd("jk:overrides:banned_sellers", str(2**70))
-    r.incr("jk:overrides:version")
+    r.sadd(OverrideKeys.SPONSORED, str(BIG), "not-an-id")
+    r.sadd(OverrideKeys.BANNED_SELLERS, str(2**70))
+    r.incr(OverrideKeys.VERSION)
     try:
         for path, extra in (("/v1/feed", {}), ("/v1/search", {"query": "phone"})):
             resp = client.post(path, json={"user_id": world_users[1], **extra})
@@ -51,9 +52,9 @@ def test_bad_override_record_already_in_redis_is_survived(client, tiny_world, wo
         got = client.get("/v1/admin/overrides", headers=ADMIN)
         assert got.status_code == 200, got.text
     finally:
-        r.srem("jk:sponsored", str(BIG), "not-an-id")
-        r.srem("jk:overrides:banned_sellers", str(2**70))
-        r.incr("jk:overrides:version")
+        r.srem(OverrideKeys.SPONSORED, str(BIG), "not-an-id")
+        r.srem(OverrideKeys.BANNED_SELLERS, str(2**70))
+        r.incr(OverrideKeys.VERSION)
 
 
 @pytest.mark.parametrize("value", ["1", " 1 ", True, 1.0, -1, BIG, 2**64])

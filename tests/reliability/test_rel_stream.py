@@ -13,6 +13,7 @@ import time
 import orjson
 import pyarrow.dataset as ds
 
+from gpu_core.feature_store import rt_product_key
 from tests.reliability.conftest import ROOT
 
 T0 = int(time.time() * 1000) - 60_000
@@ -65,7 +66,7 @@ def test_poison_costs_one_dead_letter_each_and_nothing_else(jaikod_env, redis_cl
     bus_backend.append_without_event(redis_client)
     n_poison = sum(1 for i in range(60) if i % 8 == 3) + len(POISON) + 1
     # a poison by state: the product's real-time key holds the wrong type, so Redis refuses the update
-    redis_client.hset("jk:rt:p:5000", mapping={"x": "1"})
+    redis_client.hset(rt_product_key(5000), mapping={"x": "1"})
     wrong = _event(2000, product_id=5000)
     bus_backend.append_raw(redis_client, [orjson.dumps(wrong)])
     n_poison += 1
@@ -93,7 +94,7 @@ def test_poison_costs_one_dead_letter_each_and_nothing_else(jaikod_env, redis_cl
     assert "product_id is not an int64 id" in listed.stdout and "payload is not JSON" in listed.stdout
     assert "redis refused the event" in listed.stdout
     # replay: the wrong-type key fixed, that event applies; the rest are still poison and come back
-    redis_client.delete("jk:rt:p:5000")
+    redis_client.delete(rt_product_key(5000))
     assert _jaikod(env, "stream", "dead-letter", "replay").returncode == 0
     assert redis_client.xlen(DEAD_LETTER) == 0
     assert _run_stream(env, idle=0.5).returncode == 0
