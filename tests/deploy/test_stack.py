@@ -63,15 +63,47 @@ def full_stack_home(tiny_world, redis_server, kafka_broker, opensearch_node, mil
         monkeypatch.setenv(k, v)
     reset_settings()
     reset_backend()
+    before = _engine_objects(opensearch_node.url, milvus.uri)
     yield home, env
+    # the session's engines are shared: leave them as found (other tests list their collections and indexes)
+    _drop_new(opensearch_node.url, milvus.uri, before)
     redis.Redis.from_url(url).flushdb()
     reset_settings()
     reset_backend()
 
 
+def _engine_objects(os_url: str, milvus_uri: str) -> tuple[set[str], set[str]]:
+    import httpx
+
+    from engines.vector_milvus import client_for
+
+    indexes = {row["index"] for row in httpx.get(f"{os_url}/_cat/indices?format=json", timeout=60).json()}
+    client = client_for(milvus_uri, 60.0)
+    try:
+        return indexes, set(client.list_collections())
+    finally:
+        client.close()
+
+
+def _drop_new(os_url: str, milvus_uri: str, before: tuple[set[str], set[str]]) -> None:
+    import httpx
+
+    from engines.vector_milvus import client_for
+
+    indexes, collections = _engine_objects(os_url, milvus_uri)
+    for name in indexes - before[0]:
+        httpx.delete(f"{os_url}/{name}", timeout=60)
+    client = client_for(milvus_uri, 60.0)
+    try:
+        for name in collections - before[1]:
+            client.drop_collection(name)
+    finally:
+        client.close()
+
+
 def _jaikod(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "jaikod_cli.py"), *args], cwd=ROOT, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)  # a loaded CI machine: minutes
 
 
 def test_prepare_publishes_an_embedded_world_into_the_engines_once_then_the_service_uses_them(full_stack_home):
