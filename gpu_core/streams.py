@@ -13,6 +13,8 @@ format of an event on the bus.
 ``jk:canary``                           hash: state of the canary (staging version, last decision)
 ``jk:canary:log``                       list of JSON decisions, newest first
 ``jk:canary:lock``                      one worker's canary check at a time (SET NX PX)
+``jk:canary:baseline``                  hash: production's ``jk:mv`` counters when the canary first saw
+                                        the staging version (fields ``staging``, ``production``, counters)
 ``jk:boost:arms``                       hash: the auto-boost bandit's arms (listing -> Beta state)
 ``jk:boost:active``                     hash: listings boosted this round -> spend
 ``jk:boost:spend:{day}``                counter: THB spent by the autopilot that day
@@ -48,6 +50,7 @@ VERSION_STATS = "jk:mv:{}"
 CANARY = "jk:canary"
 CANARY_LOG = "jk:canary:log"
 CANARY_LOCK = "jk:canary:lock"
+CANARY_BASELINE = "jk:canary:baseline"
 BOOST_ARMS = "jk:boost:arms"
 BOOST_ACTIVE = "jk:boost:active"
 BOOST_SPEND = "jk:boost:spend:{}"
