@@ -8,10 +8,14 @@ model's score, between the training window and the last window reaches ``setting
 the training job (not while a ``staging`` candidate awaits the canary's decision), which registers the new
 model as ``staging`` when its NDCG@20 is not worse than
 production's by more than ``settings.continuous_not_worse_tolerance`` (2 %), and the canary decides on live
-CTR, errors and p99. Why not "beats": the continuous retrain's holdout is the live day — under drift the
-only drifted data — and its training days are the nightly's shifted by one, so offline it ties production at
-best (the retrain never reached ``staging`` and the canary never decided); the canary is what can judge a
-retrain on the traffic it is meant for. The nightly keeps the strict "better than production" gate.
+CTR, errors and p99. On the live day (events after the last training) the retrain trains on the live
+day's earlier requests too and holds out only its latest ``settings.continuous_holdout_share`` (30 %),
+where both models are scored (:func:`batch.train.split_live_day`): holding out the whole live day left the
+drifted traffic out of the training, and on traffic that production itself had ranked (its positions drive
+the clicks) the retrain scored 2.3 % below production in both checks of a `make run` (NDCG@20 0.595 vs
+0.609, 0.601 vs 0.615) and never reached ``staging``; with the split, the same lake gave 0.622 vs 0.565.
+Why "not worse" rather than "beats": the canary is what judges a retrain on the traffic it is meant for.
+The nightly keeps the strict "better than production" gate.
 
 * **after the last training** = in a day after its ``as_of`` (data it never saw), or later than the time it
   was trained (``at_ms`` in this job's state file; for a ranker the nightly registered, its version's
@@ -330,10 +334,14 @@ def run_continuous(lake: Path | None = None, registry: Registry | None = None, f
     latest = event_dates(lake)[-1]
     if _etl_day(lake) != latest:
         run_etl(lake, latest, client=client)
-    # the holdout is the live day (the only drifted data, so no model trained before it can beat production
-    # on it): a retrain not worse than production offline goes to staging and the canary decides online
+    # on a day with events after the last training (the live day) the retrain learns from its earlier
+    # requests and is judged, beside production, on its latest ones: a holdout of the whole live day left
+    # the drifted traffic out of the training, and on the traffic production itself had ranked (its
+    # positions drive the clicks) the retrain came out 2.3 % below production in two checks of two under
+    # `make run` — never staging. Not worse offline within the tolerance -> staging, the canary decides.
+    live = prev is not None and latest >= prev.first_day()
     result = run_train(lake, latest, registry=registry, not_worse_tolerance=s.continuous_not_worse_tolerance,
-                       client=client)
+                       client=client, holdout_share=s.continuous_holdout_share if live else None)
     p = state_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".tmp")

@@ -106,6 +106,12 @@ class TrainingSet:
     def __len__(self) -> int:
         return len(self.label_click)
 
+    def subset(self, mask: np.ndarray) -> TrainingSet:
+        """The rows where ``mask`` is true (request group ids kept)."""
+        return TrainingSet(self.X[mask], self.label_click[mask], self.label_conv[mask], self.request[mask],
+                           self.popularity[mask], self.seller_trust[mask], self.boosted[mask],
+                           self.rows[mask].reset_index(drop=True))
+
 
 def row_columns(rows: pd.DataFrame, views: DailyViews) -> dict[str, np.ndarray]:
     """Raw feature columns (ASSEMBLY_INPUTS) for training rows of ``views.day``."""

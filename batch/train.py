@@ -32,7 +32,7 @@ from batch.dataset import TrainingSet, training_set
 from batch.etl import etl_as_of
 from engines.ranker import Ranker, ScoreWeights, score_matrix
 from gpu_core.device import backend
-from gpu_core.errors import RegistryError
+from gpu_core.errors import ConfigError, LakeError, RegistryError
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, RankerArtifact, Registry
 from gpu_core.settings import get_settings
 from kernels.features import MODEL_FEATURES, TEXT_FEATURES
@@ -153,19 +153,29 @@ class Fitted:
 
 
 def fit_rankers(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None,
-                client=None) -> Fitted:
+                client=None, holdout_share: float | None = None) -> Fitted:
     """Fit pCTR and pCVR on the ``train_days`` days before ``as_of`` (default: the ETL's last day), early
     stopping on the last training day; nothing is logged or registered (:func:`run_train` does that).
     With a Dask ``client`` the two fits are two tasks on its workers (the matrix scattered once); the
-    boosters are the same as in-process ones (same data, parameters, seed and ``nthread``)."""
+    boosters are the same as in-process ones (same data, parameters, seed and ``nthread``).
+
+    With ``holdout_share`` (the continuous retrain, ``as_of`` = the live day) the holdout is only the
+    latest ``holdout_share`` of ``as_of``'s requests (by time): its earlier requests join the training
+    set, so a retrain triggered by drift learns from the drifted traffic and is judged on later traffic of
+    the same drift (early stopping stays on the last full day before ``as_of``)."""
     settings = get_settings()
     cfg = cfg or TrainConfig()
     as_of = as_of or etl_as_of(lake)
     train_days = [as_of - dt.timedelta(days=i) for i in range(settings.train_days, 0, -1)]
-    train = training_set(lake, train_days)
-    test = training_set(lake, [as_of])
-    # validation for early stopping: the last training day (by time, never the holdout)
-    val = (train.rows["_day"] == train.rows["_day"].max()).to_numpy()
+    if holdout_share is None:
+        train = training_set(lake, train_days)
+        test = training_set(lake, [as_of])
+    else:
+        train, test = split_live_day(training_set(lake, [*train_days, as_of]), as_of, holdout_share)
+        train_days = [*train_days, as_of]
+    # validation for early stopping: the last full training day (by time, never the holdout)
+    days = sorted(d for d in train.rows["_day"].unique() if holdout_share is None or d != as_of.isoformat())
+    val = (train.rows["_day"] == days[-1]).to_numpy() if days else np.zeros(len(train), bool)
     if val.all() or not val.any():
         val = np.zeros(len(train), bool)
         val[int(len(val) * 0.9):] = True
@@ -178,6 +188,20 @@ def fit_rankers(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | Non
                                     client)
     model = Ranker.from_artifact(RankerArtifact(ctr, cvr, MODEL_FEATURES, {}))
     return Fitted(model, ctr, cvr, train, test, as_of, train_days)
+
+
+def split_live_day(ds: TrainingSet, day: dt.date, holdout_share: float) -> tuple[TrainingSet, TrainingSet]:
+    """(training rows, holdout rows): the holdout is the latest ``holdout_share`` of ``day``'s requests by
+    their first impression's time (a request is never split); every other row trains."""
+    if not 0.0 < holdout_share < 1.0:
+        raise ConfigError(f"holdout_share must be in (0, 1), got {holdout_share}", field="continuous_holdout_share")
+    on_day = (ds.rows["_day"] == day.isoformat()).to_numpy()
+    if not on_day.any():
+        raise LakeError(f"no training rows on {day} to hold out", field="training")
+    start = ds.rows.loc[on_day].groupby("request_id")["ts_ms"].min().sort_values(kind="stable")
+    n_hold = max(1, int(round(len(start) * holdout_share)))
+    held = ds.rows["request_id"].isin(start.index[len(start) - n_hold:]).to_numpy() & on_day
+    return ds.subset(~held), ds.subset(held)
 
 
 def holdout_metrics(model: Ranker, test: TrainingSet, w: ScoreWeights | None = None,
@@ -193,9 +217,7 @@ def holdout_metrics(model: Ranker, test: TrainingSet, w: ScoreWeights | None = N
     for name, sel in (("all", np.ones(len(test), bool)), ("feed", ~is_search), ("search", is_search)):
         if not sel.any():
             continue
-        sub = TrainingSet(test.X[sel], test.label_click[sel], test.label_conv[sel], test.request[sel],
-                          test.popularity[sel], test.seller_trust[sel], test.boosted[sel],
-                          test.rows[sel].reset_index(drop=True))
+        sub = test.subset(sel)
         out[f"ndcg{k}_{name}"] = evaluate(final[sel], sub, k)
         out[f"auc_click_{name}"] = auc(test.label_click[sel], p_ctr[sel])
         out[f"rows_{name}"] = float(sel.sum())
@@ -204,14 +226,15 @@ def holdout_metrics(model: Ranker, test: TrainingSet, w: ScoreWeights | None = N
 
 def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None = None,
               registry: Registry | None = None, bootstrap_production: bool = False,
-              not_worse_tolerance: float | None = None, client=None) -> TrainResult:
+              not_worse_tolerance: float | None = None, client=None,
+              holdout_share: float | None = None) -> TrainResult:
     """Train, evaluate, log to MLflow, register (staging) if better than production — or, with
     ``not_worse_tolerance`` (the continuous retrain), if its NDCG@20 is at least production's times
-    ``1 - tolerance``: the canary then decides on live CTR."""
+    ``1 - tolerance``: the canary then decides on live CTR. ``holdout_share``: see :func:`fit_rankers`."""
     t0 = time.perf_counter()
     settings = get_settings()
     cfg = cfg or TrainConfig()
-    fitted = fit_rankers(lake, as_of, cfg, client=client)
+    fitted = fit_rankers(lake, as_of, cfg, client=client, holdout_share=holdout_share)
     model, ctr, cvr, train, test = fitted.model, fitted.ctr, fitted.cvr, fitted.train, fitted.test
     as_of, train_days = fitted.as_of, fitted.train_days
     k = settings.ndcg_k
@@ -232,6 +255,7 @@ def run_train(lake: Path, as_of: dt.date | None = None, cfg: TrainConfig | None 
     with registry.mlflow.start_run(experiment_id=exp) as run, tempfile.TemporaryDirectory() as tmp:
         mlf = registry.mlflow
         mlf.log_params({**asdict(cfg), "as_of": as_of.isoformat(), "train_days": len(train_days),
+                        "holdout_share": holdout_share if holdout_share is not None else 1.0,
                         "features": len(MODEL_FEATURES), "device": backend().name})
         metrics = {"ndcg20": ndcg_model, "ndcg20_popularity": ndcg_pop, "auc_click": auc_click,
                    "train_rows": len(train), "holdout_rows": len(test),

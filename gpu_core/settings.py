@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     stream_claim_idle_ms: int = 30_000  # pending entries idle this long are taken over (crashed consumer)
     stream_consumer_reap_idle_s: float = 600.0  # consumers idle this long, nothing pending, leave the group
     continuous_not_worse_tolerance: float = 0.02  # a continuous retrain goes to staging at NDCG@20 >= prod * 0.98
+    continuous_holdout_share: float = 0.3  # a retrain on the live day holds out its latest 30 % of requests
     canary_min_requests: int = 1000  # staging requests before an automatic decision
     canary_min_impressions: int = 200  # staging impressions before its CTR is compared
     canary_ctr_tolerance: float = 0.0  # staging CTR >= production CTR * (1 - tolerance) counts "not worse"

@@ -14,6 +14,8 @@ format of an event on the bus.
 ``jk:canary``                           hash: state of the canary (staging version, last decision)
 ``jk:canary:log``                       list of JSON decisions, newest first
 ``jk:canary:lock``                      one worker's canary check at a time (SET NX PX)
+``jk:canary:baseline``                  hash: production's ``jk:mv`` counters when the canary first saw
+                                        the staging version (fields ``staging``, ``production``, counters)
 
 ``h(x)`` is the keyed hash of :func:`gpu_core.pii.pseudonym`: an event id is chosen by the client and may
 carry user data (a phone number, a name), so no key name holds it in plaintext.
@@ -61,6 +63,7 @@ VERSION_STATS = "jk:mv:{{{}}}"  # model version (its hash tag)
 CANARY = "jk:canary"
 CANARY_LOG = "jk:canary:log"
 CANARY_LOCK = "jk:canary:lock"
+CANARY_BASELINE = "jk:canary:baseline"
 BOOST_ARMS = "jk:{boost}:arms"  # the autopilot's round: one MULTI over these three
 BOOST_ACTIVE = "jk:{boost}:active"
 BOOST_SPEND = "jk:{{boost}}:spend:{}"

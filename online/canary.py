@@ -24,7 +24,14 @@ import redis
 from gpu_core.redis_client import connect
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, Registry, promote, reject
 from gpu_core.settings import Settings, get_settings
-from gpu_core.streams import CANARY, CANARY_LOCK, CANARY_LOG, VERSION_STATS, quantile_from_buckets
+from gpu_core.streams import (
+    CANARY,
+    CANARY_BASELINE,
+    CANARY_LOCK,
+    CANARY_LOG,
+    VERSION_STATS,
+    quantile_from_buckets,
+)
 
 log = logging.getLogger("jaikod.canary")
 SALT = "jaikod-canary"
@@ -68,11 +75,32 @@ class VersionStats:
                 "ctr": round(self.ctr, 4), "p99_ms": self.p99_ms}
 
 
-def read_stats(r: redis.Redis, version: str) -> VersionStats:
-    raw = {k.decode(): int(v) for k, v in r.hgetall(VERSION_STATS.format(version)).items()}
+def _stats(version: str, raw: dict[str, int]) -> VersionStats:
     return VersionStats(version, raw.get("requests", 0), raw.get("errors", 0), raw.get("fallbacks", 0),
                         raw.get("impressions", 0), raw.get("clicks", 0),
                         {k[4:]: v for k, v in raw.items() if k.startswith("lat:")})
+
+
+def _raw(r: redis.Redis, version: str) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in r.hgetall(VERSION_STATS.format(version)).items()}
+
+
+def read_stats(r: redis.Redis, version: str) -> VersionStats:
+    return _stats(version, _raw(r, version))
+
+
+def stats_since_baseline(r: redis.Redis, production: str, staging: str) -> VersionStats:
+    """Production's counters since the canary first saw ``staging`` (the snapshot is taken now when
+    ``jk:canary:baseline`` holds another pair): the period the staging arm was measured on."""
+    now = _raw(r, production)
+    base = {k.decode(): v.decode() for k, v in r.hgetall(CANARY_BASELINE).items()}
+    if base.get("staging") != staging or base.get("production") != production:
+        pipe = r.pipeline(transaction=True)
+        pipe.delete(CANARY_BASELINE)
+        pipe.hset(CANARY_BASELINE, mapping={"staging": staging, "production": production, **now})
+        pipe.execute()
+        return _stats(production, {})
+    return _stats(production, {k: v - int(base.get(k, 0)) for k, v in now.items()})
 
 
 @dataclass(frozen=True)
@@ -161,7 +189,7 @@ def check(r: redis.Redis, registry: Registry, s: Settings) -> CanaryDecision | N
         prod = registry.get(RANKER, PRODUCTION)
         if staging is None or prod is None or staging.version == prod.version:
             return None
-        s_stats, p_stats = read_stats(r, staging.label), read_stats(r, prod.label)
+        s_stats, p_stats = read_stats(r, staging.label), stats_since_baseline(r, prod.label, staging.label)
         d = decide(p_stats, s_stats, s)
         record = {"at_ms": int(time.time() * 1000), "staging": staging.label, "production": prod.label,
                   **asdict(d), "staging_stats": s_stats.row(), "production_stats": p_stats.row()}

@@ -3,6 +3,8 @@ model beats popularity on the tiny world's holdout, and a worse model is never p
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -148,3 +150,51 @@ def test_monotone_text_variant_never_lowers_a_prediction_as_relevance_rises(worl
     m = holdout_metrics(fitted.model, fitted.test)
     assert m["rows_feed"] + m["rows_search"] == m["rows_all"] == len(fitted.test)
     assert 0.0 < m["ndcg20_feed"] <= 1.0 and 0.5 < m["auc_click_all"] <= 1.0
+
+
+def test_split_live_day_holds_out_the_latest_requests_whole():
+    """The continuous retrain's split: the latest 30 % of the live day's requests (by their first impression)
+    are the holdout, no request is cut in two, and every other row (earlier days too) trains."""
+    from batch.train import split_live_day
+    from gpu_core.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    sizes = [3] * 4 + [2] * 10  # 4 requests on the day before, 10 on the live day
+    ds = _training_set(rng, sizes)
+    req = ds.rows["request_id"].to_numpy()
+    order = rng.permutation(10)  # live requests arrive in a shuffled order of their ids
+    start = {4 + i: 1_000 + 100 * int(order[i]) for i in range(10)}
+    ds.rows["_day"] = np.where(req < 4, "2026-12-01", "2026-12-02")
+    ds.rows["ts_ms"] = [start.get(int(g), 0) + (j % 2) * 150 for j, g in enumerate(req)]  # 2nd row later
+    train, test = split_live_day(ds, dt.date(2026, 12, 2), 0.3)
+    held = sorted(set(test.rows["request_id"]))
+    assert held == sorted(g for g, t in start.items() if t >= 1_700)  # the 3 latest of 10
+    assert len(test) == 6 and len(train) == len(ds) - 6
+    assert (train.rows["_day"] == "2026-12-01").sum() == 12  # the earlier day trains whole
+    assert not set(held) & set(train.rows["request_id"])  # no request in both
+    assert set(np.unique(test.request)) == set(held)  # group ids kept
+    with pytest.raises(ConfigError):
+        split_live_day(ds, dt.date(2026, 12, 2), 1.0)
+
+
+def test_fit_on_the_live_day_trains_on_its_earlier_part(world_env, monkeypatch):
+    """``holdout_share``: the last day's earlier requests join the training set, its latest ones are the
+    holdout, and early stopping validates on the last full day before it."""
+    from batch.train import fit_rankers
+    from gpu_core.settings import reset_settings
+
+    monkeypatch.setenv("JAIKOD_TRAIN_DAYS", "3")
+    reset_settings()
+    last = max(dt.date.fromisoformat(p.name.split("=", 1)[1]) for p in (world_env.lake / "events").glob("date=*"))
+    whole = fit_rankers(world_env.lake, last, TrainConfig(n_rounds=5))
+    split = fit_rankers(world_env.lake, last, TrainConfig(n_rounds=5), holdout_share=0.3)
+    day = last.isoformat()
+    assert (whole.train.rows["_day"] != day).all() and (whole.test.rows["_day"] == day).all()
+    on_day = split.train.rows["_day"] == day
+    assert on_day.any() and (split.test.rows["_day"] == day).all()
+    assert len(split.train) + len(split.test) == len(whole.train) + len(whole.test)
+    n_req = whole.test.rows["request_id"].nunique()
+    assert split.test.rows["request_id"].nunique() == round(n_req * 0.3)
+    first = split.train.rows.loc[on_day].groupby("request_id")["ts_ms"].min()
+    assert first.max() <= split.test.rows.groupby("request_id")["ts_ms"].min().min()  # the holdout is later
+    assert split.train_days[-1] == last

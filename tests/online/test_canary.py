@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import orjson
 import pytest
 
 from gpu_core.registry import PRODUCTION, RANKER, STAGING
 from gpu_core.settings import Settings
-from gpu_core.streams import CANARY, VERSION_STATS
+from gpu_core.streams import CANARY, CANARY_BASELINE, CANARY_LOG, VERSION_STATS
 from online.canary import CanaryController, VersionStats, decide, in_canary, user_share
 from online.metrics import Metrics
 from online.wiring import Services
@@ -101,22 +102,45 @@ def test_promotion_and_rollback_through_the_registry(canary_world, redis_client)
     assert ctl.arm_for(next(u for u in range(2000) if not in_canary(u, 0.05))) == PRODUCTION
     craft(redis_client, prod.label, 5000, 4000, 400)
     craft(redis_client, f"{RANKER}/{v2}", 50, 40, 5)
-    assert ctl.tick().action == "wait" and reg.get(RANKER, STAGING).version == v2
+    assert ctl.tick().action == "wait" and reg.get(RANKER, STAGING).version == v2  # baseline of production
+    craft(redis_client, prod.label, 6000, 5000, 500)  # since the baseline: 1000 impressions, CTR 0.10
     craft(redis_client, f"{RANKER}/{v2}", 300, 200, 22)  # CTR 0.11 >= 0.10
-    assert ctl.tick().action == "promote"
+    d = ctl.tick()
+    assert d.action == "promote" and "production 0.1000" in d.reason
     assert reg.require(RANKER, PRODUCTION).version == v2
     assert reg.require(RANKER, "previous").version == prod.version and reg.get(RANKER, STAGING) is None
     assert state.models.get(PRODUCTION).ref.version == v2 and state.models.get(STAGING) is None
     assert all(ctl.arm_for(u) == PRODUCTION for u in users)  # no staging -> no canary
     # the next candidate is worse: rolled back, production untouched
     v3 = new_staging(reg, reg.require(RANKER, PRODUCTION))
-    craft(redis_client, f"{RANKER}/{v3}", 300, 200, 10)  # CTR 0.05 < 0.11
     craft(redis_client, f"{RANKER}/{v2}", 5300, 4200, 462)
+    craft(redis_client, f"{RANKER}/{v3}", 10, 10, 1)
+    assert ctl.tick().action == "wait"  # production's baseline for v3
+    craft(redis_client, f"{RANKER}/{v3}", 300, 200, 10)  # CTR 0.05 < 0.11
+    craft(redis_client, f"{RANKER}/{v2}", 6300, 5200, 572)  # since the baseline: CTR 0.11
     d = ctl.tick()
     assert d.action == "rollback" and "CTR" in d.reason
     assert reg.get(RANKER, STAGING) is None and reg.require(RANKER, PRODUCTION).version == v2
     assert reg.require(RANKER, "rejected").version == v3
     assert redis_client.hget(CANARY, "action") == b"rollback"
+
+
+def test_production_is_compared_over_the_period_staging_was_measured(canary_world, redis_client):
+    """Production's CTR before the staging model existed does not count: a high early CTR (the first
+    minutes of traffic) would otherwise roll back a candidate as good as production."""
+    reg, prod, state, ctl = canary_world
+    v2 = new_staging(reg, prod)
+    craft(redis_client, prod.label, 4000, 4000, 480)  # CTR 0.12 before the canary saw v2
+    craft(redis_client, f"{RANKER}/{v2}", 0, 0, 0)
+    d = ctl.tick()
+    assert d.action == "wait" and redis_client.hget(CANARY_BASELINE, "staging") == f"{RANKER}/{v2}".encode()
+    craft(redis_client, prod.label, 5000, 5000, 530)  # since then: 1000 impressions, CTR 0.05
+    craft(redis_client, f"{RANKER}/{v2}", 300, 400, 24)  # CTR 0.06: below lifetime 0.106, above 0.05
+    d = ctl.tick()
+    assert d.action == "promote" and "production 0.0500" in d.reason, d
+    assert reg.require(RANKER, PRODUCTION).version == v2
+    rec = orjson.loads(redis_client.lindex(CANARY_LOG, 0))
+    assert rec["production_stats"]["impressions"] == 1000 and rec["production_stats"]["clicks"] == 50
 
 
 def test_model_status_shows_the_canary(canary_world, redis_client):
