@@ -95,8 +95,10 @@ def evaluate(probs: np.ndarray, rows: list[dict], portrait: np.ndarray, threshol
     never_unknown, _ = answers(probs, np.zeros(len(rows), bool), "raw", 0.0)
     per_cat = {}
     for c in sorted({rows[i]["category"] for i in dev + test if rows[i]["product"]}):
-        per_cat[c] = {s: score(rows, ans, [i for i in ids if rows[i]["product"] and rows[i]["category"] == c])["top1"]
-                      for s, ids in (("dev", dev), ("test", test))}
+        per_cat[c] = {}
+        for s, ids in (("dev", dev), ("test", test)):
+            sub = [i for i in ids if rows[i]["product"] and rows[i]["category"] == c]
+            per_cat[c][s] = {"n": len(sub), "top1": score(rows, ans, sub)["top1"] if sub else None}
     return {
         "split": {"dev": score(rows, ans, dev) | {"photos": len(dev)}, "test": score(rows, ans, test) | {"photos": len(test)}},
         "service": {"pick": "raw", "threshold": threshold, "dev": score(rows, ans, dev), "test": score(rows, ans, test),

@@ -93,7 +93,8 @@ def decide(mass: np.ndarray, *, is_portrait: bool, s: VisionSettings | None = No
     Why not the argmax of the calibrated mass: softening the logits spreads probability over the long
     tail of classes, which favours the categories with many ImageNet classes (home_garden has 150)
     over the one the photo's top classes agree on; on the real photos' dev split the raw argmax was
-    right more often (0.84 vs 0.81 of product photos, test split 0.71 vs 0.68; ``bench.vision_accuracy``).
+    right more often (0.84 vs 0.81 of product photos never answered unknown; test split 0.71 both;
+    ``bench.vision_accuracy``).
     """
     s = s or get_vision_settings()
     c = int(mass.argmax())
