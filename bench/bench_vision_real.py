@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
+from bench.vision_accuracy import evaluate as evaluate_accuracy
 from bench.vision_calibration import evaluate as evaluate_calibration
 from bench.vision_photos import edits, load_photos
 from engines.vision.category import UNKNOWN, category_mass
@@ -38,7 +40,7 @@ def category_eval(svc, photos) -> dict:
         feats, probs = svc.backbone.run([img])
         all_probs.append(probs)
         world = svc.heads.category.predict(feats)[0]
-        top = int(category_mass(probs)[0].argmax())
+        top = int(category_mass(probs, temperature=1.0)[0].argmax())  # as the service picks it
         rows.append({"file": row["file"], "source": row["source"], "product": row["product"],
                      "label": row.get("category"), "answer": res["category"],
                      "confidence": res["category_confidence"], "reason": res["category_reason"],
@@ -69,6 +71,9 @@ def category_eval(svc, photos) -> dict:
         "max_unsafe_score_on_products": max((r["max_unsafe_score"] for r in prod), default=0.0),
         "latency_real_photos_batch1": _pct(lat),
         "calibration": evaluate_calibration(np.concatenate(all_probs), [r for r, _ in photos]),
+        "accuracy": evaluate_accuracy(np.concatenate(all_probs), [r for r, _ in photos],
+                                      np.array([r["reason"] == "person" for r in rows]),
+                                      svc.s.category_min_confidence),
         "rows": rows,
     }
 
@@ -130,3 +135,80 @@ def run(svc, settings: VisionSettings) -> dict:
     out = {"photos": len(photos), "missing_sources": missing, "category": category_eval(svc, photos)}
     out["duplicates"] = duplicate_eval(svc, photos, settings)
     return out
+
+
+def _plot(real: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = real["category"]
+    cal, acc = c["calibration"], c["accuracy"]
+    fig, ax = plt.subplots(1, 3, figsize=(17, 4.6))
+    for key, lab in (("reliability_raw", "raw (T=1)"), ("reliability_calibrated_heldout", "calibrated, held-out folds")):
+        ax[0].plot([r["mean_confidence"] for r in cal[key]], [r["accuracy"] for r in cal[key]], "o-", label=lab)
+    ax[0].plot([0, 1], [0, 1], "k--", lw=1)
+    ax[0].set(title=f"reliability (ECE {cal['ece_raw']:.3f} -> {cal['ece_calibrated_heldout']:.3f})",
+              xlabel="confidence of the answer", ylabel="accuracy")
+    ax[0].legend()
+    svc, best = acc["service"], acc["chosen_on_dev"]
+    names = ["service dev", "service test", "never unknown dev", "never unknown test", "chosen test"]
+    vals = [svc["dev"]["top1"], svc["test"]["top1"], acc["never_unknown"]["dev"], acc["never_unknown"]["test"],
+            best["test"]["top1"]]
+    ax[1].bar(names, vals, color=["C0", "C0", "C7", "C7", "C1"])
+    ax[1].axhline(0.8, color="k", ls="--", lw=1)
+    ax[1].set(ylim=(0, 1), title=f"category top-1 (chosen on dev: {best['pick']}, t={best['threshold']})")
+    ax[1].tick_params(axis="x", rotation=20)
+    conf = acc["confusion_test"]
+    labels = list(conf)
+    cols = sorted({a for v in conf.values() for a in v})
+    m = np.array([[conf[r].get(a, 0) for a in cols] for r in labels])
+    ax[2].imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        if v:
+            ax[2].text(j, i, str(v), ha="center", va="center", fontsize=8)
+    ax[2].set_xticks(range(len(cols)), cols, rotation=40, ha="right", fontsize=8)
+    ax[2].set_yticks(range(len(labels)), labels, fontsize=8)
+    ax[2].set(title="confusion, test split (label -> answer)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m bench vision_real``: the real-photo evaluation alone (no drawn-image latency runs);
+    writes ``bench/results/latest/vision_real.json`` and ``.png``."""
+    import argparse
+
+    from bench._meta import LATEST, write_result
+    from bench.bench_vision import build_service
+    from engines.vision.config import get_vision_settings
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(LATEST / "vision_real.json"))
+    args = ap.parse_args(argv)
+    s = get_vision_settings()
+    svc = build_service(s.batch_window_ms, s.max_batch)
+    real = run(svc, s)
+    out = write_result(Path(args.out), real, world="real photos shipped in wheels")
+    if "skipped" in real:
+        print(real["skipped"])
+        return real
+    c, d = real["category"], real["duplicates"]
+    acc, cal = c["accuracy"], c["calibration"]
+    print(f"photos {real['photos']} ({c['n_product']} product, {c['n_non_product']} non-product, "
+          f"{c['n_ambiguous']} ambiguous); missing sources: {real['missing_sources'] or 'none'}")
+    for split in ("dev", "test", "all"):
+        r = acc["service"][split]
+        print(f"service {split:4s}: top-1 {r['top1']:.2f} (goal >= 0.80), non-product rejected "
+              f"{r['non_product_rejection']:.2f}, products answered unknown {r['product_answered_unknown']:.2f}")
+    print(f"never unknown: top-1 dev {acc['never_unknown']['dev']:.2f} test {acc['never_unknown']['test']:.2f}")
+    b = acc["chosen_on_dev"]
+    print(f"chosen on dev: pick={b['pick']} threshold={b['threshold']} -> test top-1 {b['test']['top1']:.2f}, "
+          f"rejection {b['test']['non_product_rejection']:.2f}")
+    print(f"ECE raw {cal['ece_raw']:.3f} -> calibrated (held-out folds) {cal['ece_calibrated_heldout']:.3f}")
+    print(f"per category top-1: {acc['per_category_top1']}")
+    print(f"duplicates P {d['precision']:.3f} R {d['recall']:.3f}")
+    _plot(real, out.with_suffix(".png"))
+    return real

@@ -44,8 +44,10 @@ def targets_of(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(keep, int), np.array(tgt, int)
 
 
-def _answers(mass: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    top = mass.argmax(1)
+def _answers(mass: np.ndarray, tgt: np.ndarray, pick: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, right) of the answer; the category is the argmax of ``pick`` (the raw mass, as the
+    service picks it) or of ``mass``, its confidence read from ``mass``."""
+    top = (mass if pick is None else pick).argmax(1)
     return mass[np.arange(len(mass)), top], (top == tgt)  # non-products (12) are never right
 
 
@@ -84,7 +86,7 @@ def evaluate(probs: np.ndarray, rows: list[dict], folds: int = 5, seed: int = 0)
     raw = mass_at(1.0)
     is_product = tgt < len(CATEGORIES)
     conf0, ok0 = _answers(raw[:, :-1], tgt)
-    conf1, ok1 = _answers(held[:, :-1], tgt)
+    conf1, ok1 = _answers(held[:, :-1], tgt, pick=raw[:, :-1])
     return {
         "photos": int(len(keep)), "products": int(is_product.sum()), "non_products": int((~is_product).sum()),
         "folds": folds, "seed": seed, "fold_temperatures": fold_t,

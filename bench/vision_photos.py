@@ -27,14 +27,16 @@ ROOTS = {  # source -> (module, folder inside it)
     "interior_photos": ("interior_photos", "images"),
     "foolbox": ("foolbox", "data"),
     "saleor": ("saleor", "static/placeholders"),
+    "shuup": ("shuup", "testing/modules/sample_data/images/default"),
 }
-# packages that cannot go into the venv (saleor 2.10 declares Python <3.9): `make bench-photos` puts
-# them under .photos/<source>/ with --no-deps; nothing is downloaded at run time
+# packages that cannot go into the venv (saleor 2.10 declares Python <3.9; pip >= 24.1 refuses shuup's
+# metadata): `make bench-photos` puts them under .photos/<source>/ with --no-deps; nothing is
+# downloaded at run time
 EXTRA = Path(__file__).resolve().parent.parent / ".photos"
 
 
 def _package_dir(source: str, module: str) -> Path | None:
-    """The package's folder without importing it (saleor's __init__ would import Django)."""
+    """The package's folder without importing it (saleor's and shuup's __init__ would import Django)."""
     local = EXTRA / source / module
     if local.is_dir():
         return local

@@ -154,7 +154,7 @@ class VisionService:
         p_nsfw = self.nsfw.predict(images)
         feats, imagenet = self.backbone.run(images)
         embs = embed(feats)
-        mass = category_mass(imagenet)
+        mass, calibrated = category_mass(imagenet, temperature=1.0), category_mass(imagenet)
         world = self.heads.domain is not None
         in_domain = self.heads.domain.cosine(embs) >= self.heads.domain.min_cosine if world else \
             np.zeros(len(items), bool)
@@ -183,7 +183,8 @@ class VisionService:
                              "condition_grade": CONDITION_GRADES[int(cond_p[i].argmax())],
                              "condition_model": self.heads.version}
             else:
-                d = decide(mass[i], is_portrait=portrait(detections[i], img.shape, s), s=s)
+                d = decide(mass[i], calibrated=calibrated[i], is_portrait=portrait(detections[i], img.shape, s),
+                           s=s)
                 category = {"category": d["category"], "category_confidence": d["category_confidence"],
                             "category_model": IMAGENET_MODEL, "category_reason": d["reason"]}
                 condition = {"condition_score": None, "condition_grade": None, "condition_model": None}

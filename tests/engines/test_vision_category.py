@@ -57,6 +57,29 @@ def test_decide_unknown_below_confidence_and_for_portraits():
     assert decide(m, is_portrait=False, s=s)["reason"] == "low_confidence"
 
 
+def test_decide_picks_on_raw_mass_and_gates_on_the_calibrated_one():
+    """One dominant furniture class vs many small home_garden classes: softening the logits (T = 3)
+    hands the argmax to home_garden; the answer stays furniture, with the calibrated confidence."""
+    code, _, rows = load_table()
+    p = np.full((1, 1000), 1e-6, np.float32)
+    p[0, next(r["index"] for r in rows if r["name"] == "couch")] = 0.55
+    garden = np.flatnonzero(code == CATEGORIES.index("home_garden"))[:40]
+    p[0, garden] = 0.45 / len(garden)
+    p /= p.sum()
+    raw, cal = category_mass(p, temperature=1.0)[0], category_mass(p, temperature=3.0)[0]
+    assert CATEGORIES[int(cal.argmax())] == "home_garden" and CATEGORIES[int(raw.argmax())] == "furniture"
+    d = decide(raw, calibrated=cal, is_portrait=False, s=VisionSettings(category_min_confidence=0.0))
+    assert d["category"] == "furniture"
+    assert d["category_confidence"] == round(float(cal[CATEGORIES.index("furniture")]), 4) < raw.max()
+    gated = decide(raw, calibrated=cal, is_portrait=False, s=VisionSettings(category_min_confidence=0.5))
+    assert raw.max() >= 0.5 and gated["reason"] == "low_confidence"  # the gate reads the calibrated mass
+
+
+def test_review_maps_a_vest_and_a_shoe_shop_to_fashion():
+    by = {r["name"]: r for r in load_table()[2]}
+    assert by["bulletproof vest"]["category"] == "fashion" and by["shoe store"]["category"] == "fashion"
+
+
 def test_portrait_needs_a_big_confident_face():
     s = VisionSettings(portrait_face_share=0.02, portrait_face_score=0.5)
     big = {"label": "FACE_FEMALE", "score": 0.8, "box": [0, 0, 40, 40]}

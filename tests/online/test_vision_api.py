@@ -296,6 +296,20 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
         assert r["condition_score"] is None and r["condition_model"] is None
         assert 0 <= r["image_quality"]["score"] <= 1 and set(r["image_quality"]) >= {"sharpness", "exposure"}
         assert r["safety_flags"] == [] and r["safety_score"] >= 0.5  # the coffee cup is no nudity
+    # the category is the raw mass's argmax; its confidence, and the unknown gate, the calibrated mass
+    from engines.vision.calibration import temperature
+    from engines.vision.category import category_mass
+    from gpu_core.schema import CATEGORIES
+
+    assert temperature() != 1.0
+    _, probs = service.backbone.run([moto, coffee])
+    raw, cal = category_mass(probs, temperature=1.0), category_mass(probs)
+    for r, m, q in zip(res, raw, cal, strict=True):
+        c = int(m.argmax())
+        assert r["category_confidence"] == pytest.approx(float(q[c]), abs=1e-4)
+        gated = q[c] < service.s.category_min_confidence
+        assert r["category"] == ("unknown" if gated else CATEGORIES[c])
+        assert r["category_reason"] == ("low_confidence" if gated else "imagenet")
 
 
 def test_portrait_and_animal_are_unknown(service, photo):
