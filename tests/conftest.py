@@ -347,20 +347,40 @@ def dask_cluster(tmp_path_factory):
 
 
 class S3Server:
-    """A real S3-compatible server (moto's, threaded, in this process) on a free loopback port."""
+    """A real S3-compatible server (moto's ``moto.server``) in its own process on a free loopback port: out of
+    this process, so its request handling does not compete with the tests' code for the GIL."""
 
     def __init__(self):
-        try:
-            from moto.server import ThreadedMotoServer
-        except ImportError as exc:
-            pytest.skip(f"moto[server] is not installed: {exc}")
+        import importlib.util
+        import sys
+        import time
+        import urllib.request
+
+        if importlib.util.find_spec("moto.server") is None or importlib.util.find_spec("flask") is None:
+            pytest.skip("moto[server] is not installed")
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto server did not start on port {self.port}") from None
+                time.sleep(0.1)
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 @pytest.fixture(scope="session")
