@@ -18,6 +18,7 @@ import pandas as pd
 from batch.embeddings import USER_VECTOR_DAYS, read_clicks, read_product_vectors, user_vectors
 from batch.etl import features_dir, index_of, read_partition
 from batch.fraud import score_products
+from batch.lake import read_parquet
 from gpu_core.errors import LakeError
 from gpu_core.schema import CATEGORIES, FEATURE_BY_NAME, TOP_CATEGORIES
 from kernels.features import TEXT_FEATURES, assemble_matrix
@@ -40,7 +41,7 @@ def read_dims(lake: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     dims = features_dir(lake) / "dims"
     if not (dims / "products.parquet").exists():
         raise LakeError(f"missing {dims}: run `jaikod batch etl` first", field="lake")
-    return pd.read_parquet(dims / "products.parquet"), pd.read_parquet(dims / "users.parquet")
+    return read_parquet(dims / "products.parquet"), read_parquet(dims / "users.parquet")
 
 
 def daily_views(lake: Path, day: dt.date, dims: tuple[pd.DataFrame, pd.DataFrame] | None = None,

@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from batch.etl import features_dir, index_of
-from batch.lake import atomic_dir
+from batch.lake import atomic_dir, read_parquet, write_parquet
 from engines.embeddings import TitleSpace, normalise, title_ngrams
 from gpu_core.device import backend
 from gpu_core.errors import LakeError
@@ -73,7 +73,7 @@ def click_matrix(clicks: pd.DataFrame, user_ids: np.ndarray, product_ids: np.nda
 
 def read_clicks(lake: Path, days: list[dt.date]) -> pd.DataFrame:
     root = features_dir(lake) / "user_clicks"
-    frames = [pd.read_parquet(f) for d in days for f in sorted((root / f"date={d.isoformat()}").glob("*.parquet"))]
+    frames = [read_parquet(f) for d in days for f in sorted((root / f"date={d.isoformat()}").glob("*.parquet"))]
     if not frames:
         return pd.DataFrame({"user_id": np.zeros(0, np.int64), "product_id": np.zeros(0, np.int64),
                              "clicks": np.zeros(0, np.int32)})
@@ -133,8 +133,8 @@ def run_embeddings(lake: Path, as_of: dt.date, seed: int = 0, holdout_days: int 
     dims = features_dir(lake) / "dims"
     if not (dims / "products.parquet").exists():
         raise LakeError(f"missing {dims / 'products.parquet'}: run `jaikod batch etl` first", field="lake")
-    products = pd.read_parquet(dims / "products.parquet")
-    users = pd.read_parquet(dims / "users.parquet")
+    products = read_parquet(dims / "products.parquet")
+    users = read_parquet(dims / "users.parquet")
     root = features_dir(lake) / "user_clicks"
     days = sorted(dt.date.fromisoformat(p.name.split("=")[1]) for p in root.glob("date=*"))
     fit_days = [d for d in days if d <= as_of - dt.timedelta(days=holdout_days)]
@@ -143,7 +143,7 @@ def run_embeddings(lake: Path, as_of: dt.date, seed: int = 0, holdout_days: int 
     df.insert(0, "source", np.where(warm, "interactions", "text"))
     df.insert(0, "product_id", products["product_id"].to_numpy())
     with atomic_dir(features_dir(lake) / "embeddings") as tmp:
-        df.to_parquet(tmp / "products.parquet", index=False)
+        write_parquet(df, tmp / "products.parquet")
         if space is not None:
             space.save(tmp)
     return EmbeddingSummary(len(df), int(warm.sum()), int((~warm).sum()), round(explained, 4),
@@ -154,6 +154,6 @@ def read_product_vectors(lake: Path) -> tuple[np.ndarray, np.ndarray]:
     p = features_dir(lake) / "embeddings" / "products.parquet"
     if not p.exists():
         raise LakeError(f"missing {p}: run `jaikod batch embed` first", field="lake")
-    df = pd.read_parquet(p)
+    df = read_parquet(p)
     cols = [c for c in df.columns if c.startswith("e") and c[1:].isdigit()]
     return df["product_id"].to_numpy(np.int64), df[cols].to_numpy(np.float32)

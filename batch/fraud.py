@@ -52,7 +52,7 @@ def image_duplicates(lake: Path | None, products: pd.DataFrame, max_distance: in
         from engines.vision.imaging import decode_image, phash
     except ImportError as exc:
         return None, dup_of, f"duplicate-image signal skipped: vision engines unavailable ({exc.name})"
-    from batch.lake import read_table
+    from batch.lake import lake_path, read_table
 
     try:
         paths = read_table(lake, "products", ["product_id", "image_path"]).set_index("product_id")["image_path"]
@@ -64,7 +64,7 @@ def image_duplicates(lake: Path | None, products: pd.DataFrame, max_distance: in
     rows, hashes = [], []
     for i, pid in enumerate(pids):
         rel = paths.get(pid, "")
-        f = Path(lake) / rel if rel else None
+        f = lake_path(lake) / rel if rel else None
         if f is None or not f.is_file():
             continue
         try:

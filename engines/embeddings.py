@@ -10,10 +10,13 @@ has (a few thousand rows, not 65,536), and is saved next to the embeddings and i
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gpu_core.lake import lake_path
 
 FILE = "title_space.npz"
 N_FEATURES = 2**16
@@ -58,13 +61,16 @@ class TitleSpace:
         return self.embed_text(title_ngrams(titles))
 
     def save(self, folder: Path) -> None:
-        np.savez(Path(folder) / FILE, buckets=self.buckets, vectors=self.vectors)
+        """Into ``folder``: a local path or a lake path (:func:`gpu_core.lake.lake_path`, e.g. ``s3://``)."""
+        buf = io.BytesIO()
+        np.savez(buf, buckets=self.buckets, vectors=self.vectors)
+        (lake_path(folder) / FILE).write_bytes(buf.getvalue())
 
     @classmethod
     def load(cls, folder: Path) -> TitleSpace | None:
         """The space saved in ``folder``, or None when there is none (a world without warm listings)."""
-        p = Path(folder) / FILE
+        p = lake_path(folder) / FILE
         if not p.exists():
             return None
-        z = np.load(p)
+        z = np.load(io.BytesIO(p.read_bytes()))
         return cls(z["buckets"].astype(np.int64), z["vectors"].astype(np.float32))

@@ -162,6 +162,63 @@ def restore_db(url: str, dump: dict[bytes, tuple[int, bytes]]) -> None:
     pipe.execute()
 
 
+def redis_state(url: str, version: bytes) -> dict:
+    """Every key and value of the db, the snapshot version replaced by a placeholder (its suffix is random)."""
+    r = redis.Redis.from_url(url)
+    out = {}
+    for k in r.scan_iter(count=10_000):
+        kind = r.type(k).decode()
+        if kind == "hash":
+            v = r.hgetall(k)
+            v.pop(b"created_at", None)  # the snapshot's wall-clock stamp
+        elif kind == "string":
+            v = r.get(k)
+        elif kind == "list":
+            v = r.lrange(k, 0, -1)
+        elif kind == "set":
+            v = sorted(r.smembers(k))
+        elif kind == "zset":
+            v = r.zrange(k, 0, -1, withscores=True)
+        else:
+            v = kind
+        out[k.replace(version, b"V")] = repr(v).replace(repr(version)[2:-1], "V")
+    return out
+
+
+def local_nightly_state(world, scratch_url: str) -> dict:
+    """:func:`redis_state` of the Redis db as the tiny world's nightly left it (restored into ``scratch_url``,
+    flushed after: later tests change db 1)."""
+    from gpu_core.feature_store import POINTER
+
+    restore_db(scratch_url, world.dump)
+    try:
+        return redis_state(scratch_url, redis.Redis.from_url(scratch_url).get(POINTER))
+    finally:
+        redis.Redis.from_url(scratch_url).flushdb()
+
+
+
+def production_ranker(home: Path):
+    """The ranker with alias production in the registry of the home ``home`` (settings restored after)."""
+    from batch.train import load_ranker
+    from gpu_core.registry import PRODUCTION, RANKER, Registry
+    from gpu_core.settings import reset_settings
+
+    before = os.environ.get("JAIKOD_HOME")
+    os.environ["JAIKOD_HOME"] = str(home)
+    reset_settings()
+    try:
+        reg = Registry()
+        ref = reg.require(RANKER, PRODUCTION)
+        return load_ranker(reg.download(ref), ref)
+    finally:
+        if before is None:
+            os.environ.pop("JAIKOD_HOME", None)
+        else:
+            os.environ["JAIKOD_HOME"] = before
+        reset_settings()
+
+
 class TinyWorld:
     """A tiny world taken through the whole nightly job (etl -> embed -> train -> materialize)."""
 
@@ -290,20 +347,40 @@ def dask_cluster(tmp_path_factory):
 
 
 class S3Server:
-    """A real S3-compatible server (moto's, threaded, in this process) on a free loopback port."""
+    """A real S3-compatible server (moto's ``moto.server``) in its own process on a free loopback port: out of
+    this process, so its request handling does not compete with the tests' code for the GIL."""
 
     def __init__(self):
-        try:
-            from moto.server import ThreadedMotoServer
-        except ImportError as exc:
-            pytest.skip(f"moto[server] is not installed: {exc}")
+        import importlib.util
+        import sys
+        import time
+        import urllib.request
+
+        if importlib.util.find_spec("moto.server") is None or importlib.util.find_spec("flask") is None:
+            pytest.skip("moto[server] is not installed")
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto server did not start on port {self.port}") from None
+                time.sleep(0.1)
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 @pytest.fixture(scope="session")

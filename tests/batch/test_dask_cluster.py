@@ -16,10 +16,8 @@ import redis
 from batch.dataset import training_set
 from batch.etl import features_dir
 from batch.nightly import run_nightly
-from batch.train import load_ranker
 from gpu_core.feature_store import POINTER
-from gpu_core.registry import PRODUCTION, RANKER, Registry
-from tests.conftest import restore_db
+from tests.conftest import local_nightly_state, production_ranker, redis_state
 
 FEATURE_TABLES = ("dims", "user_daily", "product_daily", "context_daily", "user_clicks", "training", "embeddings")
 
@@ -35,29 +33,6 @@ def task_prefixes(client) -> dict[str, set[str]]:
         return sorted({str(entry[0]).split("-")[0].strip("('") for entry in dask_worker.state.log})
 
     return {addr: set(v) for addr, v in client.run(names).items()}
-
-
-def redis_state(url: str, version: bytes) -> dict:
-    """Every key and value of the db, the snapshot version replaced by a placeholder (its suffix is random)."""
-    r = redis.Redis.from_url(url)
-    out = {}
-    for k in r.scan_iter(count=10_000):
-        kind = r.type(k).decode()
-        if kind == "hash":
-            v = r.hgetall(k)
-            v.pop(b"created_at", None)  # the snapshot's wall-clock stamp
-        elif kind == "string":
-            v = r.get(k)
-        elif kind == "list":
-            v = r.lrange(k, 0, -1)
-        elif kind == "set":
-            v = sorted(r.smembers(k))
-        elif kind == "zset":
-            v = r.zrange(k, 0, -1, withscores=True)
-        else:
-            v = kind
-        out[k.replace(version, b"V")] = repr(v).replace(repr(version)[2:-1], "V")
-    return out
 
 
 @pytest.fixture()
@@ -104,17 +79,7 @@ def test_nightly_on_a_two_worker_cluster_equals_the_local_run(tiny_world, dask_c
 
     # 2. the trained boosters: the same trees, so the same predictions on the holdout
     as_of = tiny_world.nightly["etl"]["as_of"]
-    models = []
-    for h in (tiny_world.home, home):
-        os.environ["JAIKOD_HOME"] = str(h)
-        from gpu_core.settings import reset_settings
-
-        reset_settings()
-        reg = Registry()
-        ref = reg.require(RANKER, PRODUCTION)
-        models.append(load_ranker(reg.download(ref), ref))
-    os.environ["JAIKOD_HOME"] = str(home)
-    reset_settings()
+    models = [production_ranker(h) for h in (tiny_world.home, home)]
     X = training_set(lake, [pd.Timestamp(as_of).date()]).X
     for a, b in zip(models[0].predict(X), models[1].predict(X), strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -122,10 +87,5 @@ def test_nightly_on_a_two_worker_cluster_equals_the_local_run(tiny_world, dask_c
     assert models[0].cvr.save_raw("json") == models[1].cvr.save_raw("json")
 
     # 3. the materialised online store: the same keys and values (up to the snapshot's version id)
-    scratch = url.rsplit("/", 1)[0] + "/3"  # the local nightly's db as it left it (later tests change db 1)
-    restore_db(scratch, tiny_world.dump)
-    try:
-        want = redis_state(scratch, redis.Redis.from_url(scratch).get(POINTER))
-    finally:
-        redis.Redis.from_url(scratch).flushdb()
+    want = local_nightly_state(tiny_world, url.rsplit("/", 1)[0] + "/3")
     assert len(want) > 10 and want == redis_state(url, redis.Redis.from_url(url).get(POINTER))

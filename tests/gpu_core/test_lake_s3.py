@@ -1,13 +1,18 @@
-"""The lake on S3-compatible object storage (a real moto server on loopback): the ETL reads and writes
-``s3://bucket/lake`` through the same code as a local folder, and its outputs equal the local run's."""
+"""The lake on S3-compatible object storage (a real moto server on loopback): the ETL and the whole nightly
+read and write ``s3://bucket/lake`` through the same code as a local folder, and their outputs equal the
+local runs'."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import pickle
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
+import redis
 
 from batch.etl import features_dir, run_etl
 from gpu_core.lake import LakePath, filesystem, lake_path, read_parquet
@@ -69,3 +74,63 @@ def test_etl_on_s3_equals_the_local_run(tiny_world, s3_bucket, tmp_path, monkeyp
         assert want and want.keys() == got.keys(), table
         for name, df in want.items():
             pd.testing.assert_frame_equal(df, got[name], check_exact=True, obj=f"{table}/{name}")
+
+
+NIGHTLY_TABLES = (*ETL_TABLES, "embeddings")
+
+
+def test_nightly_on_s3_equals_the_local_run(tiny_world, s3_bucket, tmp_path, monkeypatch, redis_server):
+    """The whole nightly (etl -> embeddings -> train -> evaluate -> register -> materialise) on an S3 copy of
+    the tiny world's raw lake writes the features, embeddings, title space, boosters and online store that
+    the session's local nightly wrote (artifacts and MLflow stay in the local home)."""
+    from batch.dataset import training_set
+    from batch.nightly import run_nightly
+    from gpu_core.feature_store import POINTER
+    from tests.conftest import local_nightly_state, production_ranker, redis_state
+
+    base = redis_server.url.rsplit("/", 1)[0]
+    url = f"{base}/4"
+    redis.Redis.from_url(url).flushdb()
+    home = tmp_path / "home"
+    for k, v in {"JAIKOD_HOME": str(home), "JAIKOD_REDIS_URL": url, "JAIKOD_LAKE": f"s3://{s3_bucket}/lake",
+                 "JAIKOD_DEVICE": os.environ.get("JAIKOD_DEVICE", "cpu")}.items():
+        monkeypatch.setenv(k, v)
+    reset_settings()
+    lake = get_settings().lake_dir
+    assert isinstance(lake, LakePath)
+    fs, root = filesystem(lake)
+    for table in ("users", "sellers", "products", "events"):
+        pafs.copy_files(str(tiny_world.lake / table), f"{root}/{table}", destination_filesystem=fs)
+    try:
+        results = run_nightly(lake, announce=lambda _m: None)
+        assert results["etl"] == {**tiny_world.nightly["etl"], "seconds": results["etl"]["seconds"],
+                                  "events/min": results["etl"]["events/min"]}
+        assert results["train"]["version"] and results["train"]["promoted_to"] == "production"
+        assert not (home / "lake").exists() and not any(tmp_path.rglob("*.parquet"))  # the lake stayed on S3
+
+        # 1. features and embeddings (and the cold-start title space), frame by frame and byte by byte
+        local = features_dir(tiny_world.lake)
+        for table in NIGHTLY_TABLES:
+            want, got = parquet_tables(local / table), parquet_tables(features_dir(lake) / table)
+            assert want and want.keys() == got.keys(), table
+            for name, df in want.items():
+                pd.testing.assert_frame_equal(df, got[name], check_exact=True, obj=f"{table}/{name}")
+        space = "embeddings/title_space.npz"
+        assert (features_dir(lake) / space).read_bytes() == (local / space).read_bytes()
+
+        # 2. the registered model: the same trees, so the same predictions on the holdout
+        as_of = dt.date.fromisoformat(results["etl"]["as_of"])
+        want_model, got_model = production_ranker(tiny_world.home), production_ranker(home)
+        assert got_model.ctr.save_raw("json") == want_model.ctr.save_raw("json")
+        assert got_model.cvr.save_raw("json") == want_model.cvr.save_raw("json")
+        X = training_set(lake, [as_of]).X
+        assert len(X) > 0
+        for a, b in zip(want_model.predict(X), got_model.predict(X), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+        # 3. the materialised online store (up to the snapshot's version id); the index folder is local
+        want = local_nightly_state(tiny_world, f"{base}/5")
+        assert len(want) > 10 and want == redis_state(url, redis.Redis.from_url(url).get(POINTER))
+        assert (home / "artifacts" / "index" / "CURRENT").is_file()
+    finally:
+        redis.Redis.from_url(url).flushdb()
