@@ -111,6 +111,13 @@ class VectorIndex(SideListings):
     def applies_rules(self) -> bool:  # type: ignore[override]
         return self.attrs is not None and not getattr(self, "_on_gpu", False)
 
+    def _flat_vectors(self) -> np.ndarray | None:
+        """The exact index's vectors as one array (read once; None for IVF or a GPU index)."""
+        if getattr(self, "_xb", None) is None and type(self.index).__name__ == "IndexFlatIP" \
+                and not getattr(self, "_on_gpu", False):
+            self._xb = self.index.reconstruct_n(0, self.index.ntotal)
+        return getattr(self, "_xb", None)
+
     def eligible(self, rules: HardRules) -> np.ndarray | None:
         """Mask of the built listings the rules keep (None: every one)."""
         a = self.attrs
@@ -160,19 +167,30 @@ class VectorIndex(SideListings):
 
     def _search_built(self, q: np.ndarray, k: int, rules: HardRules | None) -> tuple[np.ndarray, np.ndarray]:
         keep = self.eligible(rules) if rules is not None and self.applies_rules else None
-        k = min(k, len(self.ids))
+        n = len(self.ids)
+        k = min(k, n)
         if keep is None or keep.all():
             scores, idx = self.index.search(q.reshape(1, -1), k)
-        elif not keep.any():
+            ok = idx[0] >= 0
+            return self.ids[idx[0][ok]], scores[0][ok]
+        n_keep = int(keep.sum())
+        if n_keep == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        else:
-            import faiss
+        k = min(k, n_keep)
+        xb = self._flat_vectors()
+        if xb is not None:  # exact index: one BLAS pass over every listing, the excluded ones masked out
+            sc = xb @ q
+            sc[~keep] = -np.inf
+            top = np.argpartition(-sc, k - 1)[:k] if k < n else np.arange(n)
+            top = top[np.argsort(-sc[top], kind="stable")]
+            return self.ids[top], sc[top].astype(np.float32)
+        import faiss
 
-            bitmap = np.packbits(keep, bitorder="little")  # bit i of byte i >> 3 = listing i (faiss' layout)
-            sel = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(bitmap))
-            params = (faiss.SearchParametersIVF(sel=sel, nprobe=self.index.nprobe) if hasattr(self.index, "nprobe")
-                      else faiss.SearchParameters(sel=sel))
-            scores, idx = self.index.search(q.reshape(1, -1), min(k, int(keep.sum())), params=params)
+        bitmap = np.packbits(keep, bitorder="little")  # bit i of byte i >> 3 = listing i (faiss' layout)
+        sel = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(bitmap))
+        params = (faiss.SearchParametersIVF(sel=sel, nprobe=self.index.nprobe) if hasattr(self.index, "nprobe")
+                  else faiss.SearchParameters(sel=sel))
+        scores, idx = self.index.search(q.reshape(1, -1), k, params=params)
         ok = idx[0] >= 0
         return self.ids[idx[0][ok]], scores[0][ok]
 

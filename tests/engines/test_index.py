@@ -60,6 +60,8 @@ def test_vector_index_with_rule_fields_returns_the_k_nearest_eligible_listings(t
     got, scores = index.search(q, 100, rules)
     assert got.tolist() == _brute_eligible(vecs, ids, attrs, q, 100, rules).tolist()
     assert np.all(np.diff(scores) <= 1e-6)
+    # a small k over-fetches on the fast path and keeps the eligible hits; a large one takes the selector path
+    assert index.search(q, 20, rules)[0].tolist() == _brute_eligible(vecs, ids, attrs, q, 20, rules).tolist()
     plain = index.search(q, 100)[0]  # no rules: the nearest whatever they are
     assert set(plain.tolist()) != set(got.tolist())
     index.save(tmp_path)
