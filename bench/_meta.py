@@ -106,6 +106,25 @@ def write_result(path: Path, result: dict[str, Any], *, world: Any) -> Path:
     return path
 
 
+def tree_rss_mb(pid: int) -> float | None:
+    """Resident memory (MiB) of a process and all its descendants now; None once the process is gone (a
+    child exiting mid-count is skipped)."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return round(total / 2**20, 1)
+
+
 def print_rows(rows: list[dict[str, Any]]) -> None:
     """A list of same-keyed dicts as a plain ``a | b | c`` table (header first)."""
     if not rows:

@@ -23,26 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._meta import LATEST, write_result
+from bench._meta import LATEST, tree_rss_mb, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _tree_rss_mb(pid: int) -> float:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        procs = [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for q in procs:
-        try:
-            total += q.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return round(total / 2**20, 1)
 
 
 def _events(n: int, start: int, now: int, n_products: int = 5000) -> list[dict]:
@@ -82,7 +65,7 @@ def run_engine(name: str, cmd: list[str], env: dict, r, bus, n: int, samples: in
             assert time.monotonic() < end, f"{name} applied {_applied(r)} of {n} in {timeout_s} s"
             time.sleep(0.005)
         dt = time.perf_counter() - t_first
-        out.update(events=n, seconds=round(dt, 3), events_per_s=round(n / dt), rss_mb=_tree_rss_mb(proc.pid))
+        out.update(events=n, seconds=round(dt, 3), events_per_s=round(n / dt), rss_mb=tree_rss_mb(proc.pid))
         store = OnlineStore(r)
         fresh = []
         for i in range(samples):
@@ -100,7 +83,7 @@ def run_engine(name: str, cmd: list[str], env: dict, r, bus, n: int, samples: in
         out["freshness_ms"] = {"samples": len(f), "p50": round(float(np.percentile(f, 50)), 2),
                                "p99": round(float(np.percentile(f, 99)), 2), "max": round(float(f.max()), 2)}
         out["_fresh"] = fresh
-        out["rss_mb_end"] = _tree_rss_mb(proc.pid)
+        out["rss_mb_end"] = tree_rss_mb(proc.pid)
     finally:
         proc.terminate()
         try:

@@ -25,22 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._meta import LATEST, print_rows, write_result
+from bench._meta import LATEST, print_rows, tree_rss_mb, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, str(ROOT / "jaikod_cli.py")]
 QUERIES = ["iphone", "ไอโฟน", "กล้อง", "sony camera", "รองเท้า nike", "โซฟา ikea", "samsung", "จักรยาน", "ps5",
            "nintendo switch", "lego", "guitar"]
-
-
-def _rss_mb(pid: int) -> float | None:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return round(sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20, 1)
-    except psutil.NoSuchProcess:
-        return None
 
 
 def _run(args: list[str], env: dict, timeout: float = 1800) -> str:
@@ -177,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         lat = drive({k: f"http://127.0.0.1:{p}" for k, p in ports.items()}, users.tolist(), args.requests)
         errors = lat.pop("_errors")
         for s in servers.values():
-            s["api_rss_mb"] = _rss_mb(s["proc"].pid)
+            s["api_rss_mb"] = tree_rss_mb(s["proc"].pid)
         for name, rss in (("kafka", lambda: broker.rss_bytes() / 2**20), ("opensearch", node.rss_mb),
                           ("milvus-lite", milvus.rss_mb)):
             engines[name]["rss_mb_after"] = round(rss(), 1)
