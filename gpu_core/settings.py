@@ -181,14 +181,16 @@ class Settings(BaseSettings):
         for name, per_stack in STACK_BACKENDS.items():
             if name in fields and name not in self.model_fields_set:
                 self.__dict__[name] = per_stack[self.stack]  # not marked "set": a later stack change re-resolves
-        missing = list({a: (a, f"{n}={v}") for (n, v), a in reversed(BACKEND_ADDRESSES.items())
-                        if a in fields and getattr(self, n, None) == v and not getattr(self, a)}.values())[::-1]
+        missing: dict[str, str] = {}  # address -> the first backend choice that needs it (one line each)
+        for (n, v), a in BACKEND_ADDRESSES.items():
+            if a in fields and getattr(self, n, None) == v and not getattr(self, a):
+                missing.setdefault(a, f"{n}={v}")
         if not missing and getattr(self, "stream_engine", "ours") == "flink" and self.event_bus != "kafka":
             raise ConfigError(f"stream_engine: flink reads the events topic from Kafka, but event_bus={self.event_bus}"
                               " (set JAIKOD_EVENT_BUS=kafka or JAIKOD_STREAM_ENGINE=ours)", field="stream_engine")
         if missing:
             raise ConfigError("; ".join(f"{a}: required when {why} (stack={self.stack}), set JAIKOD_{a.upper()}"
-                                        for a, why in missing), field=missing[0][0])
+                                        for a, why in missing.items()), field=next(iter(missing)))
         return self
 
     @property
