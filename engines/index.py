@@ -121,16 +121,31 @@ class VectorIndex(SideListings):
     def eligible(self, rules: HardRules) -> np.ndarray | None:
         """Mask of the built listings the rules keep (None: every one)."""
         a = self.attrs
-        keep = None
+        keep = self._banned_mask(rules.banned_categories, rules.banned_sellers)
         if rules.box is not None:
             lat_min, lat_max, lon_min, lon_max = rules.box
-            keep = (a["lat"] >= lat_min) & (a["lat"] <= lat_max) & (a["lon"] >= lon_min) & (a["lon"] <= lon_max)
-        if rules.banned_categories:
-            ok = ~np.isin(a["category"], rules.banned_categories)
-            keep = ok if keep is None else keep & ok
-        if rules.banned_sellers:
-            ok = ~np.isin(a["seller"], rules.banned_sellers)
-            keep = ok if keep is None else keep & ok
+            box = (a["lat"] >= lat_min) & (a["lat"] <= lat_max) & (a["lon"] >= lon_min) & (a["lon"] <= lon_max)
+            keep = box if keep is None else keep & box
+        return keep
+
+    def _banned_mask(self, categories: tuple[int, ...], sellers: tuple[int, ...]) -> np.ndarray | None:
+        """Mask of the listings no admin ban excludes (None: no ban). The bans change rarely and every
+        request of a user carries the same ones, so the last mask is kept (``isin`` over every listing is
+        most of the rules' cost): one (key, mask) pair, replaced whole."""
+        if not categories and not sellers:
+            return None
+        key = (categories, sellers)
+        cached = getattr(self, "_bans", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        a = self.attrs
+        keep = np.ones(len(a["seller"]), bool)
+        if categories:
+            keep &= ~np.isin(a["category"], categories)
+        if sellers:
+            keep &= ~np.isin(a["seller"], sellers)
+        keep.flags.writeable = False
+        self._bans = (key, keep)
         return keep
 
     @classmethod

@@ -71,6 +71,17 @@ def test_vector_index_with_rule_fields_returns_the_k_nearest_eligible_listings(t
     assert len(index.search(q, 100, nothing)[0]) == 0
 
 
+def test_vector_index_keeps_the_last_bans_mask_and_follows_a_change_of_bans():
+    """The admin bans' mask is kept between requests; new bans (or none) are applied from the next search."""
+    vecs, ids, attrs = _rule_world(2000, 6)
+    index = VectorIndex.build(ids, vecs, attrs=attrs)
+    box = (10.0, 15.0, 99.0, 103.0)
+    q = vecs[7]
+    for bans in [((3, 7), (11,)), ((3, 7), (11,)), ((), (11, 12)), ((5,), ()), ((), ())]:
+        rules = HardRules(banned_categories=bans[0], banned_sellers=bans[1], box=box)
+        assert index.search(q, 150, rules)[0].tolist() == _brute_eligible(vecs, ids, attrs, q, 150, rules).tolist()
+
+
 def test_vector_index_without_rule_fields_leaves_the_rules_to_the_filters(tmp_path):
     vecs, ids, _ = _rule_world(500, 5)
     index = VectorIndex.build(ids, vecs)

@@ -70,3 +70,19 @@ def test_gpu_backend_arrays_and_frames():
     np.testing.assert_array_equal(device.to_host(x * 2), np.arange(10) * 2)
     frame = be.frames.DataFrame({"a": [1, 2, 3]})
     assert int(frame["a"].sum()) == 6
+
+
+def test_one_thread_per_request_caps_the_loaded_native_pools():
+    """A serving worker's BLAS and OpenMP pools run one thread (their spinning threads doubled a feed's CPU)."""
+    import faiss  # noqa: F401 - loads its OpenMP runtime
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from gpu_core.device import one_thread_per_request
+
+    before = threadpool_limits(limits=None)  # nothing changed; restored below
+    try:
+        one_thread_per_request()
+        pools = threadpool_info()
+        assert pools and all(p["num_threads"] == 1 for p in pools)
+    finally:
+        before.restore_original_limits()

@@ -1,0 +1,33 @@
+"""The product mirror's id -> row look-up (a hash table since issue 16; binary search as the fallback)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from online.state import ProductMirror
+
+
+def _mirror(ids: np.ndarray) -> ProductMirror:
+    n = len(ids)
+    return ProductMirror("v1", ids, np.zeros(n, np.int64), {}, np.zeros(n, np.int64), np.zeros(n, np.int64),
+                         ids[:3], np.array([str(i) for i in ids], dtype=object))
+
+
+def test_index_of_finds_each_row_and_minus_one_for_unknown_ids():
+    rng = np.random.default_rng(3)
+    ids = np.sort(rng.choice(1_000_000, 5000, replace=False)).astype(np.int64)
+    m = _mirror(ids)
+    held = rng.choice(ids, 700)
+    absent = np.setdiff1d(rng.integers(0, 1_000_000, 300), ids)
+    query = rng.permutation(np.concatenate([held, absent, [ids[0] - 1, ids[-1] + 1]]))
+    got = m.index_of(query)
+    assert got.dtype == np.int64
+    expect = np.array([int(np.flatnonzero(ids == q)[0]) if q in set(ids.tolist()) else -1 for q in query.tolist()])
+    assert got.tolist() == expect.tolist()
+    assert m.index_of(np.empty(0, np.int64)).tolist() == []
+
+
+def test_index_of_on_a_mirror_with_repeated_ids_falls_back_to_binary_search():
+    m = _mirror(np.array([5, 7, 7, 9], np.int64))
+    assert m.index_of(np.array([9, 5, 8], np.int64)).tolist() == [3, 0, -1]
+    assert m.index_of(np.array([7], np.int64))[0] in (1, 2)
