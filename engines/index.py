@@ -193,12 +193,12 @@ class VectorIndex(SideListings):
             return np.empty(0, np.int64), np.empty(0, np.float32)
         k = min(k, n_keep)
         xb = self._flat_vectors()
-        if xb is not None:  # exact index: one BLAS pass over every listing, the excluded ones masked out
-            sc = xb @ q
-            sc[~keep] = -np.inf
-            top = np.argpartition(-sc, k - 1)[:k] if k < n else np.arange(n)
+        if xb is not None:  # exact index: one BLAS pass over every listing, then the k best eligible ones
+            rows = np.flatnonzero(keep)
+            sc = (xb @ q)[rows]  # selecting among the eligible only: argpartition over fewer, nothing negated
+            top = np.argpartition(sc, len(sc) - k)[len(sc) - k:] if k < len(sc) else np.arange(len(sc))
             top = top[np.argsort(-sc[top], kind="stable")]
-            return self.ids[top], sc[top].astype(np.float32)
+            return self.ids[rows[top]], sc[top].astype(np.float32)
         import faiss
 
         bitmap = np.packbits(keep, bitorder="little")  # bit i of byte i >> 3 = listing i (faiss' layout)
