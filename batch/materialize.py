@@ -32,7 +32,7 @@ from gpu_core.redis_client import connect
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
 from gpu_core.settings import get_settings
 
-POPULAR_PER_REGION = 500
+POPULAR_PER_REGION = 500  # at least; a region's list is as long as the retrieval pool (popular_per_region)
 TRENDING_SIZE = 200
 
 
@@ -61,10 +61,18 @@ def current_index_dir() -> Path | None:
     return index_root() / cur.read_text().strip()
 
 
-def popular_lists(popularity: np.ndarray, region: np.ndarray, eligible: np.ndarray, ids: np.ndarray):
+def popular_per_region(settings) -> int:
+    """How long each region's popular list is: the retrieval pool (``n_candidates`` x
+    ``retrieval_pool_factor``), so that a user without a vector (cold start) is still scored over up to
+    ``n_candidates`` listings once the distance filter has cut the list (a 500-long list capped them at 500)."""
+    return max(POPULAR_PER_REGION, int(round(settings.n_candidates * settings.retrieval_pool_factor)))
+
+
+def popular_lists(popularity: np.ndarray, region: np.ndarray, eligible: np.ndarray, ids: np.ndarray,
+                  per_region: int = POPULAR_PER_REGION):
     order = np.lexsort((ids, -popularity))  # most popular first, ties by id
     order = order[eligible[order]]
-    by_region = {r: ids[order[region[order] == r]][:POPULAR_PER_REGION] for r in range(N_REGIONS)}
+    by_region = {r: ids[order[region[order] == r]][:per_region] for r in range(N_REGIONS)}
     return by_region, ids[order][:TRENDING_SIZE]
 
 
@@ -100,7 +108,7 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     # 2. the Redis snapshot, then the pointer
     store = OnlineStore(client or connect(settings.redis_url))
     by_region, trending = popular_lists(views.product["popularity"], views.product_region, eligible,
-                                        views.product_ids)
+                                        views.product_ids, per_region=popular_per_region(settings))
     store.write_snapshot(
         version,
         user_ids=views.user_ids,

@@ -94,3 +94,24 @@ def test_reader_sees_only_whole_versions(tiny_world, jaikod_env, redis_client, r
     rows, found = store.read_rows("vc", "u", uids)
     assert found.all()
     np.testing.assert_array_equal(rows, exp["vc"]["u"][ui])
+
+
+def test_region_popular_lists_are_as_long_as_the_retrieval_pool():
+    """A cold-start user's candidates are the region's popular list cut by the filters: the list holds the
+    retrieval pool (n_candidates x retrieval_pool_factor), most popular first, eligible listings only."""
+    from types import SimpleNamespace
+
+    from batch.materialize import POPULAR_PER_REGION, popular_lists, popular_per_region
+
+    assert popular_per_region(SimpleNamespace(n_candidates=1000, retrieval_pool_factor=3.0)) == 3000
+    assert popular_per_region(SimpleNamespace(n_candidates=100, retrieval_pool_factor=1.0)) == POPULAR_PER_REGION
+    rng = np.random.default_rng(0)
+    n = 20_000
+    ids = np.arange(n, dtype=np.int64)
+    pop, region, eligible = rng.random(n), rng.integers(0, 3, n), rng.random(n) > 0.1
+    by_region, _ = popular_lists(pop, region, eligible, ids, per_region=3000)
+    for r in range(3):
+        got = by_region[r]
+        want = ids[(region == r) & eligible]
+        want = want[np.argsort(-pop[want], kind="stable")][:3000]
+        assert len(got) == 3000 and got.tolist() == want.tolist()
