@@ -28,6 +28,7 @@ from gpu_core.device import Backend
 from gpu_core.errors import FeatureStoreError, RegistryUnavailable
 from gpu_core.feature_store import LiveListingKeys, OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.ids import ids_only
+from gpu_core.lake import fetch_dir, remove_tree
 from gpu_core.moderation import decode_hash, listing_key
 from gpu_core.redis_client import connect
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
@@ -239,8 +240,11 @@ class IndexHolder:
     at ``opensearch_url`` (the version's index, written by the materialiser); a node that is down at load
     is no load error: its searches answer ``keyword_index_down`` until it answers."""
 
-    def __init__(self, root: Path, settings: Settings):
-        self.root = root
+    CACHED_VERSIONS = 3  # index versions kept in the local download cache (artifacts on object storage)
+
+    def __init__(self, root: Path, settings: Settings, cache: Path | None = None):
+        self.root = root  # a local folder or a prefix on object storage (gpu_core.lake.LakePath)
+        self.cache = cache if cache is not None else settings.index_cache_dir  # local copies of remote versions
         self.settings = settings  # vector_backend (faiss | milvus), keyword_backend and their knobs
         self.version: str | None = None
         self.vector: SideListings | None = None
@@ -254,14 +258,19 @@ class IndexHolder:
         """Load the indexes of snapshot ``version``. A folder whose files do not match its manifest's
         checksums (truncated, damaged) is refused before any reader touches it; an index that is refused
         or fails to load keeps the one loaded before (``refused`` says which version and why, logged and
-        counted once); only with nothing loaded before does that index go down (its retrieval fallback)."""
+        counted once); only with nothing loaded before does that index go down (its retrieval fallback).
+        A version on object storage is first downloaded into the local cache (faiss and the keyword index
+        read local files); a store that cannot be read is refused like a damaged folder."""
         folder = self.root / version
         errors = []
         vector = keyword = space = None
         try:
+            folder = fetch_dir(folder, self.cache / version)
             verify_folder(folder)
-        except ArtifactCorrupt as exc:
+        except (ArtifactCorrupt, OSError) as exc:
             errors = [f"vector: {exc}", f"keyword: {exc}"]
+            if isinstance(exc, ArtifactCorrupt) and folder == self.cache / version:
+                remove_tree(folder)  # a damaged download is fetched again next time
         else:
             try:
                 vector = load_vector_index(folder, self.settings)
@@ -295,6 +304,15 @@ class IndexHolder:
         self.vector, self.keyword, self.version, self.title_space = vector, keyword, version, space
         self.refused = None
         self.error = "; ".join(errors) or None
+        if folder == self.cache / version:
+            self._prune_cache()
+
+    def _prune_cache(self) -> None:
+        """Keep the newest :attr:`CACHED_VERSIONS` downloaded versions (the loaded indexes are in memory)."""
+        cached = sorted((d for d in self.cache.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: d.stat().st_mtime, reverse=True)
+        for d in cached[self.CACHED_VERSIONS:]:
+            remove_tree(d)
 
     def add_listings(self, ids: np.ndarray, titles: list[str], categories: np.ndarray, vectors: np.ndarray) -> None:
         """Listings taken in since the build join both indexes (new objects, swapped one at a time)."""
@@ -422,7 +440,7 @@ class ServiceState:
         self.store = OnlineStore(self.redis)
         self.registry = registry
         self.models = ModelHolder(registry, be, settings.model_cache_dir)
-        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings)
+        self.indexes = IndexHolder(settings.index_store, settings, settings.index_cache_dir)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up
