@@ -459,6 +459,7 @@ def fetch_dir(src: AnyPath, cache: Path) -> Path:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.parent / f".{cache.name}.fetch-{uuid.uuid4().hex[:8]}"
     try:
+        tmp.mkdir()  # copy_files creates the sub-folders it lists, not the destination itself
         pafs.copy_files(src.path, str(tmp), source_filesystem=src.fs, destination_filesystem=_LOCAL)
         os.rename(tmp, cache)
     except OSError:

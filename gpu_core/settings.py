@@ -26,8 +26,8 @@ class Settings(BaseSettings):
                                                       "default <home>/lake")
     artifacts: Path | str | None = Field(None, description=(
         "artifacts folder (index versions, model cache, trained heads): a folder or s3://bucket/prefix; default "
-        "<home>/artifacts. On object storage the materialiser publishes index versions there and each service "
-        "downloads the version it serves into <home>/artifacts/cache/index; model cache and heads stay local"))
+        "<home>/artifacts. On object storage the materialiser publishes index versions and the services the "
+        "model cache there, each service downloads what it loads into <home>/artifacts/cache; heads stay local"))
     s3_endpoint_url: str | None = None  # S3-compatible endpoint of s3:// paths (None: AWS); keys from AWS_* env
     s3_region: str = "us-east-1"
     redis_url: str = "redis://127.0.0.1:6379/0"  # redis+cluster://host:port[,host:port...] = a Redis Cluster
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under <home>/mlflow")
     model_cache: Path | None = Field(None, description=(
         "the last production model loaded OK (checksummed copy), served when the registry is unreachable at "
-        "start; default <home>/artifacts/model_cache"))
+        "start; default <artifacts>/model_cache (on object storage too, see artifacts)"))
     device: Literal["auto", "cpu", "gpu"] = "auto"
     scheduler: str | None = Field(None, description="dask.distributed scheduler address; None = local cluster")
     dask_workers: int = 2
@@ -236,8 +236,18 @@ class Settings(BaseSettings):
         return self.artifacts_dir / "cache" / "index"
 
     @property
+    def model_cache_fetch_dir(self) -> Path:
+        """Local copies of the model cache fetched from an object-store :attr:`model_cache_dir`."""
+        return self.artifacts_dir / "cache" / "model"
+
+    @property
     def model_cache_dir(self) -> Path:
-        return self.model_cache if self.model_cache is not None else self.artifacts_dir / "model_cache"
+        """The model cache: ``model_cache``, else under the artifacts folder (on object storage there too)."""
+        from gpu_core.lake import lake_path
+
+        if self.model_cache is not None:
+            return self.model_cache
+        return (lake_path(self.artifacts) if self.artifacts is not None else self.artifacts_dir) / "model_cache"
 
     def digest(self) -> str:
         """Stable hash of every setting that can change a ranking (for replayable request logs): secrets

@@ -28,7 +28,7 @@ from gpu_core.device import Backend
 from gpu_core.errors import FeatureStoreError, RegistryUnavailable
 from gpu_core.feature_store import LiveListingKeys, OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.ids import ids_only
-from gpu_core.lake import fetch_dir, remove_tree
+from gpu_core.lake import fetch_dir, lake_path, publish_dir, remove_tree
 from gpu_core.moderation import decode_hash, listing_key
 from gpu_core.redis_client import connect
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
@@ -88,38 +88,50 @@ def load_model_dir(model_dir: Path, ref: ModelRef | None, be: Backend) -> Ranker
 
 
 class ModelCache:
-    """A local copy of the last production model that loaded OK: the artifact's files plus ``cache.json``
-    (the model reference and the SHA-256 of every file), replaced atomically. Served when the registry is
-    unreachable at start (``model_source: cache``); a copy whose files do not match is refused."""
+    """A copy of the last production model that loaded OK: the artifact's files plus ``cache.json`` (the model
+    reference and the SHA-256 of every file), replaced atomically. Served when the registry is unreachable at
+    start (``model_source: cache``); a copy whose files do not match is refused. ``root`` may be a prefix on
+    object storage (artifacts on S3, so a fresh machine finds it): the copy is then published under
+    ``<root>/v<version>/`` (one PUT per file, ``cache.json`` last) and named by ``<root>/CURRENT`` written
+    after, and loading downloads it into ``fetch_dir`` first."""
 
     INFO = "cache.json"
+    POINTER = "CURRENT"
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Path, fetch_dir: Path | None = None):
+        self.root = lake_path(root)
+        self.remote = not isinstance(self.root, Path)
+        self.fetch_dir = fetch_dir
+
+    def _folder(self) -> Path:
+        """Where the cached copy's files are (on object storage: the prefix ``CURRENT`` names)."""
+        if not self.remote:
+            return self.root
+        return self.root / (self.root / self.POINTER).read_text().strip()
 
     def save(self, src: Path, ref: ModelRef) -> None:
         import json
         import shutil
-        import uuid
 
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.root.parent / f".{self.root.name}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(src, tmp)
-        info = {"ref": {"name": ref.name, "version": ref.version, "alias": ref.alias, "source": ref.source,
-                        "run_id": ref.run_id, "metrics": ref.metrics},
-                "files": file_digests(tmp, exclude={self.INFO}), "saved_at": time.time()}
-        (tmp / self.INFO).write_text(json.dumps(info, indent=2))
-        old = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
-        if self.root.exists():
-            self.root.rename(old)
-        tmp.rename(self.root)
-        shutil.rmtree(old, ignore_errors=True)
+        name = f"v{ref.version}"
+        target = self.root / name if self.remote else self.root
+        with publish_dir(target, last=(self.INFO,)) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            info = {"ref": {"name": ref.name, "version": ref.version, "alias": ref.alias, "source": ref.source,
+                            "run_id": ref.run_id, "metrics": ref.metrics},
+                    "files": file_digests(tmp, exclude={self.INFO}), "saved_at": time.time()}
+            (tmp / self.INFO).write_text(json.dumps(info, indent=2))
+        if self.remote:
+            (self.root / self.POINTER).write_text(name)
+            for d in self.root.iterdir():
+                if d.name not in (name, self.POINTER):
+                    remove_tree(d)
 
     def version(self) -> str | None:
         import json
 
         try:
-            return json.loads((self.root / self.INFO).read_text())["ref"]["version"]
+            return json.loads((self._folder() / self.INFO).read_text())["ref"]["version"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -128,24 +140,33 @@ class ModelCache:
         or it is damaged."""
         import json
 
+        folder = self._folder()
+        if self.remote:
+            if self.fetch_dir is None:
+                raise OSError(f"model cache {self.root}: no local folder to fetch it into")
+            folder = fetch_dir(folder, self.fetch_dir / folder.name)
+            for d in self.fetch_dir.iterdir():  # copies of older versions
+                if d.name != folder.name and not d.name.startswith("."):
+                    remove_tree(d)
         try:
-            info = json.loads((self.root / self.INFO).read_text())
+            info = json.loads((folder / self.INFO).read_text())
             ref = ModelRef(**info["ref"])
             files = info["files"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ArtifactCorrupt(f"model cache {self.root} refused: unreadable {self.INFO} ({exc})") from None
-        check(self.root, files, f"model cache {self.root}")
-        return load_model_dir(self.root, ref, be)
+        check(folder, files, f"model cache {self.root}")
+        return load_model_dir(folder, ref, be)
 
 
 class ModelHolder:
     """Production (and staging, for the canary) rankers, hot-reloaded when a registry alias moves; the
     production model is also copied to a local cache, served when the registry is down at start."""
 
-    def __init__(self, registry: Registry | None, be: Backend, cache_dir: Path | None = None):
+    def __init__(self, registry: Registry | None, be: Backend, cache_dir: Path | None = None,
+                 cache_fetch_dir: Path | None = None):
         self.registry = registry
         self.be = be
-        self.cache = ModelCache(cache_dir) if cache_dir is not None else None
+        self.cache = ModelCache(cache_dir, cache_fetch_dir) if cache_dir is not None else None
         self.source: str | None = None  # where production came from: registry | cache
         self.models: dict[str, Ranker] = {}
         self.error: str | None = None
@@ -439,7 +460,7 @@ class ServiceState:
         self.redis_health = RedisHealth(settings.redis_breaker_s)
         self.store = OnlineStore(self.redis)
         self.registry = registry
-        self.models = ModelHolder(registry, be, settings.model_cache_dir)
+        self.models = ModelHolder(registry, be, settings.model_cache_dir, settings.model_cache_fetch_dir)
         self.indexes = IndexHolder(settings.index_store, settings, settings.index_cache_dir)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None

@@ -109,7 +109,11 @@ def test_nightly_on_s3_equals_the_local_run(tiny_world, s3_bucket, tmp_path, mon
     local cache, serves the same feeds as the all-local run."""
     from batch.dataset import training_set
     from batch.nightly import run_nightly
+    from gpu_core.device import backend
     from gpu_core.feature_store import POINTER
+    from gpu_core.registry import PRODUCTION, Registry
+    from online.state import ModelHolder
+    from tests.conftest import _free_port as free_port
     from tests.conftest import local_nightly_state, production_ranker, redis_state, restore_db
     from tests.online.conftest import known_users
 
@@ -175,6 +179,18 @@ def test_nightly_on_s3_equals_the_local_run(tiny_world, s3_bucket, tmp_path, mon
         got, indexes = feeds(users)
         assert indexes.version == version and indexes.error is None and indexes.refused is None
         assert (home / "artifacts" / "cache" / "index" / version / "manifest.json").is_file()
+        # the model cache went to the bucket too; with the registry unreachable at start, a fresh machine
+        # (empty local folders) serves the same production model from it
+        assert get_settings().model_cache_dir == lake_path(f"s3://{s3_bucket}/artifacts/model_cache")
+        assert not (home / "artifacts" / "model_cache").exists()
+        dead = Registry(settings=get_settings().model_copy(update={"mlflow_uri": f"http://127.0.0.1:{free_port()}"}))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+            holder = ModelHolder(dead, backend(), get_settings().model_cache_dir, tmp_path / "fresh")
+            holder.refresh()
+        assert holder.source == "cache" and holder.get(PRODUCTION).label == got_model.label
+        assert holder.get(PRODUCTION).ctr.save_raw("json") == got_model.ctr.save_raw("json")
         for k in ("JAIKOD_LAKE", "JAIKOD_ARTIFACTS"):  # the all-local run: the tiny world's home and Redis db
             monkeypatch.delenv(k)
         monkeypatch.setenv("JAIKOD_HOME", str(tiny_world.home))
@@ -214,6 +230,9 @@ def test_a_folder_published_to_s3_is_fetched_whole_or_not_at_all(s3_bucket, tmp_
     assert [p.name for p in cache.iterdir()] == ["v1"]  # no temporary sibling left
     (store / "v1" / "sub" / "a.bin").unlink()
     assert fetch_dir(store / "v1", cache / "v1") == got and (got / "sub" / "a.bin").is_file()  # reused
+    with publish_dir(store / "flat") as tmp:  # files at the top only
+        (tmp / "a.bin").write_bytes(b"flat")
+    assert (fetch_dir(store / "flat", cache / "flat") / "a.bin").read_bytes() == b"flat"
     with pytest.raises(FileNotFoundError):
         fetch_dir(store / "v2", cache / "v2")
     assert not (cache / "v2").exists()
