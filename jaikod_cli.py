@@ -139,7 +139,8 @@ def print_table(title: str, rows: dict[str, Any] | list[dict[str, Any]]) -> None
 def world_build(
     size: Annotated[str, typer.Option(help="tiny | demo | large")] = "demo",
     seed: Annotated[int, typer.Option(help="random seed (same seed, same world)")] = 0,
-    out: Annotated[Path, typer.Option(help="output lake directory")] = Path("var/lake"),
+    out: Annotated[Any, typer.Option(parser=_parse_lake, metavar="DIR|S3_URL",
+                                     help="output lake: a folder or s3://bucket/prefix")] = "var/lake",
     drift_category: Annotated[str | None, typer.Option(help="category that surges (drift injection)")] = None,
     drift_from_day: Annotated[int | None, typer.Option(help="day index the surge starts")] = None,
     images: Annotated[bool, typer.Option(help="draw product images")] = True,
@@ -768,7 +769,7 @@ def stack_prepare(lake: LakeOpt = None,
 
 def _unpublished(s) -> list[str]:
     """Why the current snapshot is not served by the settings' engines ([] when it is)."""
-    current = s.artifacts_dir / "index" / "CURRENT"
+    current = s.index_store / "CURRENT"
     if not current.exists():
         return ["no snapshot yet"]
     version = current.read_text().strip()

@@ -5,6 +5,11 @@ switch, the retrieval indexes (faiss + BM25) as versioned artifacts, and the "po
 Order matters for readers: indexes are written first (folder per version), then the Redis snapshot
 is written in full and the one pointer key flips to it; the index ``CURRENT`` file flips last-but-one.
 Readers that follow the pointer never see a mix of versions.
+
+The artifacts folder may be on object storage (``JAIKOD_ARTIFACTS=s3://bucket/artifacts``): a version's
+folder is built locally and published with one PUT per file, its manifest (the checksums) last
+(:func:`gpu_core.lake.publish_dir`), before the Redis pointer and ``CURRENT`` name it; services download it
+(:func:`gpu_core.lake.fetch_dir`) and check it against the manifest before loading.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import redis
 
 from batch.dataset import daily_views
 from batch.etl import etl_as_of, features_dir
-from batch.lake import atomic_dir
 from engines.embeddings import TitleSpace
-from engines.index import build_vector_index, write_manifest
+from engines.index import MANIFEST, build_vector_index, write_manifest
 from engines.search.index import SearchIndex
 from engines.search.opensearch import build_index, index_name, prune_indexes
 from gpu_core.feature_store import VERSIONS, OnlineStore, OverrideKeys, SellerRecord
 from gpu_core.feature_store import write_sellers as write_seller_records
 from gpu_core.geo import N_REGIONS
+from gpu_core.lake import publish_dir, remove_tree
 from gpu_core.redis_client import connect
 from gpu_core.schema import CONTEXT_DAILY, PRODUCT_DAILY, USER_DAILY
 from gpu_core.settings import get_settings
@@ -51,7 +56,8 @@ class MaterializeSummary:
 
 
 def index_root() -> Path:
-    return get_settings().artifacts_dir / "index"
+    """Index versions and ``CURRENT``: a local folder or a prefix on object storage (settings ``artifacts``)."""
+    return get_settings().index_store
 
 
 def current_index_dir() -> Path | None:
@@ -88,7 +94,7 @@ def run_materialize(lake: Path, as_of: dt.date | None = None, client: redis.Redi
     eligible = extra["in_stock"].to_numpy(bool) & ~extra["seller_banned"].to_numpy(bool)
     # 1. indexes (folder per version), only listings that can be served
     root = index_root()
-    with atomic_dir(root / version) as tmp:
+    with publish_dir(root / version, last=(MANIFEST,)) as tmp:
         ids = views.product_ids[eligible]
         latlong = views.product["latlong"][eligible]
         build_vector_index(ids, views.product["embedding_vector"][eligible], settings, version=version,
@@ -175,8 +181,6 @@ def write_sponsored(r: redis.Redis, eligible_ids: np.ndarray) -> None:
 
 
 def _prune(root: Path, keep: set[str]) -> None:
-    import shutil
-
     for d in root.iterdir():
         if d.is_dir() and not d.name.startswith(".") and d.name not in keep:
-            shutil.rmtree(d, ignore_errors=True)
+            remove_tree(d)

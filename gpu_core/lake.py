@@ -101,20 +101,40 @@ def staged_path(final: Path) -> Path:
     return final.parent / f".{final.name}.tmp"
 
 
-def stage_file(table: pa.Table, final: Path, *, fsync: bool = True) -> Path:
-    """Write ``table`` to the staged sibling of ``final`` (fsynced); :func:`commit_file` renames it."""
-    final.parent.mkdir(parents=True, exist_ok=True)
+def write_table(table: pa.Table, path: AnyPath) -> AnyPath:
+    """One Parquet file (zstd) on either filesystem, written in place (no staging: for a folder that is
+    itself staged, or an object store, where one PUT is atomic)."""
+    fs, where = filesystem(path)
+    pq.write_table(table, where, filesystem=fs, compression="zstd")
+    return path
+
+
+def stage_file(table: pa.Table, final: AnyPath, *, fsync: bool = True) -> AnyPath:
+    """Write ``table`` to the staged sibling of ``final`` (fsynced); :func:`commit_file` renames it.
+    On object storage the staged sibling is one object PUT: durable once this returns (no fsync), and
+    hidden from readers (``.*.tmp`` is no ``*.parquet``)."""
     tmp = staged_path(final)
-    pq.write_table(table, tmp, compression="zstd")
+    if isinstance(final, LakePath):
+        return write_table(table, tmp)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    write_table(table, tmp)
     if fsync:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
     return tmp
 
 
-def commit_file(final: Path) -> None:
-    """Rename a staged file into place (idempotent once renamed) and make the rename durable."""
+def commit_file(final: AnyPath) -> None:
+    """Rename a staged file into place (idempotent once renamed) and make the rename durable. On object
+    storage: a server-side copy of the staged object to ``final`` (the object appears whole or not at all,
+    durable once the copy returns), then the staged one is deleted."""
     tmp = staged_path(final)
+    if isinstance(final, LakePath):
+        if tmp.exists():
+            final.fs.move(tmp.path, final.path)
+        elif not final.exists():
+            raise FileNotFoundError(f"neither {tmp} nor {final} exists")
+        return
     if tmp.exists():
         os.replace(tmp, final)
     fd = os.open(final.parent, os.O_RDONLY)
@@ -124,8 +144,10 @@ def commit_file(final: Path) -> None:
         os.close(fd)
 
 
-def write_file(table: pa.Table, final: Path) -> Path:
+def write_file(table: pa.Table, final: AnyPath) -> AnyPath:
     """Stage and commit in one step: ``final`` appears whole or not at all."""
+    if isinstance(final, LakePath):
+        return write_table(table, final)  # one PUT is atomic
     stage_file(table, final, fsync=False)
     os.replace(staged_path(final), final)
     return final
@@ -387,3 +409,62 @@ def remove_tree(path: AnyPath) -> None:
     except OSError:
         if isinstance(lake_path(path), Path):
             shutil.rmtree(where, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Folders published to object storage (index versions) and fetched back to local disk for the readers
+# that need local files (faiss, the keyword index)
+@contextlib.contextmanager
+def publish_dir(target: AnyPath, last: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a local folder to fill; on success it becomes ``target``. Locally: :func:`atomic_dir` (one
+    rename). On object storage: one PUT per file, the names in ``last`` (a manifest) after all others; each
+    PUT is atomic but the folder is not, so ``target`` must be a fresh prefix (a version) that readers find
+    only through a pointer written after this returns (a ``CURRENT`` object, a Redis key)."""
+    target = lake_path(target)
+    if isinstance(target, Path):
+        with atomic_dir(target) as tmp:
+            yield tmp
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="jaikod-publish-") as tmp:
+        yield Path(tmp)
+        upload_dir(Path(tmp), target, last=last)
+
+
+def upload_dir(src: Path, target: LakePath, last: Sequence[str] = ()) -> int:
+    """Upload every file under the local folder ``src`` to the prefix ``target`` (the relative names in
+    ``last`` after all others); returns the number of files."""
+    files = sorted((p for p in Path(src).rglob("*") if p.is_file()),
+                   key=lambda p: (p.relative_to(src).as_posix() in last, p.relative_to(src).as_posix()))
+    for p in files:
+        pafs.copy_files(str(p), posixpath.join(target.path, p.relative_to(src).as_posix()),
+                        source_filesystem=_LOCAL, destination_filesystem=target.fs)
+    return len(files)
+
+
+def fetch_dir(src: AnyPath, cache: Path) -> Path:
+    """A local copy of the folder ``src``: ``src`` itself when it is local; on object storage a download
+    into ``cache`` (into a hidden temporary sibling, renamed into place when complete), reused when a
+    complete copy is already there (another process may have fetched it first). Raises OSError
+    (FileNotFoundError when ``src`` holds nothing) when the store cannot be read."""
+    src = lake_path(src)
+    if isinstance(src, Path):
+        return src
+    cache = Path(cache)
+    if cache.is_dir():
+        return cache
+    if not any(info.type == pafs.FileType.File for info in src._children(True)):
+        raise FileNotFoundError(f"{src}: nothing to fetch")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.parent / f".{cache.name}.fetch-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()  # copy_files creates the sub-folders it lists, not the destination itself
+        pafs.copy_files(src.path, str(tmp), source_filesystem=src.fs, destination_filesystem=_LOCAL)
+        os.rename(tmp, cache)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if cache.is_dir():  # another process renamed its complete copy first
+            return cache
+        raise
+    return cache

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     home: Path = Field(Path("var"), description="root of local state: registry, indexes, logs, lake")
     lake: Path | str | None = Field(None, description="Parquet data lake: a folder or s3://bucket/prefix; "
                                                       "default <home>/lake")
+    artifacts: Path | str | None = Field(None, description=(
+        "artifacts folder (index versions, model cache, trained heads): a folder or s3://bucket/prefix; default "
+        "<home>/artifacts. On object storage the materialiser publishes index versions and the services the "
+        "model cache there, each service downloads what it loads into <home>/artifacts/cache; heads stay local"))
     s3_endpoint_url: str | None = None  # S3-compatible endpoint of s3:// paths (None: AWS); keys from AWS_* env
     s3_region: str = "us-east-1"
     redis_url: str = "redis://127.0.0.1:6379/0"  # redis+cluster://host:port[,host:port...] = a Redis Cluster
@@ -31,7 +35,7 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under <home>/mlflow")
     model_cache: Path | None = Field(None, description=(
         "the last production model loaded OK (checksummed copy), served when the registry is unreachable at "
-        "start; default <home>/artifacts/model_cache"))
+        "start; default <artifacts>/model_cache (on object storage too, see artifacts)"))
     device: Literal["auto", "cpu", "gpu"] = "auto"
     scheduler: str | None = Field(None, description="dask.distributed scheduler address; None = local cluster")
     dask_workers: int = 2
@@ -210,11 +214,40 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_dir(self) -> Path:
+        """The local artifacts folder (model cache, trained heads; with ``artifacts`` on object storage also
+        the download cache of the index versions)."""
+        from gpu_core.lake import lake_path
+
+        if self.artifacts is not None and isinstance(local := lake_path(self.artifacts), Path):
+            return local
         return self.home / "artifacts"
 
     @property
+    def index_store(self) -> Path:
+        """Where the materialiser publishes index versions (``<version>/`` folders + ``CURRENT``): under the
+        artifacts folder, a local :class:`Path` or a :class:`gpu_core.lake.LakePath` on object storage."""
+        from gpu_core.lake import lake_path
+
+        return (lake_path(self.artifacts) if self.artifacts is not None else self.artifacts_dir) / "index"
+
+    @property
+    def index_cache_dir(self) -> Path:
+        """Local copies of index versions fetched from an object-store :attr:`index_store`."""
+        return self.artifacts_dir / "cache" / "index"
+
+    @property
+    def model_cache_fetch_dir(self) -> Path:
+        """Local copies of the model cache fetched from an object-store :attr:`model_cache_dir`."""
+        return self.artifacts_dir / "cache" / "model"
+
+    @property
     def model_cache_dir(self) -> Path:
-        return self.model_cache if self.model_cache is not None else self.artifacts_dir / "model_cache"
+        """The model cache: ``model_cache``, else under the artifacts folder (on object storage there too)."""
+        from gpu_core.lake import lake_path
+
+        if self.model_cache is not None:
+            return self.model_cache
+        return (lake_path(self.artifacts) if self.artifacts is not None else self.artifacts_dir) / "model_cache"
 
     def digest(self) -> str:
         """Stable hash of every setting that can change a ranking (for replayable request logs): secrets
@@ -224,7 +257,7 @@ class Settings(BaseSettings):
 
 
 DIGEST_EXCLUDED = ("admin_token", "pii_key", "alert_webhook_url", "alert_routing_key", "host", "port", "workers",
-                   "home", "lake", "scheduler", "redis_url", "redis_cluster", "mlflow_uri", "model_cache", "log_requests", "metrics_port",
+                   "home", "lake", "artifacts", "scheduler", "redis_url", "redis_cluster", "mlflow_uri", "model_cache", "log_requests", "metrics_port",
                    "ready_requires_stream", "job_timeout_s", "prometheus_url", "schedule_nightly_utc",
                    "schedule_continuous_s", "schedule_canary_s", "schedule_boost_s", "schedule_review_s",
                    "schedule_purge_utc",

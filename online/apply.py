@@ -16,6 +16,7 @@ them with its own bookkeeping (ours: manifest + bus ack; Flink: manifest + per-e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -33,7 +34,7 @@ import redis
 
 from engines.search.stored import ensure_stored
 from gpu_core.feature_store import OnlineStore, applied_keys
-from gpu_core.lake import events_table, partition_dir, stage_file
+from gpu_core.lake import events_table, lake_path, partition_dir, stage_file, staged_path
 from gpu_core.pii import pseudonym
 from gpu_core.redis_client import has_noscript, is_cluster, load_scripts, raise_transient, run_script
 from gpu_core.schema import PRODUCT_DAILY
@@ -245,12 +246,18 @@ def stage_archive(lake: Path, entries: Sequence[BusEntry]) -> tuple[list[Path], 
         by_day[day].append(_lake_row(entry))
     files: list[Path] = []
     bad: set[str] = set()
-    for day, rows in sorted(by_day.items()):
-        table, unwritable = _table(rows)
-        bad.update(unwritable)
-        if table is None:
-            continue
-        final = partition_dir(Path(lake) / "events", day) / f"stream-{uuid.uuid4().hex}.parquet"
-        stage_file(table, final)
-        files.append(final)
+    try:
+        for day, rows in sorted(by_day.items()):
+            table, unwritable = _table(rows)
+            bad.update(unwritable)
+            if table is None:
+                continue
+            final = partition_dir(lake_path(lake) / "events", day) / f"stream-{uuid.uuid4().hex}.parquet"
+            files.append(final)
+            stage_file(table, final)
+    except BaseException:  # a full disk, an object store that refused the PUT: no staged file left behind
+        for final in files:
+            with contextlib.suppress(OSError):
+                staged_path(final).unlink(missing_ok=True)
+        raise
     return files, bad

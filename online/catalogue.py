@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from gpu_core.lake import filesystem, lake_path
 from gpu_core.moderation import decode_hash, listing_key
 from gpu_core.schema import CATEGORIES
 from kernels.geo import haversine_km
@@ -52,9 +53,11 @@ class Catalogue:
     @classmethod
     def load(cls, lake: Path) -> Catalogue | None:
         """The lake's products table, or None (logged) when the service runs without a lake."""
-        path = Path(lake) / "products"
+        lake = lake_path(lake)  # a folder or s3://bucket/prefix
+        path = lake / "products"
         try:
-            t = pq.read_table(path, columns=list(COLUMNS))
+            fs, where = filesystem(path)
+            t = pq.read_table(where, columns=list(COLUMNS), filesystem=fs)
         except (OSError, ValueError) as exc:
             log.warning("catalogue not loaded from %s: %s", path, exc)
             return None
@@ -64,7 +67,7 @@ class Catalogue:
         if cat.dtype.kind in "iu":
             cat = np.array([CATEGORIES[int(c)] for c in cat], dtype=object)
         img = np.array([bool(x) for x in d["image_path"][order]])
-        return cls(Path(lake), d["product_id"][order].astype(np.int64), d["seller_id"][order].astype(np.int64),
+        return cls(lake, d["product_id"][order].astype(np.int64), d["seller_id"][order].astype(np.int64),
                    d["title"][order], cat, d["price_thb"][order].astype(np.float64),
                    d["condition_grade"][order].astype(str).astype(object), d["lat"][order].astype(np.float64),
                    d["lon"][order].astype(np.float64), d["in_stock"][order].astype(bool), img)

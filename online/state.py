@@ -29,6 +29,7 @@ from gpu_core.device import Backend, one_thread_per_request
 from gpu_core.errors import FeatureStoreError, RegistryUnavailable
 from gpu_core.feature_store import LiveListingKeys, OnlineStore, OverrideKeys, rt_product_key
 from gpu_core.ids import ids_only
+from gpu_core.lake import fetch_dir, lake_path, publish_dir, remove_tree
 from gpu_core.moderation import decode_hash, listing_key
 from gpu_core.redis_client import connect
 from gpu_core.registry import PRODUCTION, RANKER, STAGING, ModelRef, Registry
@@ -102,38 +103,50 @@ def load_model_dir(model_dir: Path, ref: ModelRef | None, be: Backend) -> Ranker
 
 
 class ModelCache:
-    """A local copy of the last production model that loaded OK: the artifact's files plus ``cache.json``
-    (the model reference and the SHA-256 of every file), replaced atomically. Served when the registry is
-    unreachable at start (``model_source: cache``); a copy whose files do not match is refused."""
+    """A copy of the last production model that loaded OK: the artifact's files plus ``cache.json`` (the model
+    reference and the SHA-256 of every file), replaced atomically. Served when the registry is unreachable at
+    start (``model_source: cache``); a copy whose files do not match is refused. ``root`` may be a prefix on
+    object storage (artifacts on S3, so a fresh machine finds it): the copy is then published under
+    ``<root>/v<version>/`` (one PUT per file, ``cache.json`` last) and named by ``<root>/CURRENT`` written
+    after, and loading downloads it into ``fetch_dir`` first."""
 
     INFO = "cache.json"
+    POINTER = "CURRENT"
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Path, fetch_dir: Path | None = None):
+        self.root = lake_path(root)
+        self.remote = not isinstance(self.root, Path)
+        self.fetch_dir = fetch_dir
+
+    def _folder(self) -> Path:
+        """Where the cached copy's files are (on object storage: the prefix ``CURRENT`` names)."""
+        if not self.remote:
+            return self.root
+        return self.root / (self.root / self.POINTER).read_text().strip()
 
     def save(self, src: Path, ref: ModelRef) -> None:
         import json
         import shutil
-        import uuid
 
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.root.parent / f".{self.root.name}.tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(src, tmp)
-        info = {"ref": {"name": ref.name, "version": ref.version, "alias": ref.alias, "source": ref.source,
-                        "run_id": ref.run_id, "metrics": ref.metrics},
-                "files": file_digests(tmp, exclude={self.INFO}), "saved_at": time.time()}
-        (tmp / self.INFO).write_text(json.dumps(info, indent=2))
-        old = self.root.parent / f".{self.root.name}.old-{uuid.uuid4().hex[:8]}"
-        if self.root.exists():
-            self.root.rename(old)
-        tmp.rename(self.root)
-        shutil.rmtree(old, ignore_errors=True)
+        name = f"v{ref.version}"
+        target = self.root / name if self.remote else self.root
+        with publish_dir(target, last=(self.INFO,)) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            info = {"ref": {"name": ref.name, "version": ref.version, "alias": ref.alias, "source": ref.source,
+                            "run_id": ref.run_id, "metrics": ref.metrics},
+                    "files": file_digests(tmp, exclude={self.INFO}), "saved_at": time.time()}
+            (tmp / self.INFO).write_text(json.dumps(info, indent=2))
+        if self.remote:
+            (self.root / self.POINTER).write_text(name)
+            for d in self.root.iterdir():
+                if d.name not in (name, self.POINTER):
+                    remove_tree(d)
 
     def version(self) -> str | None:
         import json
 
         try:
-            return json.loads((self.root / self.INFO).read_text())["ref"]["version"]
+            return json.loads((self._folder() / self.INFO).read_text())["ref"]["version"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -142,24 +155,33 @@ class ModelCache:
         or it is damaged."""
         import json
 
+        folder = self._folder()
+        if self.remote:
+            if self.fetch_dir is None:
+                raise OSError(f"model cache {self.root}: no local folder to fetch it into")
+            folder = fetch_dir(folder, self.fetch_dir / folder.name)
+            for d in self.fetch_dir.iterdir():  # copies of older versions
+                if d.name != folder.name and not d.name.startswith("."):
+                    remove_tree(d)
         try:
-            info = json.loads((self.root / self.INFO).read_text())
+            info = json.loads((folder / self.INFO).read_text())
             ref = ModelRef(**info["ref"])
             files = info["files"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ArtifactCorrupt(f"model cache {self.root} refused: unreadable {self.INFO} ({exc})") from None
-        check(self.root, files, f"model cache {self.root}")
-        return load_model_dir(self.root, ref, be)
+        check(folder, files, f"model cache {self.root}")
+        return load_model_dir(folder, ref, be)
 
 
 class ModelHolder:
     """Production (and staging, for the canary) rankers, hot-reloaded when a registry alias moves; the
     production model is also copied to a local cache, served when the registry is down at start."""
 
-    def __init__(self, registry: Registry | None, be: Backend, cache_dir: Path | None = None):
+    def __init__(self, registry: Registry | None, be: Backend, cache_dir: Path | None = None,
+                 cache_fetch_dir: Path | None = None):
         self.registry = registry
         self.be = be
-        self.cache = ModelCache(cache_dir) if cache_dir is not None else None
+        self.cache = ModelCache(cache_dir, cache_fetch_dir) if cache_dir is not None else None
         self.source: str | None = None  # where production came from: registry | cache
         self.models: dict[str, Ranker] = {}
         self.error: str | None = None
@@ -254,8 +276,11 @@ class IndexHolder:
     at ``opensearch_url`` (the version's index, written by the materialiser); a node that is down at load
     is no load error: its searches answer ``keyword_index_down`` until it answers."""
 
-    def __init__(self, root: Path, settings: Settings):
-        self.root = root
+    CACHED_VERSIONS = 3  # index versions kept in the local download cache (artifacts on object storage)
+
+    def __init__(self, root: Path, settings: Settings, cache: Path | None = None):
+        self.root = root  # a local folder or a prefix on object storage (gpu_core.lake.LakePath)
+        self.cache = cache if cache is not None else settings.index_cache_dir  # local copies of remote versions
         self.settings = settings  # vector_backend (faiss | milvus), keyword_backend and their knobs
         self.version: str | None = None
         self.vector: SideListings | None = None
@@ -269,14 +294,19 @@ class IndexHolder:
         """Load the indexes of snapshot ``version``. A folder whose files do not match its manifest's
         checksums (truncated, damaged) is refused before any reader touches it; an index that is refused
         or fails to load keeps the one loaded before (``refused`` says which version and why, logged and
-        counted once); only with nothing loaded before does that index go down (its retrieval fallback)."""
+        counted once); only with nothing loaded before does that index go down (its retrieval fallback).
+        A version on object storage is first downloaded into the local cache (faiss and the keyword index
+        read local files); a store that cannot be read is refused like a damaged folder."""
         folder = self.root / version
         errors = []
         vector = keyword = space = None
         try:
+            folder = fetch_dir(folder, self.cache / version)
             verify_folder(folder)
-        except ArtifactCorrupt as exc:
+        except (ArtifactCorrupt, OSError) as exc:
             errors = [f"vector: {exc}", f"keyword: {exc}"]
+            if isinstance(exc, ArtifactCorrupt) and folder == self.cache / version:
+                remove_tree(folder)  # a damaged download is fetched again next time
         else:
             try:
                 vector = load_vector_index(folder, self.settings)
@@ -310,6 +340,15 @@ class IndexHolder:
         self.vector, self.keyword, self.version, self.title_space = vector, keyword, version, space
         self.refused = None
         self.error = "; ".join(errors) or None
+        if folder == self.cache / version:
+            self._prune_cache()
+
+    def _prune_cache(self) -> None:
+        """Keep the newest :attr:`CACHED_VERSIONS` downloaded versions (the loaded indexes are in memory)."""
+        cached = sorted((d for d in self.cache.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                        key=lambda d: d.stat().st_mtime, reverse=True)
+        for d in cached[self.CACHED_VERSIONS:]:
+            remove_tree(d)
 
     def add_listings(self, ids: np.ndarray, titles: list[str], categories: np.ndarray, vectors: np.ndarray) -> None:
         """Listings taken in since the build join both indexes (new objects, swapped one at a time)."""
@@ -436,8 +475,8 @@ class ServiceState:
         self.redis_health = RedisHealth(settings.redis_breaker_s)
         self.store = OnlineStore(self.redis)
         self.registry = registry
-        self.models = ModelHolder(registry, be, settings.model_cache_dir)
-        self.indexes = IndexHolder(settings.artifacts_dir / "index", settings)
+        self.models = ModelHolder(registry, be, settings.model_cache_dir, settings.model_cache_fetch_dir)
+        self.indexes = IndexHolder(settings.index_store, settings, settings.index_cache_dir)
         self.overrides = Overrides()
         self.mirror: ProductMirror | None = None
         self.catalogue: Catalogue | None = None  # titles, prices, images (online.catalogue), loaded at start-up

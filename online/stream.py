@@ -10,7 +10,10 @@ crash counts nothing twice.
 
 Raw events are archived to the Parquet lake in micro-batches,
 ``<lake>/events/date=YYYY-MM-DD/stream-<uuid>.parquet`` (written to a hidden temp file, fsynced,
-renamed), so the nightly ETL sees them. An entry is acknowledged (``XACK``) only after it has been
+renamed), so the nightly ETL sees them. On an object-store lake (``s3://``) the hidden temp file is one
+object PUT and the rename a server-side copy, each atomic and durable when it returns
+(:func:`gpu_core.lake.stage_file` / :func:`~gpu_core.lake.commit_file`); a PUT or copy that fails raises
+out of the flush before any ack, so its entries stay pending and are archived again. An entry is acknowledged (``XACK``) only after it has been
 applied *and* archived, and trimmed (``XTRIM MINID``) only once acknowledged. Between the rename and
 the ack the file is listed in a manifest (``jk:stream:manifest``): a consumer that restarts (or takes
 over a dead one's entries) acknowledges the entries of a renamed file instead of archiving them again,
@@ -39,7 +42,7 @@ import orjson
 import redis
 
 from gpu_core import ops
-from gpu_core.lake import commit_file, staged_path
+from gpu_core.lake import commit_file, lake_path, staged_path
 from gpu_core.pii import SealError
 from gpu_core.redis_client import connect
 from gpu_core.settings import Settings, get_settings
@@ -61,7 +64,7 @@ class StreamProcessor:
                  settings: Settings | None = None, bus: EventBus | None = None):
         self.s = settings or get_settings()
         self.r = client
-        self.lake = Path(lake)
+        self.lake = lake_path(lake)  # a folder or s3://bucket/prefix
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.bus = bus or make_bus(client, self.s)
         self.bus.on_release(self.flush)  # Kafka rebalance: archive and acknowledge before the hand-over
@@ -395,7 +398,8 @@ def run_stream(consumer: str | None = None, lake: Path | None = None, max_idle_s
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m online.stream", description=__doc__.split("\n\n")[0])
     ap.add_argument("--consumer", help="consumer name in the group (default host-pid; reuse it on restart)")
-    ap.add_argument("--lake", type=Path, help="Parquet lake (default $JAIKOD_HOME/lake)")
+    ap.add_argument("--lake", type=lake_path, help="Parquet lake: a folder or s3://bucket/prefix "
+                                                   "(default $JAIKOD_HOME/lake)")
     ap.add_argument("--max-idle-s", type=float, default=None, help="exit after this long without events")
     a = ap.parse_args(argv)
     logging.basicConfig(level=os.environ.get("JAIKOD_LOG_LEVEL", "INFO"), format="%(message)s")

@@ -20,6 +20,8 @@ Each (day, chunk) partition is generated fully vectorised with its own numpy Gen
 (``SeedSequence(seed, spawn_key=(day, chunk))``) as one Dask task, so the same seed gives the same
 tables whatever the scheduler, and the large world never holds the whole events table in memory.
 The build goes to a temporary sibling folder that is renamed into place only when complete.
+``out`` may be ``s3://bucket/prefix``: every file is then one object PUT through the lake's filesystem
+seam (:mod:`gpu_core.lake`), and the finished build is moved into place object by object.
 
 Images: tiny draws every product; demo draws every 8th product (``product_id % 8 == 1``, 12.5k
 images, since 100k PNGs take minutes on 2 cores) and large every 100th; the others have
@@ -33,7 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -45,7 +46,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dask.callbacks import Callback
 
 from batch.world.hidden import HiddenModel, is_match, query_matches, sample_user_preferences
@@ -55,7 +55,7 @@ from engines.search.analyzer import analyzer
 from engines.search.stored import stored_query
 from gpu_core.errors import ConfigError, LakeError
 from gpu_core.geo import CITY_LAT, CITY_LON, CITY_WEIGHT, N_REGIONS, region_of
-from gpu_core.lake import EVENTS_SCHEMA
+from gpu_core.lake import EVENTS_SCHEMA, AnyPath, lake_path, remove_tree, write_table
 from gpu_core.schema import AGE_GROUPS, CATEGORIES, CONDITION_GRADES, DEVICE_TYPES, EVENT_TYPES, GENDERS
 
 MODEL_VERSION = "legacy-0"
@@ -459,9 +459,12 @@ def generate_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int) -
     )
 
 
-def _mkdir_inside(root: Path, d: Path) -> None:
+def _mkdir_inside(root: AnyPath, d: AnyPath) -> None:
     """Create ``d`` below ``root`` without ever re-creating ``root``: after a failed build removed its
-    folder, a task still running on another thread fails instead of leaving a half-written lake."""
+    folder, a task still running on another thread fails instead of leaving a half-written lake. (Object
+    stores have no folders: a late write there is removed by :func:`_remove_partial`.)"""
+    if not isinstance(root, Path):
+        return
     for part in [*reversed(d.relative_to(root).parents), d.relative_to(root)]:
         if str(part) != ".":
             (root / part).mkdir(exist_ok=True)  # no parents=True: a vanished root raises
@@ -469,15 +472,15 @@ def _mkdir_inside(root: Path, d: Path) -> None:
 
 def _write_events(ctx: _EventContext, day: int, chunk: int, n_sessions: int, path: Path) -> np.ndarray:
     table = generate_events(ctx, day, chunk, n_sessions)
-    _mkdir_inside(path.parents[2], path.parent)
-    pq.write_table(table, path, compression="zstd")
+    _mkdir_inside(path.parent.parent.parent, path.parent)
+    write_table(table, path)
     codes = pc.index_in(table["event_type"], value_set=pa.array(EVENT_TYPES)).to_numpy(zero_copy_only=False)
     return np.bincount(codes, minlength=len(EVENT_TYPES))
 
 
 def _write_table(table: pa.Table, path: Path) -> int:
-    _mkdir_inside(path.parents[1], path.parent)
-    pq.write_table(table, path, compression="zstd")
+    _mkdir_inside(path.parent.parent, path.parent)
+    write_table(table, path)
     return table.num_rows
 
 
@@ -503,7 +506,7 @@ class _Progress(Callback):
 
 
 # ------------------------------------------------------------------------------------------------
-def _prepare_out(out: Path) -> None:
+def _prepare_out(out: AnyPath) -> None:
     """Refuse to replace a folder that is not an empty folder or an earlier world build."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "_world.json").exists())):
         raise LakeError(
@@ -514,7 +517,7 @@ def _prepare_out(out: Path) -> None:
 def build_world(
     size: str = "tiny",
     seed: int = 0,
-    out: Path | str | None = None,
+    out: AnyPath | str | None = None,
     *,
     start_date: str = "2026-10-01",
     days: int = 30,
@@ -526,8 +529,8 @@ def build_world(
 ) -> WorldSummary:
     """Generate the synthetic world of ``size`` (a key of SIZES) for ``seed`` into the lake ``out``.
 
-    ``out`` defaults to the settings' lake (``<JAIKOD_HOME>/lake``); an existing earlier build there
-    is replaced atomically. ``drift_category`` (a CATEGORIES name) surges from day index
+    ``out`` (a folder or ``s3://bucket/prefix``) defaults to the settings' lake (``<JAIKOD_HOME>/lake``); an
+    existing earlier build there is replaced atomically (on object storage: moved object by object). ``drift_category`` (a CATEGORIES name) surges from day index
     ``drift_from_day`` (0-based, default ``days // 2``). ``progress(stage, done, total)`` is called
     for the stages ``tables``, ``images`` and ``events``. ``scheduler`` is any Dask scheduler name
     ("threads", "processes", "synchronous"); None uses the active one (a distributed Client if one
@@ -554,14 +557,18 @@ def build_world(
         from gpu_core.settings import get_settings
 
         out = get_settings().lake_dir
-    out = Path(out).resolve()
+    out = lake_path(out)
+    local = isinstance(out, Path)
+    if local:
+        out = out.resolve()
     _prepare_out(out)
     spec = SIZES[size]
     start_ms = _ms(start)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    if local:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     try:
         summary = _build_into(
             tmp,
@@ -584,7 +591,7 @@ def build_world(
             trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(trash)
             tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree(trash)
         else:
             tmp.rename(out)
     except BaseException:
@@ -606,12 +613,12 @@ def catalogue(size: str = "demo", seed: int = 7, start_date: str = "2026-10-01")
     return products.to_pandas()
 
 
-def _remove_partial(tmp: Path, settle_s: float = 0.3, max_s: float = 10.0) -> None:
+def _remove_partial(tmp: AnyPath, settle_s: float = 0.3, max_s: float = 10.0) -> None:
     """Remove a failed build's folder. Tasks already running on the scheduler's threads may finish a
     write just after the failure, so remove until the folder has stayed gone for ``settle_s``."""
     deadline = time.monotonic() + max_s
     while time.monotonic() < deadline:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         time.sleep(settle_s)
         if not tmp.exists():
             return

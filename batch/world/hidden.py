@@ -31,6 +31,7 @@ listings.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gpu_core.lake import lake_path, read_parquet, write_parquet
 from gpu_core.schema import AGE_GROUPS, CATEGORIES, GENDERS
 from kernels.geo import haversine_km
 
@@ -269,27 +271,31 @@ class HiddenModel:
 
     # ------------------------------------------------------------------------------------------
     def save_hidden(self, hidden_dir: Path | str, user_ids: np.ndarray) -> None:
-        """Write the hidden per-user parameters and coefficients (never into the public tables)."""
-        d = Path(hidden_dir)
-        d.mkdir(parents=True, exist_ok=True)
+        """Write the hidden per-user parameters and coefficients (never into the public tables); a local
+        folder or a prefix on object storage (:func:`gpu_core.lake.lake_path`)."""
+        d = lake_path(hidden_dir)
+        if isinstance(d, Path):
+            d.mkdir(parents=True, exist_ok=True)
         cols = {"user_id": np.asarray(user_ids, dtype=np.int64)}
         for c, name in enumerate(CATEGORIES):
             cols[f"affinity_{name}"] = self.affinity[:, c]
         cols["price_sensitivity"] = self.price_sensitivity
         cols["activity"] = self.activity
-        pd.DataFrame(cols).to_parquet(d / "users_hidden.parquet", index=False)
+        write_parquet(pd.DataFrame(cols), d / "users_hidden.parquet")
         (d / "params.json").write_text(json.dumps(asdict(self.params), indent=2))
-        np.save(d / "hour_profile.npy", HOUR_PROFILE)
+        buf = io.BytesIO()
+        np.save(buf, HOUR_PROFILE)
+        (d / "hour_profile.npy").write_bytes(buf.getvalue())
 
     @classmethod
     def load(cls, out: Path | str) -> HiddenModel:
-        """Rebuild the model from a built lake: public tables + ``<out>/_hidden/``."""
-        out = Path(out)
-        hidden = pd.read_parquet(out / "_hidden" / "users_hidden.parquet").sort_values("user_id")
+        """Rebuild the model from a built lake (a folder or s3://): public tables + ``<out>/_hidden/``."""
+        out = lake_path(out)
+        hidden = read_parquet(out / "_hidden" / "users_hidden.parquet").sort_values("user_id")
         params = HiddenParams(**json.loads((out / "_hidden" / "params.json").read_text()))
-        users = pd.read_parquet(out / "users").sort_values("user_id")
-        sellers = pd.read_parquet(out / "sellers").sort_values("seller_id").reset_index(drop=True)
-        products = pd.read_parquet(out / "products").sort_values("product_id").reset_index(drop=True)
+        users = read_parquet(out / "users").sort_values("user_id")
+        sellers = read_parquet(out / "sellers").sort_values("seller_id").reset_index(drop=True)
+        products = read_parquet(out / "products").sort_values("product_id").reset_index(drop=True)
         return cls.from_tables(users, sellers, products, hidden, params)
 
     @classmethod

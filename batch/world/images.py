@@ -9,6 +9,7 @@ A seed varies position, size and colour, so two listings of one category never l
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 from pathlib import Path
 
@@ -158,9 +159,13 @@ def write_product_images(
     seed: int,
     size: int = 64,
 ) -> int:
-    """Draw and save ``<out_dir>/<product_id>.png`` for each product; returns the count written."""
-    out_dir.mkdir(exist_ok=True)  # never re-creates a removed build folder (see generate._mkdir_inside)
+    """Draw and save ``<out_dir>/<product_id>.png`` for each product (a local folder or a prefix on object
+    storage, one PUT per image); returns the count written."""
+    if isinstance(out_dir, Path):
+        out_dir.mkdir(exist_ok=True)  # never re-creates a removed build folder (see generate._mkdir_inside)
     for pid, cat, grade in zip(product_ids.tolist(), categories.tolist(), grades.tolist(), strict=True):
         arr = draw_product_image(int(cat), int(grade), seed=(seed * 1_000_003 + pid) & 0x7FFFFFFF, size=size)
-        Image.fromarray(arr).save(out_dir / f"{pid}.png", compress_level=1)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
+        (out_dir / f"{pid}.png").write_bytes(buf.getvalue())
     return len(product_ids)

@@ -33,6 +33,7 @@ from gpu_core.clock import now_ms
 from gpu_core.errors import JaikodError
 from gpu_core.feature_store import mark_live
 from gpu_core.ids import ID_MAX, ID_MIN
+from gpu_core.lake import LakePath
 from gpu_core.moderation import (
     ModerationQueue,
     ReviewBacklog,
@@ -231,6 +232,8 @@ def listings_router() -> APIRouter:
         path = state.catalogue.image_path(listing_id) if state.catalogue is not None else None
         if path is None:
             raise ListingNotFound(f"listing {listing_id} has no image", field="listing_id")
+        if isinstance(path, LakePath):  # the lake on object storage: the object's bytes
+            return Response(path.read_bytes(), media_type="image/png")
         return FileResponse(path, media_type="image/png")
 
     return router

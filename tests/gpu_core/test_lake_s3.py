@@ -1,10 +1,12 @@
-"""The lake on S3-compatible object storage (a real moto server on loopback): the ETL and the whole nightly
-read and write ``s3://bucket/lake`` through the same code as a local folder, and their outputs equal the
-local runs'."""
+"""The lake and the artifacts on S3-compatible object storage (a real moto server on loopback): the ETL and the
+whole nightly read and write ``s3://bucket/lake`` (and publish the index versions to ``s3://bucket/artifacts``)
+through the same code as a local folder, their outputs equal the local runs', and the ranking service that
+downloads the indexes from the store serves the feed of the all-local run."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import pickle
 
@@ -79,20 +81,48 @@ def test_etl_on_s3_equals_the_local_run(tiny_world, s3_bucket, tmp_path, monkeyp
 NIGHTLY_TABLES = (*ETL_TABLES, "embeddings")
 
 
+def feeds(users: list[int]) -> tuple[list[dict], object]:
+    """``POST /v1/feed`` for each user from the ranking app (the settings in the environment), and its indexes."""
+    from fastapi.testclient import TestClient
+
+    from online.app import create_app
+
+    reset_settings()
+    with TestClient(create_app(refresher=False, services=False)) as client:
+        out = []
+        for user in users:
+            r = client.post("/v1/feed", json={"user_id": user})
+            assert r.status_code == 200, r.text
+            out.append(r.json())
+        return out, client.app.state.services.state.indexes
+
+
+def ranking(feed: dict) -> list[tuple]:
+    return [(i["product_id"], i["position"], i["score"], i["sponsored"], i["title"]) for i in feed["items"]]
+
+
 def test_nightly_on_s3_equals_the_local_run(tiny_world, s3_bucket, tmp_path, monkeypatch, redis_server):
     """The whole nightly (etl -> embeddings -> train -> evaluate -> register -> materialise) on an S3 copy of
-    the tiny world's raw lake writes the features, embeddings, title space, boosters and online store that
-    the session's local nightly wrote (artifacts and MLflow stay in the local home)."""
+    the tiny world's raw lake, with the artifacts folder on S3 too, writes the features, embeddings, title
+    space, boosters and online store that the session's local nightly wrote, publishes the index version to
+    the bucket (MLflow stays in the local home), and the ranking app, which downloads that version into its
+    local cache, serves the same feeds as the all-local run."""
     from batch.dataset import training_set
     from batch.nightly import run_nightly
+    from gpu_core.device import backend
     from gpu_core.feature_store import POINTER
-    from tests.conftest import local_nightly_state, production_ranker, redis_state
+    from gpu_core.registry import PRODUCTION, Registry
+    from online.state import ModelHolder
+    from tests.conftest import _free_port as free_port
+    from tests.conftest import local_nightly_state, production_ranker, redis_state, restore_db
+    from tests.online.conftest import known_users
 
     base = redis_server.url.rsplit("/", 1)[0]
     url = f"{base}/4"
     redis.Redis.from_url(url).flushdb()
     home = tmp_path / "home"
     for k, v in {"JAIKOD_HOME": str(home), "JAIKOD_REDIS_URL": url, "JAIKOD_LAKE": f"s3://{s3_bucket}/lake",
+                 "JAIKOD_ARTIFACTS": f"s3://{s3_bucket}/artifacts",
                  "JAIKOD_DEVICE": os.environ.get("JAIKOD_DEVICE", "cpu")}.items():
         monkeypatch.setenv(k, v)
     reset_settings()
@@ -128,9 +158,82 @@ def test_nightly_on_s3_equals_the_local_run(tiny_world, s3_bucket, tmp_path, mon
         for a, b in zip(want_model.predict(X), got_model.predict(X), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
-        # 3. the materialised online store (up to the snapshot's version id); the index folder is local
+        # 3. the materialised online store (up to the snapshot's version id)
         want = local_nightly_state(tiny_world, f"{base}/5")
-        assert len(want) > 10 and want == redis_state(url, redis.Redis.from_url(url).get(POINTER))
-        assert (home / "artifacts" / "index" / "CURRENT").is_file()
+        version = redis.Redis.from_url(url).get(POINTER)
+        assert len(want) > 10 and want == redis_state(url, version)
+        version = version.decode()
+
+        # 4. the index version is on S3 (CURRENT names it, its manifest's checksums match the local build's
+        # files), nothing of it in the local home; the app downloads it and serves the all-local feeds
+        store = lake_path(f"s3://{s3_bucket}/artifacts/index")
+        assert get_settings().index_store == store and (store / "CURRENT").read_text() == version
+        local_index = tiny_world.home / "artifacts" / "index"
+        local_version = (local_index / "CURRENT").read_text().strip()
+        got_files = json.loads((store / version / "manifest.json").read_text())["files"]
+        assert got_files == json.loads((local_index / local_version / "manifest.json").read_text())["files"]
+        assert {p.relative_to(store / version) for p in (store / version).rglob("*")
+                if p.is_file()} == {*got_files, "manifest.json"}
+        assert not (home / "artifacts" / "index").exists()
+        users = known_users(url, 3)
+        got, indexes = feeds(users)
+        assert indexes.version == version and indexes.error is None and indexes.refused is None
+        assert (home / "artifacts" / "cache" / "index" / version / "manifest.json").is_file()
+        # the model cache went to the bucket too; with the registry unreachable at start, a fresh machine
+        # (empty local folders) serves the same production model from it
+        assert get_settings().model_cache_dir == lake_path(f"s3://{s3_bucket}/artifacts/model_cache")
+        assert not (home / "artifacts" / "model_cache").exists()
+        dead = Registry(settings=get_settings().model_copy(update={"mlflow_uri": f"http://127.0.0.1:{free_port()}"}))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            mp.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+            holder = ModelHolder(dead, backend(), get_settings().model_cache_dir, tmp_path / "fresh")
+            holder.refresh()
+        assert holder.source == "cache" and holder.get(PRODUCTION).label == got_model.label
+        assert holder.get(PRODUCTION).ctr.save_raw("json") == got_model.ctr.save_raw("json")
+        for k in ("JAIKOD_LAKE", "JAIKOD_ARTIFACTS"):  # the all-local run: the tiny world's home and Redis db
+            monkeypatch.delenv(k)
+        monkeypatch.setenv("JAIKOD_HOME", str(tiny_world.home))
+        monkeypatch.setenv("JAIKOD_REDIS_URL", f"{base}/5")
+        restore_db(f"{base}/5", tiny_world.dump)
+        want_feeds, local_indexes = feeds(users)
+        assert local_indexes.version == local_version
+        for g, w in zip(got, want_feeds, strict=True):
+            assert not {"vector_index_down", "keyword_index_down", "redis_down"} & set(g["fallbacks_used"])
+            assert len(g["items"]) > 0 and ranking(g) == ranking(w)
+            assert all(i["title"] for i in g["items"])  # the catalogue was read from the S3 lake
+            assert g["fallbacks_used"] == w["fallbacks_used"]
     finally:
         redis.Redis.from_url(url).flushdb()
+        redis.Redis.from_url(f"{base}/5").flushdb()
+
+
+def test_a_folder_published_to_s3_is_fetched_whole_or_not_at_all(s3_bucket, tmp_path):
+    """publish_dir: nothing reaches the store when the block fails; fetch_dir: a complete local copy (reused
+    once there), FileNotFoundError for a version that was never published, and a local folder is itself."""
+    from gpu_core.lake import fetch_dir, publish_dir
+
+    store = lake_path(f"s3://{s3_bucket}/artifacts/index")
+    with pytest.raises(RuntimeError), publish_dir(store / "v0") as tmp:
+        (tmp / "vectors.bin").write_bytes(b"half")
+        raise RuntimeError("the build failed")
+    assert not (store / "v0").exists()
+    with publish_dir(store / "v1", last=("manifest.json",)) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "a.bin").write_bytes(b"\x00" * 1000)
+        (tmp / "manifest.json").write_text("{}")
+    assert sorted(p.relative_to(store / "v1") for p in (store / "v1").rglob("*") if p.is_file()) == \
+        ["manifest.json", "sub/a.bin"]
+    cache = tmp_path / "cache"
+    got = fetch_dir(store / "v1", cache / "v1")
+    assert got == cache / "v1" and (got / "sub" / "a.bin").read_bytes() == b"\x00" * 1000
+    assert [p.name for p in cache.iterdir()] == ["v1"]  # no temporary sibling left
+    (store / "v1" / "sub" / "a.bin").unlink()
+    assert fetch_dir(store / "v1", cache / "v1") == got and (got / "sub" / "a.bin").is_file()  # reused
+    with publish_dir(store / "flat") as tmp:  # files at the top only
+        (tmp / "a.bin").write_bytes(b"flat")
+    assert (fetch_dir(store / "flat", cache / "flat") / "a.bin").read_bytes() == b"flat"
+    with pytest.raises(FileNotFoundError):
+        fetch_dir(store / "v2", cache / "v2")
+    assert not (cache / "v2").exists()
+    assert fetch_dir(tmp_path / "local", cache / "x") == tmp_path / "local"

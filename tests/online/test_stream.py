@@ -19,7 +19,7 @@ import pytest
 from engines.realtime import read_product_rt, read_user_rt
 from engines.search.stored import redact
 from gpu_core.feature_store import OnlineStore
-from gpu_core.lake import EVENTS_SCHEMA
+from gpu_core.lake import EVENT_FIELDS, EVENTS_SCHEMA, LakePath, lake_path, read_parquet, s3_client
 from gpu_core.settings import get_settings, reset_settings
 from gpu_core.streams import MANIFEST, STREAM_STATS, VERSION_STATS
 from kernels.windows import smoothed_ctr
@@ -52,8 +52,9 @@ def expected(events: list[dict]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lake_events(lake: Path) -> pd.DataFrame:
+    """The archived events of a local or an s3:// lake."""
     files = sorted((lake / "events").rglob("stream-*.parquet"))
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    return pd.concat([read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
 def check_exact(r, lake: Path, events: list[dict], backend) -> None:
@@ -259,3 +260,55 @@ def test_dead_letter_that_does_not_open_stays_and_is_named(jaikod_env, redis_cli
     assert done.resent == 2 and done.unopened == [damaged]
     assert [eid.decode() for eid, _ in redis_client.xrange(DEAD_LETTER)] == [damaged]
     assert sorted(f[b"e"] for _, f in redis_client.xrange(s.event_stream)) == sorted([b'{"event_id": "old"}', good])
+
+
+def test_archive_on_s3_equals_the_local_one_and_acks_only_durable_puts(redis_stream_env, redis_client, s3_bucket,
+                                                                       monkeypatch):
+    """The lake on a real S3-compatible server (moto): the archive is one staged object PUT + a server-side
+    copy per day, readable by the batch readers and equal to the local archive of the same events. A PUT
+    that fails (bucket missing) acknowledges nothing; a crash between the staged PUT and its commit leaves
+    nothing visible to readers; the restarted consumer archives every event once."""
+    from batch.lake import event_dates, read_events
+
+    def archived(lake, days) -> pd.DataFrame:
+        return read_events(lake, days, EVENT_FIELDS).sort_values("event_id").reset_index(drop=True)
+
+    events = make_events(240, seed=9)
+    bus = RedisStreamsBus(redis_client)
+    local = redis_stream_env / "lake"
+    assert bus.publish(events) == (240, 0)
+    assert StreamProcessor(redis_client, local, "w-local").run(max_idle_s=0.3)["archived"] == 240
+    days = event_dates(local)
+    want = archived(local, days)
+    assert len(want) == 240
+    redis_client.flushdb()  # the same events again, into a lake on S3
+
+    bucket = f"{s3_bucket[:40]}-later-{os.getpid()}"[:63]
+    lake = lake_path(f"s3://{bucket}/lake")
+    assert isinstance(lake, LakePath)
+    assert bus.publish(events) == (240, 0)
+    # 1. the bucket is missing: the PUT fails and the flush raises before any ack
+    with pytest.raises(OSError, match="NoSuchBucket|does not exist"):
+        StreamProcessor(redis_client, lake, "w-s3").run(max_idle_s=0.3)
+    assert bus.lag()["pending"] == 240 and not redis_client.hlen(MANIFEST)
+
+    # 2. the bucket exists; the process dies after the staged PUT, before its commit (the server-side copy)
+    s3_client().create_bucket(Bucket=bucket)
+
+    def crash(final):
+        raise SystemExit("killed between the staged PUT and its commit")
+
+    with monkeypatch.context() as m:
+        m.setattr("online.stream.commit_file", crash)
+        with pytest.raises(SystemExit):
+            StreamProcessor(redis_client, lake, "w-s3").run(max_idle_s=0.3)
+    assert list((lake / "events").rglob("*.tmp"))  # the staged object is there, hidden from the readers
+    assert len(read_events(lake, days, EVENT_FIELDS)) == 0
+    assert bus.lag()["pending"] == 240 and redis_client.hlen(MANIFEST) == 1
+
+    # 3. restarted under the same name: the staged object is dropped, the pending entries archived once
+    assert StreamProcessor(redis_client, lake, "w-s3").run(max_idle_s=0.3)["archived"] == 240
+    assert not list((lake / "events").rglob("*.tmp"))
+    assert event_dates(lake) == days
+    pd.testing.assert_frame_equal(archived(lake, days), want, check_exact=True)
+    check_exact(redis_client, lake, events, BusBackend("redis"))
