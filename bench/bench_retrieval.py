@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--out", type=Path, default=LATEST)
+    ap.add_argument("--tag", default="", help="result file retrieval_<tag>.json (e.g. large)")
+    ap.add_argument("--nprobes", default="64,128,256,512,1024", help="IVF only: nprobe values swept")
     args = ap.parse_args(argv)
 
     from online.api import _ctx
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t_ann = _timed(lambda q: served.index.search(q, k), qs * 2)
         t_exact = _timed(lambda q: exact.search(q, k), qs)
         t_served = _timed(lambda c: served.search(c.user.vector, k), ctxs)  # the engines.index call
+        sweep = nprobe_sweep(served.index, exact, qs, k, [int(x) for x in args.nprobes.split(",") if x])
 
         def retrieve(c):
             c.deadline_s = time.perf_counter() + 10.0  # contexts were built before the timing: no deadline here
@@ -123,15 +126,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "retrieval_stage_feed_candidates_mean": float(np.mean(feed_counts)),
         "retrieval_stage_search_p50_ms": pct(t_search, 50), "retrieval_stage_search_p99_ms": pct(t_search, 99),
         "retrieval_stage_search_candidates_mean": float(np.mean(counts)), "search_queries": list(QUERIES),
-        "note": "search = the retrieval stage for kind=search (keyword index + tokenisation as served today); "
-                "the large world was not measured",
+        "nprobe_served": getattr(served.index, "nprobe", None), "nprobe_sweep": sweep,
+        "note": "search = the retrieval stage for kind=search (keyword index + tokenisation as served today)",
         "gpu": "GPU: not measured",
     }
-    write_result(args.out / "retrieval.json", result, world=world)
+    write_result(args.out / (f"retrieval_{args.tag}.json" if args.tag else "retrieval.json"), result, world=world)
     for key, v in result.items():
         if isinstance(v, float):
             print(f"{key:45s} {v:10.4f}")
+    for row in sweep:
+        print(f"nprobe {row['nprobe']:5d}: recall@{k} {row['recall_mean']:.4f}, CPU {row['cpu_ms_per_query']:.2f} ms/query")
     return result
+
+
+def nprobe_sweep(index, exact, qs: list[np.ndarray], k: int, nprobes: list[int]) -> list[dict[str, Any]]:
+    """Recall@k against exact and CPU per query (one thread, one query at a time) of an IVF index at each
+    nprobe; the index's own nprobe is restored. Empty for an exact index."""
+    if not hasattr(index, "nprobe"):
+        return []
+    truth = [exact.search(q, k)[1][0] for q in qs]
+    keep, rows = index.nprobe, []
+    try:
+        for npb in nprobes:
+            index.nprobe = npb
+            c0 = time.process_time()
+            got = [index.search(q, k)[1][0] for q in qs]
+            cpu = (time.process_time() - c0) * 1000 / max(1, len(qs))
+            rec = [len(np.intersect1d(a[a >= 0], e[e >= 0])) / max(1, int((e >= 0).sum())) for a, e in zip(got, truth, strict=True)]
+            rows.append({"nprobe": npb, "recall_mean": float(np.mean(rec)), "recall_p10": float(np.percentile(rec, 10)),
+                         "cpu_ms_per_query": cpu})
+    finally:
+        index.nprobe = keep
+    return rows
 
 
 if __name__ == "__main__":

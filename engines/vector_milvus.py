@@ -143,11 +143,16 @@ class _Link:
             self.down = None
 
 
+def _nlist(n: int) -> int:
+    """IVF_FLAT lists for ``n`` vectors (4·√n, as faiss' IVF here); Milvus refuses an nprobe above it."""
+    return max(1, int(4 * math.sqrt(max(n, 1))))
+
+
 class MilvusVectorIndex(SideListings):
     applies_rules = True
     remote = True  # a gRPC call: the feed runs the keyword call beside it
 
-    def __init__(self, link: _Link, dim: int, count: int, index_type: str = "FLAT", nprobe: int = 64,
+    def __init__(self, link: _Link, dim: int, count: int, index_type: str = "FLAT", nprobe: int = 512,
                  extra_ids: np.ndarray | None = None, extra_vectors: np.ndarray | None = None):
         self.link = link
         self.dim, self.count, self.index_type, self.nprobe = dim, count, index_type, nprobe
@@ -159,7 +164,7 @@ class MilvusVectorIndex(SideListings):
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, *, uri: str, collection: str,
-              attrs: dict[str, np.ndarray] | None = None, index_type: str = "FLAT", nprobe: int = 64,
+              attrs: dict[str, np.ndarray] | None = None, index_type: str = "FLAT", nprobe: int = 512,
               timeout_s: float = 0.1, breaker_s: float = 1.0) -> MilvusVectorIndex:
         """(Re)create ``collection`` with ``ids``/``vectors`` and the hard rules' fields (``attrs``: category,
         seller, lat, lon per listing; missing ones are stored as 0 / NaN), flushed and loaded."""
@@ -186,7 +191,7 @@ class MilvusVectorIndex(SideListings):
             schema.add_field(LON, DataType.DOUBLE)
             params = client.prepare_index_params()
             build = {"HNSW": {"M": 16, "efConstruction": 200},
-                     "IVF_FLAT": {"nlist": max(1, int(4 * math.sqrt(max(n, 1))))}}.get(index_type, {})
+                     "IVF_FLAT": {"nlist": _nlist(n)}}.get(index_type, {})
             params.add_index(VECTOR, index_type=index_type, metric_type="IP", params=build)
             try:
                 client.create_collection(collection, schema=schema, index_params=params)
@@ -211,7 +216,7 @@ class MilvusVectorIndex(SideListings):
         if self.index_type == "HNSW":
             return {"metric_type": "IP", "params": {"ef": max(k, 64)}}
         if self.index_type == "IVF_FLAT":
-            return {"metric_type": "IP", "params": {"nprobe": self.nprobe}}
+            return {"metric_type": "IP", "params": {"nprobe": min(self.nprobe, _nlist(self.count))}}  # <= nlist
         return {"metric_type": "IP"}
 
     def _search_built(self, q: np.ndarray, k: int, rules: HardRules | None) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +246,7 @@ class MilvusVectorIndex(SideListings):
 
     @classmethod
     def load(cls, folder: Path, *, uri: str, timeout_s: float = 0.1, breaker_s: float = 1.0,
-             nprobe: int = 64) -> MilvusVectorIndex:
+             nprobe: int = 512) -> MilvusVectorIndex:
         """The snapshot's collection on the server at ``uri``. A server that does not answer yet is not an
         error here (searches fail fast until it does); one that answers without the collection is."""
         path = Path(folder) / POINTER

@@ -49,7 +49,10 @@ class Settings(BaseSettings):
     # IVFFlat (nlist 1225, nprobe 16) was 0.67 recall@1000 there and even nprobe 128 stays < 0.9 (bench/results)
     vector_ivf_threshold: int = 500_000
     vector_nlist: int | None = None  # IVF lists (None: 4 * sqrt(n)); only above vector_ivf_threshold
-    vector_nprobe: int = 64  # IVF lists probed per query, applied when the index is loaded
+    # IVF lists probed per query, applied when the index is loaded (IVF serves above vector_ivf_threshold). 512 of
+    # the 3,879 lists of the large world (940k vectors): recall@1000 0.96 at 3.8 ms; 64 gave 0.80 at 0.8 ms
+    # (bench/results/retrieval_large.json, nprobe sweep); exact search there costs 20 ms
+    vector_nprobe: int = 512
     search_min_hits: int = 10  # a search whose listings hold every required term finds fewer -> rarest term too
     search_tier_gap: float = 10.0  # FinalScore += relevance tier * gap (> any score spread: tiers never mix)
     # the keyword index's retrieval: the in-process BM25 index, or an OpenSearch node (query understanding and
@@ -73,6 +76,8 @@ class Settings(BaseSettings):
     # --- latency budgets and fallbacks ---------------------------------------------------
     request_budget_ms: float = 200.0
     feature_store_timeout_ms: float = 100.0
+    # reading a whole snapshot's product table (the mirror: ~60 MB at 1 M listings) off the request path
+    snapshot_load_timeout_ms: float = 60_000.0
 
     # --- events / labels / training ------------------------------------------------------
     attribution_window_s: int = 3600  # click = 1 within 1 h

@@ -474,6 +474,10 @@ class ServiceState:
         self.redis = redis_client or serving_redis(settings.redis_url, settings.feature_store_timeout_ms / 1000.0)
         self.redis_health = RedisHealth(settings.redis_breaker_s)
         self.store = OnlineStore(self.redis)
+        # the snapshot's product table is read whole, off the request path: not within the request budget
+        # (a 1 M-listing mirror does not arrive within 100 ms); an injected client is used as it is
+        self.bulk_store = self.store if redis_client is not None else OnlineStore(
+            serving_redis(settings.redis_url, settings.snapshot_load_timeout_ms / 1000.0))
         self.registry = registry
         self.models = ModelHolder(registry, be, settings.model_cache_dir, settings.model_cache_fetch_dir)
         self.indexes = IndexHolder(settings.index_store, settings, settings.index_cache_dir)
@@ -514,8 +518,8 @@ class ServiceState:
         with self._lock:
             if self.mirror is not None and self.mirror.version == version:
                 return self.mirror
-            new = ProductMirror.load(self.store, version, self.be)
-            self.context_row = self.store.context_row(version)
+            new = ProductMirror.load(self.bulk_store, version, self.be)
+            self.context_row = self.bulk_store.context_row(version)
             self.indexes.load(version)
             self.mirror = new
             self.live_synced = None  # intake listings are added again over the new snapshot
