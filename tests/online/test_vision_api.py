@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import time
+from pathlib import Path
 
 import cv2
 import httpx
@@ -291,7 +292,7 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
     moto, coffee = _skimage("motorcycle_left.png"), _skimage("coffee.png")
     res = service.analyze_batch([(moto, None, False), (coffee, None, False)])
     assert res[0]["category"] == "vehicles_parts" and res[0]["category_confidence"] >= 0.5
-    assert res[0]["category_model"] == "mobilenet_v2_imagenet1k+imagenet_to_category"
+    assert res[0]["category_model"] == "efficientnet_lite0_imagenet1k+imagenet_to_category"
     for r in res:  # the world's drawn-image heads do not answer for photos
         assert r["condition_score"] is None and r["condition_model"] is None
         assert 0 <= r["image_quality"]["score"] <= 1 and set(r["image_quality"]) >= {"sharpness", "exposure"}
@@ -301,8 +302,9 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
     from engines.vision.category import category_mass
     from gpu_core.schema import CATEGORIES
 
-    assert temperature() != 1.0
+    assert temperature() != 1.0 and service.category_temperature == temperature()
     _, probs = service.backbone.run([moto, coffee])
+    probs = service.category_probs([moto, coffee], probs)  # EfficientNet-Lite0's, not the backbone's
     raw, cal = category_mass(probs, temperature=1.0), category_mass(probs)
     for r, m, q in zip(res, raw, cal, strict=True):
         c = int(m.argmax())
@@ -310,6 +312,26 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
         gated = q[c] < service.s.category_min_confidence
         assert r["category"] == ("unknown" if gated else CATEGORIES[c])
         assert r["category_reason"] == ("low_confidence" if gated else "imagenet")
+
+
+def test_labelled_photos_get_their_label_from_the_category_classifier(service):
+    """The dev-chosen classifier answers: a labelled product photo gets its hand label, labelled
+    non-product photos (a rocket launch, a temple) get ``unknown`` for low confidence, not a category."""
+    import json
+
+    from bench.vision_photos import LABELS
+
+    label = {r["file"]: r for r in json.loads(LABELS.read_text())["photos"]}
+    moto, rocket = _skimage("motorcycle_left.png"), _skimage("rocket.jpg")
+    china = np.asarray(Image.open(Path(pytest.importorskip("sklearn").__file__).parent / "datasets" / "images" /
+                                  "china.jpg").convert("RGB"))
+    res = service.analyze_batch([(moto, None, False), (rocket, None, False), (china, None, False)])
+    assert {r["category_model"] for r in res} == {"efficientnet_lite0_imagenet1k+imagenet_to_category"}
+    assert label["motorcycle_left.png"]["product"] and res[0]["category"] == label["motorcycle_left.png"]["category"]
+    for name, r in (("rocket.jpg", res[1]), ("china.jpg", res[2])):
+        assert label[name]["product"] is False
+        assert r["category"] == "unknown" and r["category_reason"] == "low_confidence", (name, r)
+        assert r["category_confidence"] < service.s.category_min_confidence
 
 
 def test_portrait_and_animal_are_unknown(service, photo):
