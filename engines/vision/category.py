@@ -10,9 +10,9 @@ Per image, in order:
    drawn training images is at or above the ``world_domain_quantile`` of the training images' own
    cosines -> the learned world head answers (``category_model`` = its registry version). Real
    photos sit far below (measured in ``bench``), so the world head never answers for them.
-3. **ImageNet**: the category classifier's 1000-class softmax (``category_classifier``: EfficientNet-Lite0
-   by default, chosen on the real photos' dev split by ``bench.vision_backbones``; ``mobilenet_v2`` =
-   the backbone's own head), each class's probability added to its category
+3. **ImageNet**: the category classifier's 1000-class softmax (``category_classifier``: the MobileNetV2
+   backbone's own head by default; ``efficientnet_lite0``, chosen on the real photos' dev split by
+   ``bench.vision_backbones``, as a second network), each class's probability added to its category
    by the reviewed table (:mod:`engines.vision.imagenet_map`); the category with the largest mass
    answers when the mass is >= ``category_min_confidence``, else ``unknown`` (reason
    ``low_confidence``). The mass is the model's probability that the photo shows an item of that

@@ -292,7 +292,7 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
     moto, coffee = _skimage("motorcycle_left.png"), _skimage("coffee.png")
     res = service.analyze_batch([(moto, None, False), (coffee, None, False)])
     assert res[0]["category"] == "vehicles_parts" and res[0]["category_confidence"] >= 0.5
-    assert res[0]["category_model"] == "efficientnet_lite0_imagenet1k+imagenet_to_category"
+    assert res[0]["category_model"] == "mobilenet_v2_imagenet1k+imagenet_to_category"
     for r in res:  # the world's drawn-image heads do not answer for photos
         assert r["condition_score"] is None and r["condition_model"] is None
         assert 0 <= r["image_quality"]["score"] <= 1 and set(r["image_quality"]) >= {"sharpness", "exposure"}
@@ -304,7 +304,7 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
 
     assert temperature() != 1.0 and service.category_temperature == temperature()
     _, probs = service.backbone.run([moto, coffee])
-    probs = service.category_probs([moto, coffee], probs)  # EfficientNet-Lite0's, not the backbone's
+    probs = service.category_probs([moto, coffee], probs)  # the category classifier in force
     raw, cal = category_mass(probs, temperature=1.0), category_mass(probs)
     for r, m, q in zip(res, raw, cal, strict=True):
         c = int(m.argmax())
@@ -314,13 +314,23 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
         assert r["category_reason"] == ("low_confidence" if gated else "imagenet")
 
 
-def test_labelled_photos_get_their_label_from_the_category_classifier(service):
-    """The dev-chosen classifier answers: a labelled product photo gets its hand label, labelled
-    non-product photos (a rocket launch, a temple) get ``unknown`` for low confidence, not a category."""
+@pytest.fixture(scope="module")
+def lite_service(env, heads):
+    """The service with EfficientNet-Lite0 as the category classifier (``JAIKOD_VISION_CATEGORY_CLASSIFIER``)."""
+    return vs.VisionService(heads=heads, faces=False, category_classifier="efficientnet_lite0")
+
+
+def test_labelled_photos_get_their_label_from_the_category_classifier(lite_service):
+    """EfficientNet-Lite0 answers, with its own calibration: a labelled product photo gets its hand label,
+    labelled non-product photos (a rocket launch, a temple) get ``unknown`` for low confidence."""
     import json
 
     from bench.vision_photos import LABELS
+    from engines.vision.calibration import temperature
 
+    service = lite_service
+    assert service.classifier.name == "efficientnet_lite0"
+    assert service.category_temperature == temperature("efficientnet_lite0") != temperature("mobilenet_v2")
     label = {r["file"]: r for r in json.loads(LABELS.read_text())["photos"]}
     moto, rocket = _skimage("motorcycle_left.png"), _skimage("rocket.jpg")
     china = np.asarray(Image.open(Path(pytest.importorskip("sklearn").__file__).parent / "datasets" / "images" /
