@@ -1,13 +1,15 @@
 """Benchmark of POST /v1/analyze-image's work: images/s and latency percentiles, batch 1 vs micro-batching.
 
 Runs the real :class:`online.services.vision.VisionService` (nudenet + open_nsfw + MobileNetV2 +
-heads + duplicate index) on the configured runtime (``JAIKOD_VISION_RUNTIME``, default onnxruntime
+the category's ImageNet classifier + heads + duplicate index) on the configured runtime (``JAIKOD_VISION_RUNTIME``, default onnxruntime
 on CPU). Heads come from the registry alias when present, else are trained on the spot from drawn
 world images (not timed). Decoding and HTTP are excluded (measured: the service's batch method).
 
 * ``batch1``: one request at a time, ``analyze_batch([one])``.
 * ``microbatch``: ``--concurrency`` clients keep requests in flight through the async micro-batcher
   (window ``--window-ms``, at most ``--max-batch`` images per run).
+* ``category_classifiers``: the batch-1 path with MobileNetV2's own head vs EfficientNet-Lite0 as the
+  category classifier, alternating image by image, drawn images and real photos.
 
     python -m bench.bench_vision --n 96 --concurrency 16
 Writes ``bench/results/vision.json`` and prints a rich table.
@@ -88,6 +90,34 @@ def bench_microbatch(svc, images, concurrency: int) -> dict:
             "mean_batch": float(np.mean(sizes)), "max_batch_seen": int(max(sizes)), **percentiles(lat)}
 
 
+def bench_classifiers(svc, images, photos: list[np.ndarray]) -> dict:
+    """The whole analyze path at batch 1 with each category classifier: the backbone's own head
+    (``mobilenet_v2``, one pass) and EfficientNet-Lite0 (a second network for photos outside the world
+    domain), image by image in alternation so both run under the same machine load: wall p50/p99 and
+    CPU ms per image (process time, all threads)."""
+    from online.services.vision import VisionService
+
+    other = "efficientnet_lite0" if svc.classifier is None else "mobilenet_v2"
+    alt = VisionService(heads=svc.heads, faces=False, category_classifier=other)
+    runs = {svc.category_model: svc, alt.category_model: alt}
+    out: dict = {"in_force": svc.category_model}
+    names = list(runs)
+    for what, ims in (("drawn", images), ("photos", photos)):
+        for r in runs.values():
+            r.analyze_batch([(ims[0], None, False)])
+        lat: dict[str, list[float]] = {k: [] for k in runs}
+        cpu: dict[str, list[float]] = {k: [] for k in runs}
+        for i, im in enumerate(ims):
+            for k in (names if i % 2 == 0 else names[::-1]):
+                t, c = time.perf_counter(), time.process_time()
+                runs[k].analyze_batch([(im, f"cc-{what}-{i}", True)])
+                lat[k].append(time.perf_counter() - t)
+                cpu[k].append(time.process_time() - c)
+        out[what] = {k: {**percentiles(lat[k]), "cpu_ms_per_image": float(np.mean(cpu[k]) * 1000.0)} for k in runs}
+    out["load_average"] = os.getloadavg()
+    return out
+
+
 def bench_stages(svc, images, max_batch: int, repeats: int = 3) -> dict:
     """Milliseconds per image of each model at batch 1 and at ``max_batch`` (best of ``repeats``)."""
     stages = {
@@ -95,6 +125,8 @@ def bench_stages(svc, images, max_batch: int, repeats: int = 3) -> dict:
         "open_nsfw_224": lambda ims: svc.nsfw.predict(ims),
         "mobilenet_v2": lambda ims: svc.backbone.features(ims),
     }
+    if svc.classifier is not None:
+        stages[f"{svc.classifier.name}_{svc.classifier.size} (category, photos only)"] = svc.classifier.probs
     out = {}
     for name, fn in stages.items():
         row = {}
@@ -148,13 +180,17 @@ def main(argv: list[str] | None = None) -> dict:
         "batch1": bench_batch1(svc, images),
         "microbatch": bench_microbatch(svc, images, args.concurrency),
         "stages": bench_stages(svc, images, max_batch),
-        "note": "service batch path (nudenet 320 + open_nsfw 224 + MobileNetV2 + heads + duplicate index); "
+        "category_model": svc.category_model,
+        "note": "service batch path (nudenet 320 + open_nsfw 224 + MobileNetV2 + the category classifier on photos "
+                "outside the world heads' domain + heads + duplicate index); "
                 "decode and HTTP excluded; shared 2-core machine, other jobs may run",
         "gpu": "not measured (no GPU on this machine)" if "CUDAExecutionProvider" not in ort.get_available_providers()
         else "onnxruntime CUDA provider",
     }
     from bench.bench_vision_real import run as run_real
+    from bench.vision_photos import load_photos
 
+    results["category_classifiers"] = bench_classifiers(svc, images, [im for _, im in load_photos()[0]])
     results["real_photos"] = run_real(svc, s)
     write_result(args.out, results, world="drawn world images + real photos shipped in wheels")
 
@@ -173,6 +209,15 @@ def main(argv: list[str] | None = None) -> dict:
     console = Console()
     console.print(table)
     console.print(stages)
+    cc = results["category_classifiers"]
+    t = Table(title=f"whole path, batch 1, per category classifier (alternating; load average {cc['load_average'][0]:.2f})")
+    for col in ("images", "category_model", "p50 ms", "p99 ms", "CPU ms/image"):
+        t.add_column(col, justify="right")
+    for what in ("drawn", "photos"):
+        for k, r in cc[what].items():
+            t.add_row(what, k + (" (in force)" if k == cc["in_force"] else ""), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                      f"{r['cpu_ms_per_image']:.1f}")
+    console.print(t)
     real = results["real_photos"]
     if "skipped" in real:
         console.print(f"real photos: {real['skipped']}")

@@ -38,6 +38,7 @@ def category_eval(svc, photos) -> dict:
         res = svc.analyze_batch([(img, f"real-{i}", False)])[0]
         lat.append(time.perf_counter() - t)
         feats, probs = svc.backbone.run([img])
+        probs = svc.category_probs([img], probs)
         all_probs.append(probs)
         world = svc.heads.category.predict(feats)[0]
         top = int(category_mass(probs, temperature=1.0)[0].argmax())  # as the service picks it
@@ -64,7 +65,8 @@ def category_eval(svc, photos) -> dict:
         "non_product_rejection": sum(r["answer"] == UNKNOWN for r in non) / max(1, len(non)),
         "world_head_top1_baseline": sum(r["world_head"] == r["label"] for r in prod) / max(1, len(prod)),
         "world_head_answers_seen": Counter(r["world_head"] for r in rows).most_common(3),
-        "world_head_answered_a_photo": sum(r["model"] != "mobilenet_v2_imagenet1k+imagenet_to_category" for r in rows),
+        "world_head_answered_a_photo": sum(r["reason"] == "world_head" for r in rows),
+        "category_model": svc.category_model,
         "per_category": per_cat,
         "safety_flags_on_products": sum(len(r["flags"]) for r in prod),
         "safety_flags_ge_0_5_any_photo": sum(any(f["score"] >= 0.5 for f in r["flags"]) for r in rows),

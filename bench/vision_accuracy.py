@@ -46,9 +46,11 @@ def split_of(rows: list[dict]) -> list[str | None]:
     return out
 
 
-def answers(probs: np.ndarray, portrait: np.ndarray, pick: str, threshold: float) -> tuple[list[str], np.ndarray]:
-    """(answer per photo, calibrated confidence of the picked category) for one variant."""
-    raw, cal = category_mass(probs, temperature=1.0), category_mass(probs)
+def answers(probs: np.ndarray, portrait: np.ndarray, pick: str, threshold: float,
+            temperature: float | None = None) -> tuple[list[str], np.ndarray]:
+    """(answer per photo, calibrated confidence of the picked category) for one variant; ``temperature``:
+    the calibration's (None = the one in force)."""
+    raw, cal = category_mass(probs, temperature=1.0), category_mass(probs, temperature=temperature)
     if pick == "raw":
         c = raw.argmax(1)
     elif pick == "calibrated":

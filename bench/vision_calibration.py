@@ -5,7 +5,8 @@ Photos: ``bench/data/vision_real_photos.json`` (product photos: their category; 
 temperature is fitted by NLL **cross-validated**: the photos split into ``folds`` (seeded), ``T``
 fitted on the other folds, each photo scored with the ``T`` that never saw it; ECE before/after and
 the reliability tables come from those held-out scores. ``--write`` also refits ``T`` on all photos
-and writes it, with where it came from, to ``engines/vision/data/category_calibration.json``.
+and writes it, with where it came from, to the classifier's file,
+``engines/vision/data/category_calibration_<classifier>.json`` (``JAIKOD_VISION_CATEGORY_CLASSIFIER``).
 
     python -m bench.vision_calibration [--write]
 """
@@ -19,7 +20,7 @@ import json
 import numpy as np
 
 from engines.vision.calibration import (
-    CALIBRATION_PATH,
+    calibration_path,
     expected_calibration_error,
     fit_temperature,
     reliability,
@@ -110,18 +111,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--write", action="store_true", help="refit T on all photos and write the calibration file")
     args = ap.parse_args(argv)
     from bench.vision_photos import load_photos
-    from engines.vision.models import Backbone
+    from engines.vision.config import get_vision_settings
+    from engines.vision.models import ImageNetClassifier
 
     photos, missing = load_photos()
-    bb = Backbone()
-    probs = np.concatenate([bb.run([img])[1] for _, img in photos])
+    name = get_vision_settings().category_classifier
+    clf = ImageNetClassifier(name)
+    probs = np.concatenate([clf.probs([img]) for _, img in photos])
     res = evaluate(probs, [r for r, _ in photos], folds=args.folds)
     res["missing_sources"] = missing
     print(json.dumps({k: v for k, v in res.items() if not k.startswith(("reliability", "coverage"))}, indent=1))
     if args.write:
-        CALIBRATION_PATH.write_text(json.dumps({
+        calibration_path(name).write_text(json.dumps({
             "temperature": res["temperature_all_photos"],
-            "method": "temperature scaling of MobileNetV2's ImageNet logits; T minimises the NLL of the 13-way "
+            "classifier": name,
+            "method": f"temperature scaling of {name}'s ImageNet logits; T minimises the NLL of the 13-way "
                       "outcome (12 categories + no category) on a grid 0.25..8",
             "fitted_on": f"bench/data/vision_real_photos.json: {res['products']} product + {res['non_products']} "
                          f"non-product photos (ambiguous left out), sources missing: {missing or 'none'}",

@@ -1,12 +1,13 @@
-"""Calibration of ``category_confidence``: temperature scaling of MobileNetV2's ImageNet logits.
+"""Calibration of ``category_confidence``: temperature scaling of the category model's ImageNet logits.
 
 The confidence is the category's share of the ImageNet softmax (:func:`engines.vision.category.category_mass`).
 Temperature scaling divides the logits by ``T`` before the softmax (``p_T ∝ p ** (1 / T)``), one
 parameter, so it cannot reorder the classes of a photo, only soften (T > 1) or sharpen (T < 1) them.
 ``T`` is fitted by the negative log-likelihood of the 13-way outcome (12 categories + "no category":
 the mass left on classes that map to none) on hand-labelled real photos; the value in force, and
-where it came from, is data: ``engines/vision/data/category_calibration.json``
-(``python -m bench.vision_calibration`` refits it, cross-validated).
+where it came from, is data, one file per ImageNet classifier (``JAIKOD_VISION_CATEGORY_CLASSIFIER``):
+``engines/vision/data/category_calibration_<classifier>.json`` (``python -m bench.vision_calibration``
+refits the one in force, cross-validated).
 
     >>> conf, correct = ...                              # stated confidence, was the answer right
     >>> expected_calibration_error(conf, correct)        # 0 = the confidence is the accuracy
@@ -20,17 +21,26 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "category_calibration.json"
+DATA = Path(__file__).resolve().parent / "data"
 T_GRID = np.exp(np.linspace(np.log(0.25), np.log(8.0), 161))
 
 
-@lru_cache(maxsize=1)
-def load_calibration(path: Path = CALIBRATION_PATH) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).is_file() else {"temperature": 1.0}
+def calibration_path(classifier: str | None = None) -> Path:
+    """The calibration file of ``classifier`` (default: the category classifier in force)."""
+    from engines.vision.config import get_vision_settings
+
+    return DATA / f"category_calibration_{classifier or get_vision_settings().category_classifier}.json"
 
 
-def temperature() -> float:
-    return float(load_calibration()["temperature"])
+@lru_cache(maxsize=8)
+def load_calibration(path: Path | None = None) -> dict:
+    """The calibration in force (``path`` default: :func:`calibration_path`); T = 1 when there is none."""
+    path = Path(path or calibration_path())
+    return json.loads(path.read_text()) if path.is_file() else {"temperature": 1.0}
+
+
+def temperature(classifier: str | None = None) -> float:
+    return float(load_calibration(calibration_path(classifier))["temperature"])
 
 
 def scale(probs: np.ndarray, t: float) -> np.ndarray:

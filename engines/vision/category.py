@@ -10,7 +10,9 @@ Per image, in order:
    drawn training images is at or above the ``world_domain_quantile`` of the training images' own
    cosines -> the learned world head answers (``category_model`` = its registry version). Real
    photos sit far below (measured in ``bench``), so the world head never answers for them.
-3. **ImageNet**: MobileNetV2's 1000-class softmax, each class's probability added to its category
+3. **ImageNet**: the category classifier's 1000-class softmax (``category_classifier``: the MobileNetV2
+   backbone's own head by default; ``efficientnet_lite0``, chosen on the real photos' dev split by
+   ``bench.vision_backbones``, as a second network), each class's probability added to its category
    by the reviewed table (:mod:`engines.vision.imagenet_map`); the category with the largest mass
    answers when the mass is >= ``category_min_confidence``, else ``unknown`` (reason
    ``low_confidence``). The mass is the model's probability that the photo shows an item of that
@@ -33,8 +35,12 @@ from engines.vision.imagenet_map import load_table
 from gpu_core.schema import CATEGORIES
 
 UNKNOWN = "unknown"
-IMAGENET_MODEL = "mobilenet_v2_imagenet1k+imagenet_to_category"
 FACE_LABELS = frozenset({"FACE_FEMALE", "FACE_MALE"})
+
+
+def imagenet_model(classifier: str | None = None) -> str:
+    """The ``category_model`` of an ImageNet answer: the classifier and the mapping table."""
+    return f"{classifier or get_vision_settings().category_classifier}_imagenet1k+imagenet_to_category"
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,8 @@ class WorldDomain:
 def category_mass(probs: np.ndarray, *, pet_animals: bool | None = None,
                   temperature: float | None = None) -> np.ndarray:
     """ImageNet probabilities [n, 1000] -> probability mass per marketplace category [n, 12], after
-    the calibration's temperature (:mod:`engines.vision.calibration`; ``temperature=1`` = raw)."""
+    the calibration's temperature (:mod:`engines.vision.calibration`, the category classifier's in force;
+    ``temperature=1`` = raw)."""
     s = get_vision_settings()
     probs = scale(probs, calibration_temperature() if temperature is None else float(temperature))
     pet_animals = s.pet_animals_are_listings if pet_animals is None else pet_animals

