@@ -38,7 +38,14 @@ import orjson
 
 from bench._meta import LATEST as OUT
 from bench._meta import write_result
-from bench.bench_online import build_tiny_world, pct, private_redis, uvicorn_server
+from bench.bench_online import (
+    build_tiny_world,
+    histogram_quantile_ms,
+    pct,
+    private_redis,
+    route_histogram,
+    uvicorn_server,
+)
 
 
 async def closed_loop(base: str, bodies: list[dict], conc: int, max_s: float, path: str = "/v1/feed",
@@ -135,33 +142,7 @@ async def lean_loop(base: str, bodies: list[dict], conc: int, max_s: float, path
 
 
 def _feed_histogram(base: str) -> dict[float, float]:
-    """The worker's own latency histogram of ``/v1/feed`` (``jaikod_http_request_duration_seconds``: admitted
-    requests, from the edge to the last byte sent), cumulative count by upper bound in seconds."""
-    import httpx
-
-    out: dict[float, float] = {}
-    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
-        if line.startswith("jaikod_http_request_duration_seconds_bucket{") and 'route="/v1/feed"' in line:
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def histogram_quantile_ms(before: dict[float, float], after: dict[float, float], q: float) -> float:
-    """Quantile ``q`` (ms) of the observations between two scrapes, interpolated in its bucket as
-    Prometheus' ``histogram_quantile`` does."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    if not counts or counts[-1] <= 0:
-        return float("nan")
-    rank, lo, below = q * counts[-1], 0.0, 0.0
-    for b, c in zip(bounds, counts, strict=True):
-        if c >= rank:
-            if b == float("inf"):
-                return lo * 1000
-            return (lo + (b - lo) * (rank - below) / max(c - below, 1e-12)) * 1000
-        lo, below = b, c
-    return float("nan")
+    return route_histogram([base], "/v1/feed")
 
 
 def _level(base: str, bodies: list[dict], conc: int, mult: int, max_s: float, lean: bool = False,
