@@ -67,10 +67,21 @@ def pools(state, users: list[int]) -> dict[int, np.ndarray]:
 
 
 def synthetic_requests(state, users, pool, size: int, n: int, warmup: int, seed: int = 0) -> dict[str, Any]:
-    from online.candidates import CandidateBatch, Source
     from online.pipeline import RankingPipeline
 
     pipe = RankingPipeline(state)
+    # the filter stage keeps at most n_candidates: raised to the size offered, so that every size is scored
+    served_settings = state.settings
+    state.settings = served_settings.model_copy(update={"n_candidates": max(size, served_settings.n_candidates)})
+    try:
+        return _synthetic(state, pipe, users, pool, size, n, warmup, seed)
+    finally:
+        state.settings = served_settings
+
+
+def _synthetic(state, pipe, users, pool, size: int, n: int, warmup: int, seed: int) -> dict[str, Any]:
+    from online.candidates import CandidateBatch, Source
+
     rng = np.random.default_rng(seed + size)
     sets = []
     for i in range(warmup + n):
