@@ -12,7 +12,7 @@ Stable API (other helpers and the supervisor rely on it; add, never rename)::
     broker.start()            # fetch the jars (cached), format KRaft storage once, start kafka.Kafka
     broker.wait_ready(60.0)   # until the broker answers on its port (raises EngineError with the log tail)
     broker.bootstrap          # "127.0.0.1:<port>"  (JAIKOD_KAFKA_BOOTSTRAP)
-    broker.rss_bytes()        # resident memory of the broker's JVM now (None when not running)
+    broker.rss_mb()           # resident memory of the broker's JVM now, MiB (None when not running)
     broker.started_s          # seconds from start() to ready, once wait_ready() returned
     broker.stop()             # SIGTERM, then SIGKILL after a grace period; data stays under home
     with KafkaBroker(home) as b: ...   # start + wait_ready, stop on exit
@@ -41,6 +41,8 @@ import time
 import uuid
 from pathlib import Path
 
+from deploy.process import EngineProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 JVM_SCRIPT = ROOT / "scripts" / "jvm_engine.sh"
 
@@ -51,12 +53,6 @@ class EngineError(RuntimeError):
 
 class EngineUnavailable(EngineError):
     """The engine cannot be had here: java or mvn missing, or Maven Central did not serve the jars."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fetch_engine(engine: str, timeout_s: float = 600.0) -> Path:
@@ -85,16 +81,6 @@ def cluster_id() -> str:
             return cid
 
 
-def _rss_bytes(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 _LOG4J2 = """\
 status = warn
 appender.file.type = File
@@ -111,7 +97,7 @@ logger.apache.level = {level}
 """
 
 
-class KafkaBroker:
+class KafkaBroker(EngineProcess):
     """One KRaft Kafka node (broker + controller) on loopback; see the module docstring for the API."""
 
     main_class = "kafka.Kafka"
@@ -224,9 +210,6 @@ class KafkaBroker:
                                      start_new_session=True)
         return self
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def _log_tail(self, n: int = 3000) -> str:
         parts = []
         for p in (self.log_path, self.home / "logs" / "stdout.log"):
@@ -259,19 +242,8 @@ class KafkaBroker:
             time.sleep(0.1)
         raise EngineError(f"kafka broker not ready after {timeout_s:.0f} s:\n{self._log_tail()}")
 
-    def rss_bytes(self) -> int | None:
-        return _rss_bytes(self.proc.pid) if self.running() else None
-
-    def stop(self, grace_s: float = 20.0) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=grace_s)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
-            self.proc = None
+    def stop(self, grace_s: float | None = None) -> None:
+        super().stop(grace_s)
         if self._out is not None:
             self._out.close()
             self._out = None

@@ -16,11 +16,12 @@ import argparse
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from deploy.process import EngineProcess, free_port
 
 DB_FILE = "milvus.db"
 
@@ -36,14 +37,10 @@ def binary() -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MilvusLiteServer:
+class MilvusLiteServer(EngineProcess):
     """One milvus-lite process on ``127.0.0.1:port`` over ``data_dir/milvus.db``."""
+
+    grace_s = 10.0
 
     def __init__(self, data_dir: Path, port: int | None = None, log_level: str = "ERROR"):
         self.data_dir = Path(data_dir)
@@ -88,28 +85,11 @@ class MilvusLiteServer:
                     raise RuntimeError(f"milvus-lite did not answer on {self.uri} within {timeout_s:g} s") from None
                 time.sleep(0.05)
 
-    def rss_mb(self) -> float:
-        """Resident memory of the server process (MiB)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
     def kill(self) -> None:
         """SIGKILL: the vector database is gone, as after a crash."""
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-            self.proc = None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
             self.proc = None
 
 
@@ -122,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     server = MilvusLiteServer(a.data_dir, a.port, a.log_level).start()
     print(f"milvus-lite on {server.uri} (data {a.data_dir / DB_FILE}, up in {server.start_s:.2f} s)", flush=True)
     # the supervisor's stop reaches the binary, killed if it outlasts 3 s (honcho's grace is 5 s)
-    signal.signal(signal.SIGTERM, lambda *_: (server.stop(timeout_s=3.0), sys.exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: (server.stop(3.0), sys.exit(0)))
     try:
         return server.proc.wait()
     except KeyboardInterrupt:
-        server.stop(timeout_s=3.0)
+        server.stop(3.0)
         return 0
 
 

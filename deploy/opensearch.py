@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from deploy.process import EngineProcess, free_port
 
 JVM_DIR = Path(__file__).resolve().parent / "jvm" / "opensearch"
 LIB = JVM_DIR / "lib"
@@ -72,20 +72,16 @@ def ensure_compiled() -> Path:
     return CLASSES
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def command(http_port: int, transport_port: int, base: Path, heap_mb: int) -> list[str]:
     opts = os.environ.get("JAIKOD_OPENSEARCH_JAVA_OPTS", "").split()
     return ["java", f"-Xms{heap_mb}m", f"-Xmx{heap_mb}m", "-Dlog4j2.disable.jmx=true", *opts,
             "-cp", f"{ensure_compiled()}:{LIB}/*", MAIN, str(http_port), str(transport_port), str(base)]
 
 
-class OpenSearchNode:
+class OpenSearchNode(EngineProcess):
     """A node process of our own: start, wait until it answers, stop; its RSS and start-up seconds."""
+
+    grace_s = 30.0
 
     def __init__(self, base: Path, http_port: int | None = None, transport_port: int | None = None,
                  heap_mb: int | None = None):
@@ -103,9 +99,6 @@ class OpenSearchNode:
     @property
     def log_path(self) -> Path:
         return self.base / "node.log"
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout_s: float = 240.0) -> None:
         if self.running():
@@ -127,27 +120,6 @@ class OpenSearchNode:
         tail = self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         self.stop()
         raise NodeError(f"OpenSearch node did not start within {timeout_s:.0f} s:\n{tail}")
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def rss_mb(self) -> float | None:
-        """Resident memory of the node process (MiB), from /proc."""
-        if not self.running():
-            return None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -422,129 +422,131 @@ def photo():
     return img
 
 
-class _NodeStarter:
-    """The session's OpenSearch node (deploy/opensearch.py), started in a background thread as soon as
-    the collected tests include one that needs it, so its JVM start-up overlaps the tests before it."""
+class _EarlyStart:
+    """A session engine (OpenSearch node, Kafka broker) started in a background thread as soon as collection
+    shows a test that needs it, so its fetch and JVM start-up overlap the tests before it; ``get`` waits.
+    ``make()`` builds the launcher or returns why it cannot (a skip); ``boot(engine)`` starts it and waits
+    until it answers; an error of a ``skip_on`` type skips the tests that need it, any other fails them."""
 
-    def __init__(self) -> None:
-        import threading
-
-        self.node = None
+    def __init__(self, name: str, make, boot, skip_on: tuple[type[BaseException], ...] = ()):
+        self.name, self.make, self.boot, self.skip_on = name, make, boot, skip_on
+        self.engine = None
         self.error: BaseException | None = None
         self.skip: str | None = None
         self.thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def begin(self, base: Path) -> None:
-        import threading
-
-        from deploy.opensearch import OpenSearchNode, missing_tools
-
+    def begin(self) -> None:
         with self._lock:
             if self.thread is not None or self.skip is not None:
                 return
-            self.skip = missing_tools()
-            if self.skip:
+            made = self.make()
+            if isinstance(made, str):
+                self.skip = made
                 return
-            self.node = OpenSearchNode(base)
-            self.thread = threading.Thread(target=self._run, name="opensearch-start", daemon=True)
+            self.engine = made
+            self.thread = threading.Thread(target=self._run, name=f"{self.name}-start", daemon=True)
             self.thread.start()
 
     def _run(self) -> None:
         try:
-            self.node.start()
-        except BaseException as exc:  # reported by the fixture, in the test that needs the node
+            self.boot(self.engine)
+        except BaseException as exc:  # reported by the fixture, in the test that needs the engine
             self.error = exc
 
-    def get(self, base: Path):
-        self.begin(base)
+    def get(self):
+        self.begin()
         if self.skip:
-            pytest.skip(f"OpenSearch node not available: {self.skip}")
+            pytest.skip(f"{self.name} not available: {self.skip}")
         self.thread.join()
+        if isinstance(self.error, self.skip_on):
+            pytest.skip(f"{self.name} not available: {self.error}")
         if self.error is not None:
             raise self.error
-        if not self.node.running():  # a test stopped it on purpose (keyword index down): start it again
-            self.node.start()
-        return self.node
+        return self.engine
+
+    def finish(self, cleanup) -> None:
+        """At the end of the session: wait for a start still under way, then ``cleanup(engine)``."""
+        if self.thread is not None:
+            self.thread.join()
+        if self.engine is not None:
+            cleanup(self.engine)
 
 
-_OPENSEARCH = _NodeStarter()
 _OPENSEARCH_BASE = Path(os.environ.get("TMPDIR", "/tmp")) / f"jaikod-opensearch-{os.getpid()}"
+
+
+def _make_opensearch():
+    from deploy.opensearch import OpenSearchNode, missing_tools
+
+    return missing_tools() or OpenSearchNode(_OPENSEARCH_BASE)
+
+
+_OPENSEARCH = _EarlyStart("OpenSearch node", _make_opensearch, lambda node: node.start())
 
 
 def pytest_collection_finish(session):
     if any("opensearch_node" in getattr(item, "fixturenames", ()) for item in session.items):
-        _OPENSEARCH.begin(_OPENSEARCH_BASE)
+        _OPENSEARCH.begin()
+
+
+def _stop_opensearch(node) -> None:
+    node.stop()
+    shutil.rmtree(_OPENSEARCH_BASE, ignore_errors=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _OPENSEARCH.thread is not None:
-        _OPENSEARCH.thread.join()
-        if _OPENSEARCH.node is not None:
-            _OPENSEARCH.node.stop()
-        shutil.rmtree(_OPENSEARCH_BASE, ignore_errors=True)
+    _OPENSEARCH.finish(_stop_opensearch)
+    _KAFKA.finish(_stop_kafka)  # also a broker begun at collection that no test ended up using
+
+
+def _stop_kafka(broker) -> None:
+    broker.stop()
+    shutil.rmtree(broker.home, ignore_errors=True)
 
 
 @pytest.fixture()
 def opensearch_node():
     """The session's OpenSearch node, running (skipped with the reason when java, javac or mvn is missing)."""
-    return _OPENSEARCH.get(_OPENSEARCH_BASE)
+    node = _OPENSEARCH.get()
+    if not node.running():  # a test stopped it on purpose (keyword index down): start it again
+        node.start()
+    return node
 
 
-class _EarlyBroker:
-    """The session's Kafka broker, started in a background thread as soon as collection shows a test that
-    needs it (fetch, format and JVM start-up overlap the tests that run before it); ``get`` waits for it."""
+def _make_kafka():
+    from deploy.engines import KafkaBroker
 
-    def __init__(self) -> None:
-        self.broker = None
-        self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None
-
-    def begin(self, home: Path) -> None:
-        from deploy.engines import KafkaBroker
-
-        self.broker = KafkaBroker(home, heap_mb=384, partitions=4)
-
-        def start() -> None:
-            try:
-                self.broker.start().wait_ready(180.0)
-                self.warm_up()
-            except BaseException as exc:  # handed to the fixture, which skips or fails with it
-                self.error = exc
-
-        self.thread = threading.Thread(target=start, name="kafka-broker-start", daemon=True)
-        self.thread.start()
-
-    def warm_up(self) -> None:
-        """One append (idempotent producer: the transaction coordinator loads) and one group join (the
-        offsets topic is created) with long timeouts, so the first test pays no broker first-use costs."""
-        try:
-            from confluent_kafka import Consumer, Producer
-        except ImportError:
-            return
-        p = Producer({"bootstrap.servers": self.broker.bootstrap, "enable.idempotence": True, "acks": "all"})
-        p.produce("jaikod-warm-up", b"1")
-        assert p.flush(120) == 0, "kafka warm-up append not delivered in 120 s"
-        c = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "jaikod-warm-up",
-                      "auto.offset.reset": "earliest"})
-        c.subscribe(["jaikod-warm-up"])
-        end = time.monotonic() + 120
-        while time.monotonic() < end and not [m for m in c.consume(1, 0.5) if not m.error()]:
-            pass
-        c.close()
-
-    def get(self):
-        from deploy.engines import EngineUnavailable
-
-        self.thread.join()
-        if isinstance(self.error, EngineUnavailable):
-            pytest.skip(f"no Kafka broker: {self.error}")
-        if self.error is not None:
-            raise self.error
-        return self.broker
+    return KafkaBroker(Path(tempfile.mkdtemp(prefix="jaikod-kafka-")), heap_mb=384, partitions=4)
 
 
-_KAFKA = _EarlyBroker()
+def _boot_kafka(broker) -> None:
+    """Start, then one append (idempotent producer: the transaction coordinator loads) and one group join
+    (the offsets topic is created) with long timeouts, so the first test pays no broker first-use costs."""
+    broker.start().wait_ready(180.0)
+    try:
+        from confluent_kafka import Consumer, Producer
+    except ImportError:
+        return
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "acks": "all"})
+    p.produce("jaikod-warm-up", b"1")
+    assert p.flush(120) == 0, "kafka warm-up append not delivered in 120 s"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "jaikod-warm-up",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["jaikod-warm-up"])
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not [m for m in c.consume(1, 0.5) if not m.error()]:
+        pass
+    c.close()
+
+
+def _kafka_unavailable() -> tuple[type[BaseException], ...]:
+    from deploy.engines import EngineUnavailable
+
+    return (EngineUnavailable,)
+
+
+_KAFKA = _EarlyStart("Kafka broker", _make_kafka, _boot_kafka, skip_on=_kafka_unavailable())
 
 
 def _needs_kafka(item: pytest.Item) -> bool:
@@ -553,8 +555,8 @@ def _needs_kafka(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    if any(_needs_kafka(item) for item in items) and _KAFKA.thread is None:
-        _KAFKA.begin(Path(tempfile.mkdtemp(prefix="jaikod-kafka-")))
+    if any(_needs_kafka(item) for item in items):
+        _KAFKA.begin()
 
 
 @pytest.fixture(scope="session")
@@ -563,14 +565,10 @@ def kafka_broker():
     free loopback ports, shared by the session: started in the background once collection shows a test
     that needs it, waited for by the first such test. Skips (with the reason) only when java/mvn is missing
     or Maven Central does not serve the jars."""
-    if _KAFKA.thread is None:  # asked for dynamically (getfixturevalue) by a test collection did not flag
-        _KAFKA.begin(Path(tempfile.mkdtemp(prefix="jaikod-kafka-")))
     try:
-        yield _KAFKA.get()
+        yield _KAFKA.get()  # begins it too when a test asked dynamically (getfixturevalue), unflagged by collection
     finally:
-        if _KAFKA.broker is not None:
-            _KAFKA.broker.stop()
-            shutil.rmtree(_KAFKA.broker.home, ignore_errors=True)
+        _KAFKA.finish(_stop_kafka)
 
 
 @pytest.fixture(params=["redis", "kafka"])
