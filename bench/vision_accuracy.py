@@ -33,11 +33,15 @@ THRESHOLDS = [round(0.05 * i, 2) for i in range(4, 13)]  # 0.20 .. 0.60
 PICKS = ("raw", "calibrated", "top_class")
 
 
-def split_of(rows: list[dict]) -> list[str | None]:
+def split_of(rows: list[dict], *, ambiguous: bool = False) -> list[str | None]:
+    """``dev``/``test`` per row (None for ambiguous photos, unless ``ambiguous``: then they are one more
+    stratum, as the duplicate benchmark splits every photo)."""
     strata: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         if r["product"] is not None:
             strata[r["category"] if r["product"] else "non_product"].append(i)
+        elif ambiguous:
+            strata["ambiguous"].append(i)
     out: list[str | None] = [None] * len(rows)
     for idx in strata.values():
         idx.sort(key=lambda i: hashlib.sha1(f"{rows[i]['source']}/{rows[i]['file']}".encode()).hexdigest())

@@ -1,4 +1,4 @@
-"""Decode and validate uploaded images; perceptual hash for exact re-uploads.
+"""Decode and validate uploaded images; perceptual hash and colour signature for duplicates.
 
 Decoding is done by Pillow with a pixel cap (decompression bombs: the header's dimensions are
 checked before any pixel is decoded), a full ``load()`` (truncated files fail here, not later) and a
@@ -92,6 +92,47 @@ def phash(image: np.ndarray) -> int:
     low = cv2.dct(small)[:8, :8].reshape(-1)
     bits = low > np.median(low[1:])
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+COLOUR_BINS = 16  # hue bins of the colour signature (22.5 degrees each)
+COLOUR_SIDE = 64  # the signature is read from a 64x64 sample of the image
+
+
+def colour_signature(image: np.ndarray) -> np.ndarray:
+    """Chroma-weighted hue histogram in CIELAB, float32 [COLOUR_BINS]: bin k holds the mean (over all
+    pixels) of the chroma ``C* = hypot(a*, b*)`` of pixels whose hue angle falls in bin k (each pixel split
+    linearly between its two nearest bins), so its sum is the image's mean chroma and its shape says
+    which hues carry it. Lightness is left out: a brightness edit moves L* and little else, while a
+    recoloured twin of a product photo moves the hue. Read from a 64x64 bilinear sample (a statistic
+    of colour needs no area filter: ~0.3 ms on a 1-megapixel photo)."""
+    rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
+    small = cv2.resize(rgb, (COLOUR_SIDE, COLOUR_SIDE), interpolation=cv2.INTER_LINEAR)
+    lab = cv2.cvtColor(small.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2Lab).reshape(-1, 3)
+    a, b = lab[:, 1], lab[:, 2]
+    chroma = np.hypot(a, b)
+    pos = (np.arctan2(b, a) * (COLOUR_BINS / (2 * np.pi))) % COLOUR_BINS
+    lo = pos.astype(np.int64) % COLOUR_BINS
+    frac = pos - np.floor(pos)
+    hist = (np.bincount(lo, chroma * (1 - frac), COLOUR_BINS)
+            + np.bincount((lo + 1) % COLOUR_BINS, chroma * frac, COLOUR_BINS))
+    return (hist / len(chroma)).astype(np.float32)
+
+
+def colour_distance(x: np.ndarray, y: np.ndarray, full_chroma: float = 4.0,
+                    eps: float = 3.0) -> tuple[float, float]:
+    """``(chroma ratio, hue distance)`` of two :func:`colour_signature` s: ``|ln((Cx + eps) / (Cy + eps))|``
+    of their mean chromas (a white hoodie vs an orange one), and the earth mover's distance between their
+    hue distributions on the circle, in half-turns (0 = same hues, 1 = opposite; a blue vs a teal paint
+    tub is ~0.7, an orange vs a yellow juice bottle ~0.1), scaled by ``min(1, min(Cx, Cy) / full_chroma)``:
+    the hue of a nearly grey image is noise that a recompression or a brightness edit moves by a quarter
+    turn, so it counts for less."""
+    cx, cy = float(x.sum()), float(y.sum())
+    ratio = abs(float(np.log((cx + eps) / (cy + eps))))
+    if min(cx, cy) <= 0.0:
+        return ratio, 0.0
+    cdf = np.cumsum(x / cx - y / cy, dtype=np.float64)
+    emd = float(np.abs(cdf - np.median(cdf)).sum()) * 2.0 / len(x)
+    return ratio, emd * min(1.0, min(cx, cy) / full_chroma)
 
 
 def hamming(a: int, b: int) -> int:

@@ -9,7 +9,7 @@ backbone, the category's ImageNet classifier (``JAIKOD_VISION_CATEGORY_CLASSIFIE
   ``JAIKOD_SAFETY_THRESHOLD`` (0.4) the listing is handed to ``on_flagged(listing_id, result)``
   (default: ``XADD jk:moderation:queue`` when a Redis client is given, else nothing).
 * **duplicates** — :class:`engines.vision.duplicates.DuplicateIndex` (faiss over the backbone
-  embeddings + perceptual hash).
+  embeddings + perceptual hash + colour signature: a recoloured twin is another listing).
 * **ekyc-match** — SFace cosine between the ID photo's face and the selfie faces (median over
   frames), active liveness (:mod:`engines.vision.faces`), privacy by :class:`engines.vision.vault.FaceVault`.
 
@@ -39,7 +39,7 @@ from engines.vision.config import get_vision_settings
 from engines.vision.duplicates import DuplicateIndex
 from engines.vision.errors import VisionInputError, VisionRuntimeError
 from engines.vision.faces import FaceAnalyzer, liveness
-from engines.vision.imaging import b64decode_image, decode_image, phash
+from engines.vision.imaging import b64decode_image, colour_signature, decode_image, phash
 from engines.vision.models import (
     UNSAFE_LABELS,
     Backbone,
@@ -190,13 +190,13 @@ class VisionService:
             if p_nsfw[i] >= s.nsfw_flag_score:
                 flags.append({"label": "NSFW", "score": float(p_nsfw[i]), "box": None})
             risk = max([float(p_nsfw[i])] + [d["score"] for d in unsafe])
-            h = phash(img)
+            h, colour = phash(img), colour_signature(img)
             with self._index_lock:
                 strict = {"similarity": s.drawn_duplicate_similarity,
                           "phash_distance": s.drawn_near_duplicate_phash_distance} if in_domain[i] else {}
-                dup = self.duplicates.search(embs[i], h, exclude=listing_id, **strict)
+                dup = self.duplicates.search(embs[i], h, colour, exclude=listing_id, **strict)
                 if index and listing_id is not None:
-                    self.duplicates.add(listing_id, embs[i], h)
+                    self.duplicates.add(listing_id, embs[i], h, colour)
             if in_domain[i]:
                 c = int(cat_p[i].argmax())
                 category = {"category": CATEGORIES[c], "category_confidence": round(float(cat_p[i, c]), 4),
