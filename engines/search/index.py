@@ -219,12 +219,16 @@ class SearchIndex:
         return cls(bm25s.BM25.load(str(d / "bm25"), show_progress=False), z["ids"], z["category"], z["eligible"],
                    compact, avgdl=avgdl or None)
 
-    def warm(self) -> None:
-        """Exercise every path once (dictionaries, tries, the fuzzy vocabulary) before serving."""
-        for q in ("ไอโฟน มือสอง", "iphnoe", "zzzzqqq", "มือสอง"):
-            plan = self.plan(q)
-            hits = self.retrieve(plan, 100)
-            self.relevance(plan, hits.ids)
+    def warm(self, rounds: int = 3) -> None:
+        """Exercise every path (dictionaries, tries, the fuzzy vocabulary; a Thai product + condition query, an
+        English two-word one, a misspelling, nothing to find, a condition alone) at the served depth (1,000
+        hits), a few rounds, so that Python's specialising interpreter and numpy's first calls are done
+        before serving: the first search after start then costs what a warm process's first-time query does."""
+        for _ in range(rounds):
+            for q in ("ไอโฟน มือสอง", "sony camera", "iphnoe", "zzzzqqq", "มือสอง"):
+                plan = self.plan(q)
+                hits = self.retrieve(plan, 1000)
+                self.relevance(plan, hits.ids)
 
     # ---- postings ---------------------------------------------------------------------------
     def _posting(self, term: str) -> tuple[np.ndarray, np.ndarray]:
