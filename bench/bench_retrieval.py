@@ -83,17 +83,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         qs = [np.ascontiguousarray(np.asarray(c.user.vector, np.float32).reshape(1, -1)) for c in ctxs]
         exact, kind = exact_index(served)
         k = min(args.k, len(served.ids))
-        recalls, got_k = [], []
-        for q in qs:
-            _, a = served.index.search(q, k)
-            _, e = exact.search(q, k)
-            a, e = a[0][a[0] >= 0], e[0][e[0] >= 0]
-            recalls.append(len(np.intersect1d(a, e)) / max(1, len(e)))
-            got_k.append(len(a))
+        truth = [_hits(exact, q, k) for q in qs]  # exact search once: the recall below and the nprobe sweep
+        got = [_hits(served.index, q, k) for q in qs]
+        recalls = [recall(a, e) for a, e in zip(got, truth, strict=True)]
+        got_k = [len(a) for a in got]
         t_ann = _timed(lambda q: served.index.search(q, k), qs * 2)
         t_exact = _timed(lambda q: exact.search(q, k), qs)
         t_served = _timed(lambda c: served.search(c.user.vector, k), ctxs)  # the engines.index call
-        sweep = nprobe_sweep(served.index, exact, qs, k, [int(x) for x in args.nprobes.split(",") if x])
+        sweep = nprobe_sweep(served.index, truth, qs, k, [int(x) for x in args.nprobes.split(",") if x])
 
         def retrieve(c):
             c.deadline_s = time.perf_counter() + 10.0  # contexts were built before the timing: no deadline here
@@ -139,26 +136,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
-def nprobe_sweep(index, exact, qs: list[np.ndarray], k: int, nprobes: list[int]) -> list[dict[str, Any]]:
-    """Recall@k against exact and CPU per query (one thread, one query at a time) of an IVF index at each
-    nprobe; the index's own nprobe is restored. Empty for an exact index."""
+def _hits(index, q: np.ndarray, k: int) -> np.ndarray:
+    """The row ids a faiss index returns for one query (the -1 of a short answer dropped)."""
+    _, idx = index.search(q, k)
+    return idx[0][idx[0] >= 0]
+
+
+def recall(got: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the exact answer's rows that ``got`` holds."""
+    return len(np.intersect1d(got, truth)) / max(1, len(truth))
+
+
+def nprobe_sweep(index, truth: list[np.ndarray], qs: list[np.ndarray], k: int,
+                 nprobes: list[int]) -> list[dict[str, Any]]:
+    """Recall@k against the exact answers ``truth`` and CPU per query (one thread, one query at a time) of
+    an IVF index at each nprobe; the index's own nprobe is restored. Empty for an exact index."""
     if not hasattr(index, "nprobe"):
         return []
-    truth = [exact.search(q, k)[1][0] for q in qs]
     keep, rows = index.nprobe, []
     try:
         for npb in nprobes:
             index.nprobe = npb
             c0 = time.process_time()
-            got = [index.search(q, k)[1][0] for q in qs]
+            got = [_hits(index, q, k) for q in qs]
             cpu = (time.process_time() - c0) * 1000 / max(1, len(qs))
-            rec = [len(np.intersect1d(a[a >= 0], e[e >= 0])) / max(1, int((e >= 0).sum())) for a, e in zip(got, truth, strict=True)]
+            rec = [recall(a, e) for a, e in zip(got, truth, strict=True)]
             rows.append({"nprobe": npb, "recall_mean": float(np.mean(rec)), "recall_p10": float(np.percentile(rec, 10)),
                          "cpu_ms_per_query": cpu})
     finally:
         index.nprobe = keep
     return rows
-
 
 if __name__ == "__main__":
     os.environ.setdefault("JAIKOD_DEVICE", "cpu")
