@@ -101,6 +101,9 @@ class VectorIndex(SideListings):
         self.index = index
         self.dim = index.d
         self.ids = np.asarray(ids, dtype=np.int64)
+        self._on_gpu = False  # set by to_device
+        self._xb: np.ndarray | None = None  # the exact index's vectors, read on first use (_flat_vectors)
+        self._bans: tuple[tuple, np.ndarray] | None = None  # the last admin bans and their mask (_banned_mask)
         self.attrs = None
         if attrs is not None and all(f in attrs for f in RULE_FIELDS):
             self.attrs = {f: np.asarray(attrs[f], np.float64 if f in ("lat", "lon") else np.int64)
@@ -109,14 +112,13 @@ class VectorIndex(SideListings):
 
     @property
     def applies_rules(self) -> bool:  # type: ignore[override]
-        return self.attrs is not None and not getattr(self, "_on_gpu", False)
+        return self.attrs is not None and not self._on_gpu
 
     def _flat_vectors(self) -> np.ndarray | None:
         """The exact index's vectors as one array (read once; None for IVF or a GPU index)."""
-        if getattr(self, "_xb", None) is None and type(self.index).__name__ == "IndexFlatIP" \
-                and not getattr(self, "_on_gpu", False):
+        if self._xb is None and type(self.index).__name__ == "IndexFlatIP" and not self._on_gpu:
             self._xb = self.index.reconstruct_n(0, self.index.ntotal)
-        return getattr(self, "_xb", None)
+        return self._xb
 
     def eligible(self, rules: HardRules) -> np.ndarray | None:
         """Mask of the built listings the rules keep (None: every one)."""
@@ -135,7 +137,7 @@ class VectorIndex(SideListings):
         if not categories and not sellers:
             return None
         key = (categories, sellers)
-        cached = getattr(self, "_bans", None)
+        cached = self._bans
         if cached is not None and cached[0] == key:
             return cached[1]
         a = self.attrs
@@ -182,8 +184,7 @@ class VectorIndex(SideListings):
 
     def _search_built(self, q: np.ndarray, k: int, rules: HardRules | None) -> tuple[np.ndarray, np.ndarray]:
         keep = self.eligible(rules) if rules is not None and self.applies_rules else None
-        n = len(self.ids)
-        k = min(k, n)
+        k = min(k, len(self.ids))
         if keep is None or keep.all():
             scores, idx = self.index.search(q.reshape(1, -1), k)
             ok = idx[0] >= 0
