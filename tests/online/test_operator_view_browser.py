@@ -106,16 +106,22 @@ def test_operator_view_charts_tables_and_controls(stack, users):
         page.goto(f"{base}/admin")
         page.fill("#token", TOKEN)
         page.click("#save-token")
-        # the latency chart's legend shows p50/p95/p99 values read from Prometheus
-        page.wait_for_function("document.querySelector('#chart-latency .legend')?.textContent.includes('p99')",
-                               timeout=30_000)
-        page.wait_for_function("document.querySelector('#chart-status .legend')?.textContent.includes('404')",
-                               timeout=30_000)
+        # the charts query Prometheus in parallel, one query per series, so one chart's legend says nothing
+        # of another's canvas: wait for a complete round (#chart-grid counts them; a round repeats every
+        # 15 s) in which the legends read p99 and 404 and the plot areas have drawn data, i.e. pixels in a
+        # series colour (axes and labels are grey), at least one 3x3 dot per chart
+        drawn = {c: f"(({COLOURED_PIXELS})('#chart-{c} canvas') >= 9)" for c in ("latency", "rps", "status")}
+        ready = ("Number(document.querySelector('#chart-grid').dataset.loads || 0) >= 1"
+                 " && document.querySelector('#chart-latency .legend').textContent.includes('p99')"
+                 " && document.querySelector('#chart-status .legend').textContent.includes('404')"
+                 " && " + " && ".join(drawn.values()))
+        try:
+            page.wait_for_function(f"() => {ready}", timeout=45_000, polling=250)
+        except Exception:
+            got = {c: page.evaluate(COLOURED_PIXELS, f"#chart-{c} canvas") for c in drawn}
+            rounds = page.evaluate("document.querySelector('#chart-grid').dataset.loads")
+            pytest.fail(f"charts not drawn in 45 s: coloured pixels {got}, complete rounds {rounds}")
         assert "Prometheus unavailable" not in page.inner_text("#prom-note")
-        # ... and the plot areas have drawn data: pixels in a series colour (axes and labels are grey)
-        for chart in ("latency", "rps", "status"):
-            drawn = page.evaluate(COLOURED_PIXELS, f"#chart-{chart} canvas")
-            assert drawn >= 9, f"{chart}: {drawn} coloured pixels (blank plot area)"  # at least one 3x3 dot
         assert "stream" in page.inner_text("#processes") and "scheduler" in page.inner_text("#processes")
         page.fill("#seller-id", str(seller))
         page.click("#ban-seller-btn")
